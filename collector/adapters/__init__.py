@@ -1,0 +1,1 @@
+"""Adapters: the only modules that import aiobotocore, asyncpg, pgserver or HTTP servers."""

@@ -1,0 +1,29 @@
+"""The embedded PostgreSQL (pgserver) used when no DSN is configured."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("collector.embedded")
+
+_servers: dict[str, Any] = {}
+
+
+def embedded_dsn(data_dir: str) -> str:
+    """Start (or reuse) an embedded Postgres under ``data_dir``; return its DSN."""
+    import pgserver  # imported here: only the embedded default needs it
+
+    path = str(Path(data_dir).resolve())
+    server = _servers.get(path)
+    if server is None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+        server = pgserver.get_server(path, cleanup_mode="stop")
+        _servers[path] = server
+        log.info("embedded_postgres_started", data_dir=path)
+    uri: str = server.get_uri()
+    return uri

@@ -1,0 +1,223 @@
+"""PostgreSQL through asyncpg: migrations, the registry of ids, and the COPY writer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from collector.errors import MigrationError, StorageError
+from collector.model import Dims, MetricSet
+from collector.ports import CompletedSlice, QueueInfo
+from collector.sqlfiles import migrations, q
+
+log = structlog.get_logger("collector.postgres")
+
+MIGRATION_LOCK = 7_215_310_001  # pg_advisory_xact_lock key for migrations
+
+_PG_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+async def connect_pool(dsn: str, size: int = 4) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, command_timeout=120)
+    except _PG_ERRORS as e:
+        raise StorageError(f"cannot connect to the database: {type(e).__name__}: {e}") from None
+    assert pool is not None
+    return pool
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply pending migrations in order, each in its own transaction; safe under races."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for m in migrations():
+            if m.version in done:
+                continue
+            await conn.execute(m.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name
+            )
+            applied.append(m.version)
+            log.info("migration_applied", version=m.version, name=m.name)
+    return applied
+
+
+async def check_schema(conn: asyncpg.Connection) -> None:
+    want = {m.version for m in migrations()}
+    try:
+        have = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    except asyncpg.UndefinedTableError:
+        have = set()
+    if want - have:
+        raise MigrationError(
+            f"migrations {sorted(want - have)} are not applied; run `collector migrate`"
+        )
+
+
+def dims_key(d: Dims) -> str:
+    return orjson.dumps(d).decode()
+
+
+def metric_set_signature(ms: MetricSet) -> str:
+    return orjson.dumps([[m.name, m.unit, m.statistic, m.threshold] for m in ms]).decode()
+
+
+class PgStore:
+    """Writer and registry over one asyncpg pool. Ids are cached once committed."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._instances: dict[str, int] = {}
+        self._profiles: dict[str, int] = {}
+        self._metric_sets: dict[MetricSet, int] = {}
+        self._dims: dict[Dims, int] = {}
+
+    # -- registry ------------------------------------------------------------------
+    async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int:
+        ref = self._instances.get(instance_id)
+        if ref is None:
+            ref = await self.pool.fetchval(q("upsert_instance"), instance_id, region, account)
+            self._instances[instance_id] = ref
+        return ref
+
+    async def profile_id(self, name: str) -> int:
+        pid = self._profiles.get(name)
+        if pid is None:
+            pid = await self.pool.fetchval(q("upsert_profile"), name)
+            self._profiles[name] = pid
+        return pid
+
+    async def metric_set_id(self, ms: MetricSet) -> int:
+        mid = self._metric_sets.get(ms)
+        if mid is not None:
+            return mid
+        sig = metric_set_signature(ms)
+        async with self.pool.acquire() as conn, conn.transaction():
+            mid = await conn.fetchval(q("insert_metric_set"), sig)
+            if mid is None:
+                mid = await conn.fetchval(q("find_metric_set"), sig)
+            await conn.execute(
+                q("insert_metric_set_members"),
+                mid,
+                [m.name for m in ms],
+                [m.statistic for m in ms],
+                [m.unit for m in ms],
+                [m.threshold for m in ms],
+            )
+        self._metric_sets[ms] = mid
+        return mid
+
+    async def dims_ids(self, dims: set[Dims]) -> None:
+        missing = [d for d in dims if d not in self._dims]
+        if not missing:
+            return
+        keys = [dims_key(d) for d in missing]
+        cols = list(zip(*missing, strict=True))
+        async with self.pool.acquire() as conn:
+            await conn.execute(q("upsert_dimension_sets"), keys, *[list(c) for c in cols])
+            found = {r["key"]: r["id"] for r in await conn.fetch(q("dimension_ids"), keys)}
+        for d, k in zip(missing, keys, strict=True):
+            self._dims[d] = found[k]
+
+    async def save_queues(self, instance_id: str, region: str, account: str | None, queues: Sequence[QueueInfo]) -> None:
+        ref = await self.instance_ref(instance_id, region, account)
+        await self.pool.execute(
+            q("upsert_queues"),
+            ref,
+            [x.id for x in queues],
+            [x.arn for x in queues],
+            [x.name for x in queues],
+            [x.queue_type for x in queues],
+        )
+
+    # -- runs ------------------------------------------------------------------------
+    async def create_run(
+        self, requested_by: str, profile: str, start: datetime, end: datetime, instances: list[str], slices: int
+    ) -> int:
+        run_id: int = await self.pool.fetchval(
+            q("create_run"), requested_by, profile, start, end, instances, slices
+        )
+        return run_id
+
+    async def finish_run(
+        self, run_id: int, status: str, failed: int, requests: int, retries: int, throttles: int,
+        errors: list[dict[str, Any]],
+    ) -> None:
+        await self.pool.execute(
+            q("finish_run"), run_id, status, failed, requests, retries, throttles,
+            orjson.dumps(errors).decode(),
+        )
+
+    # -- the writer ------------------------------------------------------------------
+    async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
+        """COPY the batch into staging, then delete stale rows and upsert, in one transaction."""
+        try:
+            return await self._write(batch, run_id)
+        except _PG_ERRORS as e:
+            raise StorageError(f"{type(e).__name__}: {e}") from None
+
+    async def _write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
+        all_dims: set[Dims] = set()
+        for s in batch:
+            for _ms, rows in s.pages:
+                for d, _v in rows:
+                    all_dims.add(d)
+        await self.dims_ids(all_dims)
+        records: list[tuple[Any, ...]] = []
+        slice_cols: tuple[list[int], list[datetime], list[int], list[int], list[int], list[int | None]] = (
+            [], [], [], [], [], []
+        )
+        values = 0
+        dims_cache = self._dims
+        for s in batch:
+            k = s.key
+            iref = await self.instance_ref(k.instance_id)
+            pid = await self.profile_id(k.profile)
+            secs = int((k.end - k.start).total_seconds())
+            for ms, rows in s.pages:
+                mid = await self.metric_set_id(ms)
+                for d, vals in rows:
+                    records.append((k.start, iref, dims_cache[d], mid, secs, pid, vals))
+                    values += len(vals)
+            slice_cols[0].append(iref)
+            slice_cols[1].append(k.start)
+            slice_cols[2].append(secs)
+            slice_cols[3].append(pid)
+            slice_cols[4].append(s.rows)
+            slice_cols[5].append(run_id)
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(q("create_staging"))
+                if records:
+                    await conn.copy_records_to_table(
+                        "staging_values",
+                        records=records,
+                        columns=[
+                            "slice_start", "instance_ref", "dims_id", "metric_set_id",
+                            "slice_seconds", "profile_id", "vals",
+                        ],
+                    )
+                await conn.execute(q("delete_stale"), *slice_cols[:4])
+                await conn.execute(q("upsert_values"))
+                await conn.execute(q("record_slices"), *slice_cols)
+                if run_id is not None:
+                    await conn.execute(q("run_progress"), run_id, len(batch), len(records), values)
+        return len(records), values

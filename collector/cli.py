@@ -1,0 +1,217 @@
+"""The ``collector`` command line. Exit codes: 0 done, 1 failed slices, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+import anyio
+
+from collector import __version__, errors
+from collector.config import load_settings
+from collector.logs import configure
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # bad usage is bad input: exit 2
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="collector",
+        description=(
+            "Collect Amazon Connect historical metrics (GetMetricData) into PostgreSQL, "
+            "exactly once per slice."
+        ),
+        epilog="Exit codes: 0 done, 1 finished with failed slices (listed), 2 bad input.",
+    )
+    p.add_argument("--version", action="version", version=f"connect-collector {__version__}")
+    p.add_argument("--log-level", default=os.environ.get("COLLECTOR_LOG_LEVEL", "warning"),
+                   help="debug, info, warning or error (env COLLECTOR_LOG_LEVEL; default warning)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("collect", help="collect a time range once, then exit",
+                       description="Collect every slice of [--start, --end) for the configured "
+                       "instances. Both times are ISO 8601 with an offset, on slice boundaries, "
+                       "within the last 24 hours.")
+    c.add_argument("--config", default=os.environ.get("COLLECTOR_CONFIG"),
+                   help="TOML config file (env COLLECTOR_CONFIG)")
+    c.add_argument("--start", required=True, help="range start, e.g. 2026-01-01T10:00:00Z")
+    c.add_argument("--end", required=True, help="range end (exclusive)")
+    c.add_argument("--instance", action="append", default=[], metavar="ID",
+                   help="collect only this instance (repeatable)")
+    c.add_argument("--profile", default="default", help="collection profile name")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    m = sub.add_parser("migrate", help="create or upgrade the database schema",
+                       description="Apply pending migrations (idempotent; safe when run concurrently).")
+    m.add_argument("--config", default=os.environ.get("COLLECTOR_CONFIG"),
+                   help="TOML config file (env COLLECTOR_CONFIG)")
+
+    s = sub.add_parser("simulate", help="run the built-in Connect simulator",
+                       description="Serve a simulated Amazon Connect fleet on 127.0.0.1. Point the "
+                       "collector at it with AWS_ENDPOINT_URL_CONNECT=http://127.0.0.1:PORT.")
+    s.add_argument("--port", type=int, default=8700)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--accounts", type=int, default=1)
+    s.add_argument("--regions", default="us-east-1", help="comma-separated Regions")
+    s.add_argument("--instances", type=int, default=1, help="instances per account and Region")
+    s.add_argument("--queues", type=int, default=10, help="STANDARD queues per instance")
+    s.add_argument("--rate", type=float, default=5.0, help="GetMetricData req/s per account+Region")
+    s.add_argument("--burst", type=int, default=8)
+    s.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500")
+    s.add_argument("--latency", type=float, default=0.0, help="seconds added to each response")
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--write-config", metavar="FILE",
+                   help="write a collector config listing the simulated instances")
+
+    sb = sub.add_parser("sandbox", help="simulator + embedded Postgres + a collection of the last hours",
+                        description="Start the built-in simulator, collect the last --hours into the "
+                        "configured (or embedded) Postgres, and print how to query the result.")
+    sb.add_argument("--hours", type=int, default=3)
+    sb.add_argument("--data-dir", default=".data/pg")
+    return p
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"collector: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure("console", args.log_level)
+    try:
+        if args.command == "collect":
+            return anyio.run(_collect, args)
+        if args.command == "migrate":
+            return anyio.run(_migrate, args)
+        if args.command == "simulate":
+            return anyio.run(_simulate, args)
+        if args.command == "sandbox":
+            return anyio.run(_sandbox, args)
+    except errors.BadInput as e:
+        return _fail(str(e), EXIT_BAD_INPUT)
+    except errors.CollectorError as e:
+        return _fail(str(e), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_FAILED)
+    return EXIT_BAD_INPUT
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    from collector.adapters.postgres import connect_pool, migrate
+    from collector.wiring import database_dsn
+
+    settings = load_settings(args.config)
+    pool = await connect_pool(await anyio.to_thread.run_sync(database_dsn, settings), 1)
+    try:
+        async with pool.acquire() as conn:
+            applied = await migrate(conn)
+    finally:
+        await pool.close()
+    print(f"migrations applied: {applied or 'none (schema is current)'}")
+    return EXIT_OK
+
+
+async def _collect(args: argparse.Namespace) -> int:
+    from collector.planner import parse_time
+    from collector.progress import RichProgress
+    from collector.wiring import collect, runtime
+
+    settings = load_settings(args.config)
+    start = parse_time(args.start, "--start")
+    end = parse_time(args.end, "--end")
+    progress = RichProgress(enabled=not args.no_progress and sys.stderr.isatty())
+    async with runtime(settings) as rt:
+        with progress:
+            run_id, summary = await collect(
+                rt, start, end, instances=args.instance, requested_by="cli",
+                profile=args.profile, progress=progress, on_planned=progress.set_total,
+            )
+    print(
+        f"run {run_id}: {summary.slices_done}/{summary.slices_total} slices, "
+        f"{summary.rows_written} rows ({summary.values_written} values), "
+        f"{summary.requests} requests, {summary.retries} retries, {summary.throttles} throttled"
+    )
+    if summary.failures:
+        print(f"{len(summary.failures)} slice(s) failed:", file=sys.stderr)
+        for key, reason in summary.failures:
+            print(f"  {key}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _write_sim_config(path: str, sim: object, extra: str = "") -> None:
+    from collector.simulator import Simulator
+
+    assert isinstance(sim, Simulator)
+    lines = [extra] if extra else []
+    lines += ["[collection]", 'granularity = "15m"', 'groupings = ["QUEUE", "CHANNEL"]',
+              'metrics = "all"', "service_levels = [20, 60]", ""]
+    for inst in sim.fleet.instances.values():
+        lines += ["[[instances]]", f'id = "{inst.id}"', f'region = "{inst.region}"',
+                  f'account = "{inst.account}"', 'queues = "all"', ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    from collector.simulator import FleetSpec, Simulator, SimulatorConfig, running_simulator
+
+    cfg = SimulatorConfig(
+        fleet=FleetSpec(accounts=args.accounts, regions=tuple(args.regions.split(",")),
+                        instances_per_account=args.instances, queues_per_instance=args.queues,
+                        seed=args.seed),
+        rate=args.rate, burst=args.burst, error_rate=args.error_rate, latency=args.latency,
+    )
+    sim = Simulator(cfg)
+    if args.write_config:
+        _write_sim_config(args.write_config, sim)
+    async with running_simulator(sim, args.host, args.port) as url:
+        print(f"simulator listening on {url} ({len(sim.fleet.instances)} instances)", flush=True)
+        print(f"export AWS_ENDPOINT_URL_CONNECT={url}", flush=True)
+        await anyio.sleep_forever()
+    return EXIT_OK
+
+
+async def _sandbox(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from collector.clock import SystemClock
+    from collector.planner import floor_to
+    from collector.simulator import FleetSpec, Simulator, SimulatorConfig, running_simulator
+    from collector.wiring import collect, database_dsn, runtime
+
+    sim = Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "SIM100000000000")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "simulator")
+    async with running_simulator(sim) as url:
+        os.environ["AWS_ENDPOINT_URL_CONNECT"] = url
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+            path = f.name
+        _write_sim_config(path, sim, f'[database]\ndata_dir = "{args.data_dir}"\n')
+        settings = load_settings(path)
+        end = floor_to(SystemClock().now() - timedelta(minutes=15), 900)
+        start = end - timedelta(hours=args.hours)
+        print(f"simulator at {url}: {len(sim.fleet.instances)} instances; collecting {start:%H:%M}-{end:%H:%M} UTC")
+        from collector.progress import RichProgress
+
+        progress = RichProgress(enabled=sys.stderr.isatty())
+        async with runtime(settings) as rt:
+            with progress:
+                run_id, summary = await collect(rt, start, end, requested_by="sandbox",
+                                                progress=progress, on_planned=progress.set_total)
+        dsn = database_dsn(settings)
+    print(f"run {run_id}: {summary.slices_done} slices, {summary.values_written} values stored")
+    print("\nQuery it:")
+    print(f'  psql "{dsn}" -c "SELECT instance_id, interval_start, queue_id, channel, metric_name, value '
+          "FROM historical_metrics WHERE metric_name = 'CONTACTS_HANDLED' ORDER BY interval_start DESC LIMIT 10\"")
+    return EXIT_OK if not summary.failures else EXIT_FAILED

@@ -1,0 +1,308 @@
+"""One settings object: a TOML file plus ``COLLECTOR_*`` environment overrides.
+
+Every option has an environment variable: ``COLLECTOR_<SECTION>__<KEY>``
+(``COLLECTOR_COLLECTION__GRANULARITY=1h``), plus the short forms
+``COLLECTOR_DATABASE_URL`` and ``COLLECTOR_API_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from collector import catalog
+from collector.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
+
+
+def parse_duration(text: str | int) -> int:
+    """``"15m"`` / ``"1h"`` / ``"900s"`` / ``900`` -> seconds."""
+    if isinstance(text, int):
+        return text
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like '15m', '1h' or '900s'")
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return n * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    dsn: str | None = None
+    data_dir: str = ".data/pg"
+    pool_size: int = Field(default=4, ge=1, le=64)
+
+
+class CollectionSettings(_Section):
+    granularity: str = "15m"
+    groupings: list[str] = Field(default_factory=lambda: ["QUEUE", "CHANNEL"])
+    channels: list[str] = Field(default_factory=lambda: list(catalog.CHANNELS))
+    metrics: Literal["all"] | list[str] = "all"
+    service_levels: list[int] = Field(default_factory=lambda: [20, 60])
+    routing_profiles: list[str] = Field(default_factory=list)
+    agent_statuses: list[str] = Field(default_factory=list)
+    subtypes: list[str] = Field(default_factory=list)
+    validation_test_types: list[str] = Field(default_factory=list)
+    routing_step_expressions: list[str] = Field(default_factory=list)
+    max_results: int = 100
+
+    @field_validator("granularity")
+    @classmethod
+    def _granularity(cls, v: str) -> str:
+        seconds = parse_duration(v)
+        if seconds <= 0 or seconds % catalog.SLICE_ALIGN_SECONDS:
+            raise ValueError(f"{v!r} is not a multiple of 5 minutes")
+        if seconds >= catalog.MAX_RANGE_SECONDS:
+            raise ValueError(f"{v!r} is not under 24 hours")
+        return v
+
+    @field_validator("groupings")
+    @classmethod
+    def _groupings(cls, v: list[str]) -> list[str]:
+        for g in v:
+            if g not in catalog.GROUPINGS:
+                raise ValueError(f"unknown grouping {g!r}; known: {', '.join(catalog.GROUPINGS)}")
+            if g in catalog.V1_UNSUPPORTED_GROUPINGS:
+                raise ValueError(
+                    f"grouping {g!r} is not valid for GetMetricData (v1); use GetMetricDataV2"
+                )
+        if len(v) > catalog.MAX_GROUPINGS:
+            raise ValueError(f"{len(v)} groupings given; GetMetricData takes at most 2")
+        if len(set(v)) != len(v):
+            raise ValueError("a grouping is repeated")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if c not in catalog.CHANNELS:
+                raise ValueError(
+                    f"unknown or unsupported channel {c!r}; supported: {', '.join(catalog.CHANNELS)}"
+                )
+        if not v:
+            raise ValueError("at least one channel is needed")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
+        if v == "all":
+            return v
+        out: list[str] = []
+        for name in v:
+            name = catalog.METRIC_ALIASES.get(name, name)
+            if name not in catalog.METRICS:
+                raise ValueError(f"unknown metric {name!r}")
+            if name not in out:
+                out.append(name)
+        if not out:
+            raise ValueError("no metrics chosen")
+        return out
+
+    @field_validator("service_levels")
+    @classmethod
+    def _service_levels(cls, v: list[int]) -> list[int]:
+        for t in v:
+            if isinstance(t, bool) or not isinstance(t, int):
+                raise ValueError(f"threshold {t!r} is not a whole number of seconds")
+            if not catalog.THRESHOLD_MIN <= t <= catalog.THRESHOLD_MAX:
+                raise ValueError(f"threshold {t} is outside 1..604800 seconds")
+        if len(set(v)) != len(v):
+            raise ValueError("a service-level threshold is repeated")
+        return v
+
+    @field_validator("routing_step_expressions")
+    @classmethod
+    def _rse(cls, v: list[str]) -> list[str]:
+        if v:
+            raise ValueError(
+                "RoutingStepExpressions is not a valid filter for GetMetricData (v1); use GetMetricDataV2"
+            )
+        return v
+
+    @field_validator("max_results")
+    @classmethod
+    def _max_results(cls, v: int) -> int:
+        if not catalog.MAX_RESULTS_MIN <= v <= catalog.MAX_RESULTS_MAX:
+            raise ValueError("must be between 1 and 100")
+        return v
+
+    @model_validator(mode="after")
+    def _filters(self) -> CollectionSettings:
+        for key, items in (
+            ("RoutingProfiles", self.routing_profiles),
+            ("AgentStatuses", self.agent_statuses),
+            ("Subtypes", self.subtypes),
+            ("ValidationTestTypes", self.validation_test_types),
+        ):
+            _lo, hi = catalog.FILTER_LIMITS[key]
+            if len(items) > hi:
+                raise ValueError(f"{key} filter takes at most {hi} values, {len(items)} given")
+        if isinstance(self.metrics, list) and catalog.SERVICE_LEVEL in self.metrics:
+            if not self.service_levels:
+                raise ValueError("SERVICE_LEVEL is chosen but service_levels is empty")
+        return self
+
+    @property
+    def granularity_seconds(self) -> int:
+        return parse_duration(self.granularity)
+
+    def metric_names(self) -> list[str]:
+        if self.metrics == "all":
+            names = sorted(catalog.METRICS)
+            if not self.service_levels:
+                names.remove(catalog.SERVICE_LEVEL)
+            return names
+        return list(self.metrics)
+
+
+class InstanceSettings(_Section):
+    id: str = Field(min_length=1, max_length=100)
+    region: str = Field(min_length=1)
+    queues: Literal["all"] | list[str] = "all"
+    account: str | None = None
+    aws_profile: str | None = None
+    name: str | None = None
+
+    @field_validator("queues")
+    @classmethod
+    def _queues(cls, v: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty queue list collects nothing; use \"all\" or list IDs")
+        return v
+
+
+class AwsSettings(_Section):
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    workers_per_account: int = Field(default=4, ge=1, le=64)
+    get_metric_data_rate: float = Field(default=5.0, gt=0)
+    get_metric_data_burst: int = Field(default=8, ge=1)
+    list_queues_rate: float = Field(default=10.0, gt=0)
+
+
+class WriterSettings(_Section):
+    channel_size: int = Field(default=64, ge=1)
+    batch_rows: int = Field(default=20_000, ge=1)
+    batch_seconds: float = Field(default=1.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COLLECTOR_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    collection: CollectionSettings = Field(default_factory=CollectionSettings)
+    instances: list[InstanceSettings] = Field(default_factory=list)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    writer: WriterSettings = Field(default_factory=WriterSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    log_format: Literal["json", "console"] = "console"
+
+    @model_validator(mode="after")
+    def _unique_instances(self) -> Settings:
+        seen: set[str] = set()
+        for i in self.instances:
+            if i.id in seen:
+                raise ValueError(f"instance {i.id!r} is listed twice")
+            seen.add(i.id)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed in as init values).
+        return (env_settings, init_settings)
+
+
+def _short_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    if url := environ.get("COLLECTOR_DATABASE_URL"):
+        data.setdefault("database", {})["dsn"] = url
+    if token := environ.get("COLLECTOR_API_TOKEN"):
+        data.setdefault("api", {})["token"] = token
+    return data
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best effort: the line in the TOML text where the failing key is set."""
+    keys = [str(k) for k in loc if isinstance(k, str)]
+    if not keys:
+        return None
+    last = keys[-1]
+    pattern = re.compile(rf"^\s*{re.escape(last)}\s*=")
+    section = keys[0] if len(keys) > 1 else None
+    in_section = section is None
+    for n, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            name = stripped.strip("[]").strip()
+            in_section = section is None or name == section
+            continue
+        if in_section and pattern.match(line):
+            return n
+    return None
+
+
+def _format_errors(exc: ValidationError, source: str, text: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        line = _line_of(text, loc) if text else None
+        where = f"{source}:{line}" if line else source
+        parts.append(f"{where}: {key or '(root)'}: {msg}")
+    return "; ".join(parts)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the TOML file (``--config`` or ``COLLECTOR_CONFIG``) and apply env overrides."""
+    env = dict(os.environ if environ is None else environ)
+    path = path or env.get("COLLECTOR_CONFIG")
+    text = ""
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path:
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    data = _short_env(data, env)
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source, text)) from None

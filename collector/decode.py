@@ -1,0 +1,98 @@
+"""GetMetricData results -> rows: one (dimensions, values) pair per dimension group.
+
+Works on the parsed shape (botocore's output or ``orjson.loads`` of the wire
+body: the field names are the same). Values follow the request's metric order;
+a metric the API returned without ``Value`` is ``None`` (stored as NULL).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from collector.errors import MalformedResponse
+from collector.model import Dims, MetricSet
+
+
+def metric_index(metrics: MetricSet) -> dict[tuple[str, float | None], int]:
+    return {(m.name, None if m.threshold is None else float(m.threshold)): i for i, m in enumerate(metrics)}
+
+
+def _ref_id(v: Any, field: str) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, Mapping):
+        ident = v.get("Id")
+        if ident is None and (arn := v.get("Arn")):
+            ident = str(arn).rsplit("/", 1)[-1]
+        if ident is not None and not isinstance(ident, str):
+            raise MalformedResponse(f"Dimensions.{field}.Id is not a string")
+        return ident
+    raise MalformedResponse(f"Dimensions.{field} is not an object")
+
+
+def _str(v: Any, field: str) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise MalformedResponse(f"Dimensions.{field} is not a string")
+
+
+def dims_of(d: Mapping[str, Any] | None) -> Dims:
+    if not d:
+        return (None, None, None, None, None, None, None)
+    if not isinstance(d, Mapping):
+        raise MalformedResponse("Dimensions is not an object")
+    return (
+        _ref_id(d.get("Queue"), "Queue"),
+        _str(d.get("Channel"), "Channel"),
+        _ref_id(d.get("RoutingProfile"), "RoutingProfile"),
+        _ref_id(d.get("AgentStatus"), "AgentStatus"),
+        _str(d.get("RoutingStepExpression"), "RoutingStepExpression"),
+        _str(d.get("Subtype"), "Subtype"),
+        _str(d.get("ValidationTestType"), "ValidationTestType"),
+    )
+
+
+def rows_of(
+    results: Iterable[Mapping[str, Any]] | None,
+    metrics: MetricSet,
+    index: dict[tuple[str, float | None], int] | None = None,
+) -> list[tuple[Dims, list[float | None]]]:
+    """Decode ``MetricResults``; raise :class:`MalformedResponse` on anything unexpected."""
+    if results is None:
+        return []
+    if not isinstance(results, list):
+        raise MalformedResponse("MetricResults is not a list")
+    idx = index if index is not None else metric_index(metrics)
+    n = len(metrics)
+    out: list[tuple[Dims, list[float | None]]] = []
+    for res in results:
+        if not isinstance(res, Mapping):
+            raise MalformedResponse("a MetricResults entry is not an object")
+        values: list[float | None] = [None] * n
+        colls = res.get("Collections") or []
+        if not isinstance(colls, list):
+            raise MalformedResponse("Collections is not a list")
+        for c in colls:
+            try:
+                metric = c["Metric"]
+                name = metric["Name"]
+            except (KeyError, TypeError):
+                raise MalformedResponse("a Collections entry has no Metric.Name") from None
+            thr = metric.get("Threshold")
+            tv = None
+            if thr:
+                raw = thr.get("ThresholdValue")
+                tv = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+            pos = idx.get((name, tv))
+            if pos is None:
+                raise MalformedResponse(f"result has metric {name!r} (threshold {tv}) that was not requested")
+            v = c.get("Value")
+            if v is not None:
+                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                    raise MalformedResponse(f"Value of {name} is {v!r}, not a number")
+                v = float(v)
+            values[pos] = v
+        out.append((dims_of(res.get("Dimensions")), values))
+    return out

@@ -1,0 +1,72 @@
+"""One exception hierarchy for the whole product.
+
+Every class carries a docstring that is its message; ``str(exc)`` adds the
+detail given at the raise site.
+"""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """connect-collector failed."""
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+    def __str__(self) -> str:
+        head = (self.__doc__ or "").strip().splitlines()[0] if self.__doc__ else ""
+        return f"{head} {self.detail}".strip() if self.detail else head
+
+
+class BadInput(CollectorError):
+    """Bad input:"""
+
+
+class ConfigError(BadInput):
+    """Invalid configuration:"""
+
+
+class PlanError(BadInput):
+    """This collection cannot be served by GetMetricData:"""
+
+
+class ApiError(CollectorError):
+    """The Connect API refused the request:"""
+
+    def __init__(self, detail: str = "", *, code: str = "", status: int = 0) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.status = status
+
+
+class Throttled(ApiError):
+    """The Connect API throttled the request (429):"""
+
+
+class TransientApiError(ApiError):
+    """The Connect API failed transiently (5xx, timeout or dropped connection):"""
+
+
+class ClientBug(ApiError):
+    """The Connect API rejected a request as invalid; this is a bug in the planner:"""
+
+
+class NotFound(ApiError):
+    """The Connect resource does not exist or cannot be reached:"""
+
+
+class ExpiredToken(ApiError):
+    """The pagination token expired; the request's paging restarts:"""
+
+
+class MalformedResponse(CollectorError):
+    """The Connect API answered with a body the collector cannot read:"""
+
+
+class StorageError(CollectorError):
+    """PostgreSQL failed:"""
+
+
+class MigrationError(StorageError):
+    """The database schema is not what this version of connect-collector expects:"""

@@ -1,0 +1,112 @@
+"""Fetchers: one slice at a time per worker, paging each request to its end.
+
+Throttling and transient failures are retried with full-jitter backoff up to a
+bound; a 400 is a bug and fails the slice at once; an expired NextToken
+restarts that request's paging.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import structlog
+
+from collector import errors
+from collector.model import Dims, MetricDataRequest, MetricSet, SliceWork
+from collector.planner import check_request
+from collector.ports import Clock, CompletedSlice, ConnectSource
+from collector.ratelimit import Limiters, RetryPolicy
+
+log = structlog.get_logger("collector.fetch")
+
+MAX_TOKEN_RESTARTS = 3
+
+
+@dataclass(slots=True)
+class FetchCounters:
+    requests: int = 0
+    retries: int = 0
+    throttles: int = 0
+
+
+class SliceFailure(errors.CollectorError):
+    """The slice could not be collected:"""
+
+
+async def _call(
+    work: SliceWork,
+    req: MetricDataRequest,
+    token: str | None,
+    *,
+    source: ConnectSource,
+    limiters: Limiters,
+    policy: RetryPolicy,
+    clock: Clock,
+    rng: random.Random,
+    counters: FetchCounters,
+) -> tuple[list[tuple[Dims, list[float | None]]], str | None]:
+    target = work.target
+    limiter = limiters.get(target.account, target.region, "GetMetricData")
+    attempt = 0
+    while True:
+        attempt += 1
+        check_request(req, clock.now())  # every limit, right before the request leaves
+        async with limiter:
+            counters.requests += 1
+            try:
+                return await source.get_metric_data(target, req, token)
+            except errors.Throttled as e:
+                counters.throttles += 1
+                failure: errors.ApiError = e
+            except errors.TransientApiError as e:
+                failure = e
+        if attempt >= policy.max_attempts:
+            raise SliceFailure(f"gave up after {attempt} attempts: {failure}")
+        counters.retries += 1
+        delay = policy.delay(attempt, rng)
+        log.debug("request_retry", slice=str(work.key), attempt=attempt, delay=round(delay, 3), error=str(failure))
+        await clock.sleep(delay)
+
+
+async def collect_slice(
+    work: SliceWork,
+    *,
+    source: ConnectSource,
+    limiters: Limiters,
+    policy: RetryPolicy,
+    clock: Clock,
+    rng: random.Random,
+    counters: FetchCounters,
+) -> CompletedSlice:
+    """Every page of every request of one slice, or :class:`SliceFailure`."""
+    pages: list[tuple[MetricSet, list[tuple[Dims, list[float | None]]]]] = []
+    try:
+        for req in work.requests:
+            restarts = 0
+            while True:
+                req_pages: list[tuple[MetricSet, list[tuple[Dims, list[float | None]]]]] = []
+                token: str | None = None
+                try:
+                    while True:
+                        rows, token = await _call(
+                            work, req, token, source=source, limiters=limiters, policy=policy,
+                            clock=clock, rng=rng, counters=counters,
+                        )
+                        req_pages.append((req.metrics, rows))
+                        log.debug("page_fetched", slice=str(work.key), rows=len(rows), more=bool(token))
+                        if not token:
+                            break
+                except errors.ExpiredToken:
+                    restarts += 1
+                    if restarts > MAX_TOKEN_RESTARTS:
+                        raise SliceFailure("NextToken kept expiring between pages") from None
+                    log.warning("paging_restarted", slice=str(work.key), restarts=restarts)
+                    continue
+                pages.extend(req_pages)
+                break
+    except errors.PlanError as e:
+        raise SliceFailure(str(e)) from None
+    except (errors.ApiError, errors.MalformedResponse) as e:
+        raise SliceFailure(str(e)) from None
+    return CompletedSlice(work.key, pages)

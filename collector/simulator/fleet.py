@@ -1,0 +1,189 @@
+"""A deterministic simulated fleet: accounts, Regions, instances, queues and the data they hold."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector import catalog
+
+SUBTYPES = ("connect:Chat", "connect:SMS", "connect:Telephony", "connect:WebRTC")
+VALIDATION_TEST_TYPES = ("TEST_CALL", "SIMULATION")
+AGENT_STATUS_NAMES = ("Available", "Offline", "Lunch", "Training")
+
+
+def _h(*parts: object) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
+
+
+@dataclass
+class Instance:
+    id: str
+    account: str
+    region: str
+    alias: str
+    queues: dict[str, str] = field(default_factory=dict)  # id -> name (STANDARD)
+    agent_queues: dict[str, str] = field(default_factory=dict)  # id -> name (AGENT)
+    routing_profiles: list[str] = field(default_factory=list)
+    agent_statuses: list[str] = field(default_factory=list)
+    subtypes: tuple[str, ...] = SUBTYPES
+    validation_test_types: tuple[str, ...] = VALIDATION_TEST_TYPES
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:connect:{self.region}:{self.account}:instance/{self.id}"
+
+    def queue_arn(self, qid: str) -> str:
+        return f"{self.arn}/queue/{qid}"
+
+    def routing_profile_arn(self, rid: str) -> str:
+        return f"{self.arn}/routing-profile/{rid}"
+
+    def agent_status_arn(self, sid: str) -> str:
+        return f"{self.arn}/agent-state/{sid}"
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    accounts: int = 1
+    regions: tuple[str, ...] = ("us-east-1",)
+    instances_per_account: int = 1
+    queues_per_instance: int = 10
+    seed: int = 7
+    inactive_share: float = 0.25  # share of (queue, channel) groups with no contacts at all
+    idle_share: float = 0.1  # share of active groups whose averages have no Value
+
+
+def account_id(n: int) -> str:
+    return f"{100000000000 + n:012d}"
+
+
+class Fleet:
+    """Accounts x Regions x instances; the data is a pure function of the seed."""
+
+    def __init__(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        self.instances: dict[str, Instance] = {}
+        self.accounts = [account_id(a) for a in range(spec.accounts)]
+        for a, acct in enumerate(self.accounts):
+            for r, region in enumerate(spec.regions):
+                for i in range(spec.instances_per_account):
+                    iid = str(uuid.UUID(int=_h(spec.seed, "instance", a, r, i) << 64 | _h(a, r, i)))
+                    inst = Instance(id=iid, account=acct, region=region, alias=f"sim-{a}-{region}-{i}")
+                    for q in range(spec.queues_per_instance):
+                        self._add_queue(inst, q)
+                    for q in range(2):
+                        qid = str(uuid.UUID(int=_h(spec.seed, "agentq", iid, q) << 64 | q))
+                        inst.agent_queues[qid] = f"agent-queue-{q}"
+                    inst.routing_profiles = [
+                        str(uuid.UUID(int=_h(spec.seed, "rp", iid, k) << 64 | k)) for k in range(3)
+                    ]
+                    inst.agent_statuses = [
+                        str(uuid.UUID(int=_h(spec.seed, "as", iid, k) << 64 | k))
+                        for k in range(len(AGENT_STATUS_NAMES))
+                    ]
+                    self.instances[iid] = inst
+
+    def _add_queue(self, inst: Instance, q: int) -> str:
+        qid = str(uuid.UUID(int=_h(self.spec.seed, "queue", inst.id, q) << 64 | q))
+        inst.queues[qid] = f"queue-{q:04d}"
+        return qid
+
+    # -- mutation (tests: queues appear and vanish) ----------------------------
+    def add_queue(self, instance_id: str) -> str:
+        inst = self.instances[instance_id]
+        return self._add_queue(inst, len(inst.queues) + 10_000)
+
+    def remove_queue(self, instance_id: str, queue_id: str) -> None:
+        self.instances[instance_id].queues.pop(queue_id, None)
+
+    def instances_of(self, account: str, region: str) -> list[Instance]:
+        return [i for i in self.instances.values() if i.account == account and i.region == region]
+
+    # -- data ------------------------------------------------------------------
+    def _dimension_values(
+        self, inst: Instance, grouping: str, filters: dict[str, list[str]]
+    ) -> list[tuple[str, Any]]:
+        """(key, wire value) for every value of one grouping, after filters."""
+        if grouping == "QUEUE":
+            out = []
+            for q in filters.get("Queues", []):
+                qid = q.rsplit("/", 1)[-1]
+                if qid in inst.queues or qid in inst.agent_queues:
+                    out.append((qid, {"Id": qid, "Arn": inst.queue_arn(qid)}))
+            return out
+        if grouping == "CHANNEL":
+            return [(c, c) for c in (filters.get("Channels") or list(catalog.CHANNELS))]
+        if grouping == "ROUTING_PROFILE":
+            allowed = {x.rsplit("/", 1)[-1] for x in filters.get("RoutingProfiles", [])}
+            return [
+                (r, {"Id": r, "Arn": inst.routing_profile_arn(r)})
+                for r in inst.routing_profiles
+                if not allowed or r in allowed
+            ]
+        if grouping == "AGENT_STATUS":
+            allowed = {x.rsplit("/", 1)[-1] for x in filters.get("AgentStatuses", [])}
+            return [
+                (s, {"Id": s, "Arn": inst.agent_status_arn(s)})
+                for s in inst.agent_statuses
+                if not allowed or s in allowed
+            ]
+        if grouping == "SUBTYPE":
+            allowed = set(filters.get("Subtypes", []))
+            return [(s, s) for s in inst.subtypes if not allowed or s in allowed]
+        if grouping == "VALIDATION_TEST_TYPE":
+            allowed = set(filters.get("ValidationTestTypes", []))
+            return [(s, s) for s in inst.validation_test_types if not allowed or s in allowed]
+        raise ValueError(grouping)
+
+    def groups(
+        self, inst: Instance, groupings: Sequence[str], filters: dict[str, list[str]]
+    ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+        """Every dimension group of the request, as (key, Dimensions) pairs, in a stable order."""
+        combos: list[tuple[tuple[str, ...], dict[str, Any]]] = [((), {})]
+        for g in groupings:
+            dim_key = catalog.GROUPINGS[g][0]
+            nxt = []
+            for key, dims in combos:
+                for vkey, wire in self._dimension_values(inst, g, filters):
+                    nxt.append(((*key, f"{g}={vkey}"), {**dims, dim_key: wire}))
+            combos = nxt
+        return combos
+
+    def group_values(
+        self,
+        inst: Instance,
+        start: int,
+        end: int,
+        key: tuple[str, ...],
+        metrics: Iterable[tuple[str, float | None]],
+    ) -> list[tuple[str, float | None, float | None]] | None:
+        """(name, threshold, value) per metric, or None when the group had no contacts."""
+        seed = self.spec.seed
+        g = (seed, inst.id, start, end, key)
+        if key and (_h(*g, "active") % 10_000) < self.spec.inactive_share * 10_000:
+            return None
+        idle = (_h(*g, "idle") % 10_000) < self.spec.idle_share * 10_000
+        contacts = 0 if idle else 1 + _h(*g, "contacts") % 60
+        out: list[tuple[str, float | None, float | None]] = []
+        for name, thr in metrics:
+            spec = catalog.METRICS[name]
+            hv = _h(*g, name)
+            value: float | None
+            if spec.unit == "COUNT":
+                value = float(hv % (contacts + 1))
+            elif contacts == 0:
+                value = None
+            elif name == catalog.SERVICE_LEVEL:
+                mean = 5 + _h(*g, "sl") % 120
+                value = round(100.0 * (1.0 - math.exp(-float(thr or 0) / mean)), 2)
+            elif spec.unit == "PERCENT":
+                value = round((hv % 10_001) / 100.0, 2)
+            else:
+                value = round((hv % 600_000) / 1000.0, 3)
+            out.append((name, thr, value))
+        return out

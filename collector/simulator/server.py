@@ -1,0 +1,481 @@
+"""HTTP server that speaks Connect's REST-JSON wire format and enforces its rules.
+
+Errors carry the real codes and statuses: the code in ``x-amzn-ErrorType``,
+the message in the body's ``message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import random
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from collector import catalog
+from collector.simulator.fleet import Fleet, FleetSpec, Instance
+
+_CRED = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+
+@dataclass
+class SimulatorConfig:
+    fleet: FleetSpec = field(default_factory=FleetSpec)
+    rate: float = 5.0  # GetMetricData requests per second per (account, Region)
+    burst: int = 8
+    list_queues_rate: float = 10.0
+    list_queues_burst: int = 10
+    list_instances_rate: float = 2.0
+    list_instances_burst: int = 5
+    error_rate: float = 0.0  # share of requests answered with 500
+    latency: float = 0.0  # seconds added to every response
+    throttle: bool = True
+    fault_seed: int = 1
+
+
+class ApiFault(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _bad(msg: str) -> ApiFault:
+    return ApiFault(400, "InvalidParameterException", msg)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class Stats:
+    by_status: Counter[int] = field(default_factory=Counter)
+    by_op_status: Counter[tuple[str, int]] = field(default_factory=Counter)
+    by_code: Counter[str] = field(default_factory=Counter)
+    bad_requests: list[str] = field(default_factory=list)
+    # (account, region) -> times of GetMetricData calls that were served (not throttled)
+    served_at: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    calls_by_account: Counter[str] = field(default_factory=Counter)
+
+    def count(self, op: str, status: int, code: str = "") -> None:
+        self.by_status[status] += 1
+        self.by_op_status[(op, status)] += 1
+        if code:
+            self.by_code[code] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "by_status": {str(k): v for k, v in self.by_status.items()},
+            "by_op_status": {f"{o}:{s}": v for (o, s), v in self.by_op_status.items()},
+            "by_code": dict(self.by_code),
+            "bad_requests": self.bad_requests[-20:],
+            "calls_by_account": dict(self.calls_by_account),
+        }
+
+
+class Simulator:
+    """The simulated Connect service: rules, quotas, faults, data."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or SimulatorConfig()
+        self.fleet = Fleet(self.config.fleet)
+        self.now = now
+        self.monotonic = monotonic
+        self.stats = Stats()
+        self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
+        self._rng = random.Random(self.config.fault_seed)
+        self.key_accounts: dict[str, str] = {}  # access key id -> account (assumed roles)
+        self.fail_next: list[tuple[int, str, str]] = []  # queued faults for tests
+
+    # -- quotas ------------------------------------------------------------------
+    def _bucket(self, account: str, region: str, op: str) -> TokenBucket:
+        key = (account, region, op)
+        b = self._buckets.get(key)
+        if b is None:
+            c = self.config
+            rate, burst = {
+                "GetMetricData": (c.rate, c.burst),
+                "ListQueues": (c.list_queues_rate, c.list_queues_burst),
+                "ListInstances": (c.list_instances_rate, c.list_instances_burst),
+            }[op]
+            b = self._buckets[key] = TokenBucket(rate, burst, self.monotonic)
+        return b
+
+    def _gate(self, op: str, account: str, region: str) -> None:
+        if self.fail_next:
+            status, code, msg = self.fail_next.pop(0)
+            raise ApiFault(status, code, msg)
+        if self.config.throttle and not self._bucket(account, region, op).take():
+            raise ApiFault(429, "ThrottlingException", "Rate exceeded")
+        if self.config.error_rate and self._rng.random() < self.config.error_rate:
+            raise ApiFault(500, "InternalServiceException", "Internal service error (injected)")
+
+    def _instance(self, instance_id: str, region: str) -> Instance:
+        inst = self.fleet.instances.get(instance_id)
+        if inst is None or inst.region != region:
+            raise ApiFault(404, "ResourceNotFoundException", f"Instance {instance_id} not found")
+        return inst
+
+    # -- tokens ------------------------------------------------------------------
+    @staticmethod
+    def _params_hash(body: dict[str, Any], instance_id: str) -> str:
+        params = {k: v for k, v in body.items() if k not in ("NextToken",)}
+        params["InstanceId"] = instance_id
+        return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+    def _make_token(self, phash: str, offset: int) -> str:
+        raw = orjson.dumps({"h": phash, "o": offset, "t": self.now()})
+        return base64.urlsafe_b64encode(raw).decode()
+
+    def _read_token(self, token: str, phash: str) -> int:
+        try:
+            data = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+            offset, issued, h = int(data["o"]), float(data["t"]), str(data["h"])
+        except Exception:
+            raise _bad("The NextToken is not valid") from None
+        if h != phash:
+            raise _bad("The NextToken was issued for different request parameters")
+        if self.now() - issued > catalog.NEXT_TOKEN_TTL_SECONDS:
+            raise ApiFault(400, "InvalidRequestException", "The NextToken has expired")
+        return offset
+
+    # -- operations --------------------------------------------------------------
+    def get_metric_data(self, instance_id: str, region: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ApiFault(400, "InvalidRequestException", "The request body is not a JSON object")
+        inst = self._instance(instance_id, region)
+        now = self.now()
+        start, end = body.get("StartTime"), body.get("EndTime")
+        for label, t in (("StartTime", start), ("EndTime", end)):
+            if not isinstance(t, int | float) or isinstance(t, bool):
+                raise _bad(f"{label} is required")
+            if int(t) != t or int(t) % 300:
+                raise _bad(f"{label} must be a multiple of 5 minutes")
+        assert isinstance(start, int | float) and isinstance(end, int | float)
+        if end <= start:
+            raise _bad("EndTime must be later than StartTime")
+        if end - start >= catalog.MAX_RANGE_SECONDS:
+            raise _bad("The time range between StartTime and EndTime must be less than 24 hours")
+        if start < now - catalog.LOOKBACK_SECONDS:
+            raise _bad("StartTime cannot be earlier than 24 hours before the time of the request")
+        filters = body.get("Filters")
+        if not isinstance(filters, dict) or not filters:
+            raise _bad("Filters is required")
+        for key, values in filters.items():
+            if key == "RoutingStepExpressions":
+                raise _bad("RoutingStepExpressions is not a valid filter for GetMetricData")
+            if key not in catalog.FILTER_LIMITS:
+                raise ApiFault(400, "SerializationException", f"Unknown filter {key}")
+            lo, hi = catalog.FILTER_LIMITS[key]
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise _bad(f"Filters.{key} must be a list of strings")
+            if not lo <= len(values) <= hi:
+                raise _bad(f"Filters.{key} must have between {lo} and {hi} items")
+            if key == "Channels":
+                for c in values:
+                    if c not in catalog.CHANNELS:
+                        raise _bad(f"Channel {c} is not supported")
+        groupings = body.get("Groupings") or []
+        if not isinstance(groupings, list):
+            raise _bad("Groupings must be a list")
+        if len(groupings) > catalog.MAX_GROUPINGS:
+            raise _bad("At most 2 groupings can be specified")
+        for g in groupings:
+            if g not in catalog.GROUPINGS:
+                raise _bad(f"Grouping {g} is not valid")
+            if g in catalog.V1_UNSUPPORTED_GROUPINGS:
+                raise _bad("ROUTING_STEP_EXPRESSION is not a valid grouping for GetMetricData")
+        if len(set(groupings)) != len(groupings):
+            raise _bad("Groupings must be unique")
+        metrics = body.get("HistoricalMetrics")
+        if not isinstance(metrics, list) or not metrics:
+            raise _bad("HistoricalMetrics is required")
+        wanted: list[tuple[str, float | None]] = []
+        n_sl = 0
+        for m in metrics:
+            if not isinstance(m, dict):
+                raise _bad("HistoricalMetrics entries must be objects")
+            name = m.get("Name")
+            spec = catalog.METRICS.get(name) if isinstance(name, str) else None
+            if spec is None:
+                raise _bad(f"Metric {name} is not supported")
+            if m.get("Unit") != spec.unit or m.get("Statistic") != spec.statistic:
+                raise _bad(
+                    f"Metric {name} requires Unit {spec.unit} and Statistic {spec.statistic}"
+                )
+            thr = m.get("Threshold")
+            tv: float | None = None
+            if name == catalog.SERVICE_LEVEL:
+                n_sl += 1
+                if not isinstance(thr, dict) or thr.get("Comparison") != "LT":
+                    raise _bad("SERVICE_LEVEL requires a Threshold with Comparison LT")
+                raw = thr.get("ThresholdValue")
+                if (
+                    not isinstance(raw, int | float)
+                    or isinstance(raw, bool)
+                    or raw != int(raw)
+                    or not catalog.THRESHOLD_MIN <= raw <= catalog.THRESHOLD_MAX
+                ):
+                    raise _bad("ThresholdValue must be a whole number from 1 to 604800")
+                tv = float(raw)
+            elif thr is not None:
+                raise _bad(f"Metric {name} does not take a Threshold")
+            if (name, tv) in wanted:
+                raise _bad(f"Metric {name} is specified more than once")
+            wanted.append((name, tv))
+        if n_sl > catalog.MAX_SERVICE_LEVELS_PER_REQUEST:
+            raise _bad("You can include up to 20 SERVICE_LEVEL metrics in a request")
+        max_results = body.get("MaxResults", 100)
+        if not isinstance(max_results, int) or not 1 <= max_results <= 100:
+            raise _bad("MaxResults must be between 1 and 100")
+        phash = self._params_hash(body, instance_id)
+        offset = 0
+        if (token := body.get("NextToken")) is not None:
+            offset = self._read_token(str(token), phash)
+
+        results = self.results(inst, int(start), int(end), groupings, filters, wanted)
+        page = results[offset : offset + max_results]
+        out: dict[str, Any] = {"MetricResults": page}
+        if offset + max_results < len(results):
+            out["NextToken"] = self._make_token(phash, offset + max_results)
+        return out
+
+    def results(
+        self,
+        inst: Instance,
+        start: int,
+        end: int,
+        groupings: list[str],
+        filters: dict[str, list[str]],
+        wanted: list[tuple[str, float | None]],
+    ) -> list[dict[str, Any]]:
+        """Every result of a request in its stable order (inactive groups left out)."""
+        out = []
+        for key, dims in self.fleet.groups(inst, groupings, filters):
+            vals = self.fleet.group_values(inst, start, end, key, wanted)
+            if vals is None:
+                continue
+            colls = []
+            for name, thr, value in vals:
+                spec = catalog.METRICS[name]
+                metric: dict[str, Any] = {"Name": name, "Unit": spec.unit, "Statistic": spec.statistic}
+                if thr is not None:
+                    metric["Threshold"] = {"Comparison": "LT", "ThresholdValue": thr}
+                c: dict[str, Any] = {"Metric": metric}
+                if value is not None:
+                    c["Value"] = value
+                colls.append(c)
+            out.append({"Dimensions": dims, "Collections": colls})
+        return out
+
+    def list_queues(self, instance_id: str, region: str, query: Any) -> dict[str, Any]:
+        inst = self._instance(instance_id, region)
+        types = query.getall("queueTypes", [])
+        for t in types:
+            if t not in ("STANDARD", "AGENT"):
+                raise _bad(f"QueueType {t} is not valid")
+        max_results = int(query.get("maxResults", 100))
+        if not 1 <= max_results <= 1000:
+            raise _bad("maxResults must be between 1 and 1000")
+        items = []
+        if not types or "STANDARD" in types:
+            items += [(q, n, "STANDARD") for q, n in inst.queues.items()]
+        if not types or "AGENT" in types:
+            items += [(q, n, "AGENT") for q, n in inst.agent_queues.items()]
+        offset = 0
+        if tok := query.get("nextToken"):
+            try:
+                offset = int(base64.urlsafe_b64decode(tok.encode()).decode())
+            except Exception:
+                raise _bad("The nextToken is not valid") from None
+        page = items[offset : offset + max_results]
+        out: dict[str, Any] = {
+            "QueueSummaryList": [
+                {"Id": q, "Arn": inst.queue_arn(q), "Name": n, "QueueType": t} for q, n, t in page
+            ]
+        }
+        if offset + max_results < len(items):
+            out["NextToken"] = base64.urlsafe_b64encode(str(offset + max_results).encode()).decode()
+        return out
+
+    def list_instances(self, account: str, region: str, query: Any) -> dict[str, Any]:
+        max_results = int(query.get("maxResults", 10))
+        if not 1 <= max_results <= 10:
+            raise _bad("maxResults must be between 1 and 10")
+        insts = self.fleet.instances_of(account, region)
+        offset = int(query.get("nextToken", "0") or 0)
+        page = insts[offset : offset + max_results]
+        out: dict[str, Any] = {
+            "InstanceSummaryList": [
+                {
+                    "Id": i.id,
+                    "Arn": i.arn,
+                    "IdentityManagementType": "CONNECT_MANAGED",
+                    "InstanceAlias": i.alias,
+                    "CreatedTime": 1_700_000_000,
+                    "ServiceRole": f"arn:aws:iam::{account}:role/aws-service-role/connect",
+                    "InstanceStatus": "ACTIVE",
+                    "InboundCallsEnabled": True,
+                    "OutboundCallsEnabled": True,
+                }
+                for i in page
+            ]
+        }
+        if offset + max_results < len(insts):
+            out["NextToken"] = str(offset + max_results)
+        return out
+
+    # -- HTTP --------------------------------------------------------------------
+    def _caller(self, request: web.Request) -> tuple[str, str]:
+        """(access key id, Region) from the SigV4 Authorization header."""
+        m = _CRED.search(request.headers.get("Authorization", ""))
+        if not m:
+            raise ApiFault(403, "AccessDeniedException", "Missing or malformed SigV4 Authorization")
+        if m.group(3) != "connect":
+            raise ApiFault(403, "InvalidSignatureException", "Signed for the wrong service")
+        return m.group(1), m.group(2)
+
+    def account_for_key(self, akid: str) -> str:
+        if akid in self.key_accounts:
+            return self.key_accounts[akid]
+        m = re.fullmatch(r"SIM(\d{12})", akid)
+        if m and m.group(1) in self.fleet.accounts:
+            return m.group(1)
+        return self.fleet.accounts[0]
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_post("/metrics/historical/{instance_id}", self._h_get_metric_data)
+        app.router.add_get("/queues-summary/{instance_id}", self._h_list_queues)
+        app.router.add_get("/instance", self._h_list_instances)
+        app.router.add_get("/_sim/stats", self._h_stats)
+        return app
+
+    async def _respond(self, op: str, fn: Callable[[], dict[str, Any]]) -> web.Response:
+        if self.config.latency:
+            await asyncio.sleep(self.config.latency)
+        try:
+            body = fn()
+        except ApiFault as f:
+            self.stats.count(op, f.status, f.code)
+            if f.status == 400:
+                self.stats.bad_requests.append(f"{op}: {f.code}: {f.message}")
+            return web.Response(
+                status=f.status,
+                body=orjson.dumps({"message": f.message}),
+                headers={
+                    "Content-Type": "application/json",
+                    "x-amzn-ErrorType": f"{f.code}:http://internal.amazon.com/coral/com.amazonaws.connect/",
+                },
+            )
+        self.stats.count(op, 200)
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def _h_get_metric_data(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        iid = request.match_info["instance_id"]
+
+        def run() -> dict[str, Any]:
+            akid, region = self._caller(request)
+            inst = self.fleet.instances.get(iid)
+            account = inst.account if inst else self.account_for_key(akid)
+            self._gate("GetMetricData", account, region)
+            self.stats.served_at[(account, region)].append(self.monotonic())
+            self.stats.calls_by_account[account] += 1
+            try:
+                body = orjson.loads(raw or b"{}")
+            except orjson.JSONDecodeError:
+                raise ApiFault(400, "SerializationException", "The request body is not JSON") from None
+            return self.get_metric_data(iid, region, body)
+
+        return await self._respond("GetMetricData", run)
+
+    async def _h_list_queues(self, request: web.Request) -> web.Response:
+        iid = request.match_info["instance_id"]
+
+        def run() -> dict[str, Any]:
+            akid, region = self._caller(request)
+            inst = self.fleet.instances.get(iid)
+            account = inst.account if inst else self.account_for_key(akid)
+            self._gate("ListQueues", account, region)
+            return self.list_queues(iid, region, request.query)
+
+        return await self._respond("ListQueues", run)
+
+    async def _h_list_instances(self, request: web.Request) -> web.Response:
+        def run() -> dict[str, Any]:
+            akid, region = self._caller(request)
+            account = self.account_for_key(akid)
+            self._gate("ListInstances", account, region)
+            return self.list_instances(account, region, request.query)
+
+        return await self._respond("ListInstances", run)
+
+    async def _h_stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.stats.as_dict()), content_type="application/json")
+
+    # -- expectations for tests ------------------------------------------------------
+    def expected(
+        self,
+        instance_id: str,
+        start: datetime,
+        end: datetime,
+        groupings: list[str],
+        filters: dict[str, list[str]],
+        wanted: list[tuple[str, float | None]],
+    ) -> list[dict[str, Any]]:
+        inst = self.fleet.instances[instance_id]
+        return self.results(
+            inst, int(start.timestamp()), int(end.timestamp()), groupings, filters, wanted
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_simulator(
+    sim: Simulator, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve ``sim`` on a real socket for the duration; yields its base URL."""
+    runner = web.AppRunner(sim.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,99 @@
+-- Named queries. Each starts with "-- name: <name>"; all parameters are $n.
+
+-- name: upsert_instance
+INSERT INTO instances (instance_id, region, account)
+VALUES ($1, $2, $3)
+ON CONFLICT (instance_id) DO UPDATE SET region = EXCLUDED.region,
+    account = COALESCE(EXCLUDED.account, instances.account)
+RETURNING ref;
+
+-- name: upsert_profile
+INSERT INTO profiles (name) VALUES ($1)
+ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+RETURNING id;
+
+-- name: find_metric_set
+SELECT id FROM metric_sets WHERE signature = $1;
+
+-- name: insert_metric_set
+INSERT INTO metric_sets (signature) VALUES ($1)
+ON CONFLICT (signature) DO NOTHING
+RETURNING id;
+
+-- name: insert_metric_set_members
+INSERT INTO metric_set_members (metric_set_id, ord, metric_name, statistic, unit, threshold_value)
+SELECT $1, m.ord, m.name, m.statistic, m.unit, m.threshold
+FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[]) WITH ORDINALITY
+     AS m(name, statistic, unit, threshold, ord)
+ON CONFLICT DO NOTHING;
+
+-- name: upsert_dimension_sets
+INSERT INTO dimension_sets (key, queue_id, channel, routing_profile_id, agent_status_id,
+                            routing_step_expression, subtype, validation_test_type)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::text[], $8::text[])
+ON CONFLICT (key) DO NOTHING;
+
+-- name: dimension_ids
+SELECT key, id FROM dimension_sets WHERE key = ANY($1::text[]);
+
+-- name: create_staging
+CREATE TEMP TABLE IF NOT EXISTS staging_values (
+    slice_start   timestamptz NOT NULL,
+    instance_ref  int         NOT NULL,
+    dims_id       int         NOT NULL,
+    metric_set_id int         NOT NULL,
+    slice_seconds int         NOT NULL,
+    profile_id    smallint    NOT NULL,
+    vals          double precision[] NOT NULL
+) ON COMMIT DELETE ROWS;
+
+-- name: delete_stale
+-- Rows of the re-collected slices that the new collection no longer has.
+DELETE FROM metric_values v
+USING unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[]) AS s(instance_ref, slice_start, slice_seconds, profile_id)
+WHERE v.instance_ref = s.instance_ref AND v.slice_start = s.slice_start
+  AND v.slice_seconds = s.slice_seconds AND v.profile_id = s.profile_id
+  AND NOT EXISTS (
+      SELECT 1 FROM staging_values x
+      WHERE x.instance_ref = v.instance_ref AND x.slice_start = v.slice_start
+        AND x.slice_seconds = v.slice_seconds AND x.profile_id = v.profile_id
+        AND x.dims_id = v.dims_id AND x.metric_set_id = v.metric_set_id);
+
+-- name: upsert_values
+INSERT INTO metric_values AS v (slice_start, collected_at, instance_ref, dims_id, metric_set_id,
+                                slice_seconds, profile_id, vals)
+SELECT slice_start, now(), instance_ref, dims_id, metric_set_id, slice_seconds, profile_id, vals
+FROM staging_values
+ON CONFLICT (instance_ref, slice_start, slice_seconds, profile_id, dims_id, metric_set_id)
+DO UPDATE SET vals = EXCLUDED.vals, collected_at = EXCLUDED.collected_at
+WHERE v.vals IS DISTINCT FROM EXCLUDED.vals;
+
+-- name: record_slices
+INSERT INTO collected_slices AS c (instance_ref, slice_start, slice_seconds, profile_id, rows, run_id)
+SELECT * FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[], $5::int[], $6::bigint[])
+ON CONFLICT (instance_ref, profile_id, slice_start, slice_seconds)
+DO UPDATE SET rows = EXCLUDED.rows, run_id = EXCLUDED.run_id,
+              last_collected_at = now(), times_collected = c.times_collected + 1;
+
+-- name: run_progress
+UPDATE collection_runs
+SET slices_done = slices_done + $2, rows_written = rows_written + $3, values_written = values_written + $4
+WHERE id = $1;
+
+-- name: create_run
+INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status, slices_total, started_at)
+VALUES ($1, $2, $3, $4, $5, 'running', $6, now())
+RETURNING id;
+
+-- name: finish_run
+UPDATE collection_runs
+SET status = $2, slices_failed = $3, requests = $4, retries = $5, throttles = $6,
+    errors = $7::jsonb, finished_at = now()
+WHERE id = $1;
+
+-- name: upsert_queues
+INSERT INTO queues (instance_ref, queue_id, arn, name, queue_type, seen_at)
+SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+ON CONFLICT (instance_ref, queue_id) DO UPDATE
+SET arn = EXCLUDED.arn, name = EXCLUDED.name, queue_type = EXCLUDED.queue_type, seen_at = now();
