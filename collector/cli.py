@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import NoReturn
 
 import anyio
 
@@ -18,7 +19,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # bad usage is bad input: exit 2
+    def error(self, message: str) -> NoReturn:  # bad usage is bad input: exit 2
         self.print_usage(sys.stderr)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
@@ -122,13 +123,15 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 
 async def _collect(args: argparse.Namespace) -> int:
+    from collector.clock import SystemClock
     from collector.planner import parse_time
     from collector.progress import RichProgress
-    from collector.wiring import collect, runtime
+    from collector.wiring import check_collection, collect, runtime
 
     settings = load_settings(args.config)
     start = parse_time(args.start, "--start")
     end = parse_time(args.end, "--end")
+    check_collection(settings, start, end, args.instance, SystemClock().now(), args.profile)
     progress = RichProgress(enabled=not args.no_progress and sys.stderr.isatty())
     async with runtime(settings) as rt:
         with progress:

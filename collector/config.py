@@ -138,17 +138,24 @@ class CollectionSettings(_Section):
             raise ValueError("must be between 1 and 100")
         return v
 
+    @field_validator("routing_profiles", "agent_statuses", "subtypes", "validation_test_types")
+    @classmethod
+    def _filter_sizes(cls, v: list[str], info: Any) -> list[str]:
+        key = {
+            "routing_profiles": "RoutingProfiles",
+            "agent_statuses": "AgentStatuses",
+            "subtypes": "Subtypes",
+            "validation_test_types": "ValidationTestTypes",
+        }[info.field_name]
+        _lo, hi = catalog.FILTER_LIMITS[key]
+        if len(v) > hi:
+            raise ValueError(f"{key} filter takes at most {hi} values, {len(v)} given")
+        if any(not x for x in v):
+            raise ValueError(f"{key} filter has an empty value")
+        return v
+
     @model_validator(mode="after")
-    def _filters(self) -> CollectionSettings:
-        for key, items in (
-            ("RoutingProfiles", self.routing_profiles),
-            ("AgentStatuses", self.agent_statuses),
-            ("Subtypes", self.subtypes),
-            ("ValidationTestTypes", self.validation_test_types),
-        ):
-            _lo, hi = catalog.FILTER_LIMITS[key]
-            if len(items) > hi:
-                raise ValueError(f"{key} filter takes at most {hi} values, {len(items)} given")
+    def _service_level_needs_thresholds(self) -> CollectionSettings:
         if isinstance(self.metrics, list) and catalog.SERVICE_LEVEL in self.metrics:
             if not self.service_levels:
                 raise ValueError("SERVICE_LEVEL is chosen but service_levels is empty")
@@ -237,11 +244,41 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file (passed in as init values).
-        return (env_settings, init_settings)
+        # load_settings() has already laid the environment over the file (so a test can
+        # pass its own environment); the values arrive as init values.
+        return (init_settings,)
+
+
+def _env_value(raw: str) -> Any:
+    """JSON where it parses (lists, numbers, booleans), else the plain string."""
+    try:
+        import json
+
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _overlay_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """``COLLECTOR_SECTION__KEY=value`` over the file's ``[section] key``."""
+    for name, raw in environ.items():
+        if not name.startswith("COLLECTOR_") or "__" not in name:
+            continue
+        path = name.removeprefix("COLLECTOR_").lower().split("__")
+        node = data
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{name}: {part} is not a table")
+            node = nxt
+        node[path[-1]] = _env_value(raw)
+    if (level := environ.get("COLLECTOR_LOG_FORMAT")) is not None:
+        data["log_format"] = level
+    return data
 
 
 def _short_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    data = _overlay_env(data, environ)
     if url := environ.get("COLLECTOR_DATABASE_URL"):
         data.setdefault("database", {})["dsn"] = url
     if token := environ.get("COLLECTOR_API_TOKEN"):

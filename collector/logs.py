@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -19,13 +20,25 @@ def redact(value: Any) -> Any:
     return value
 
 
-def _redactor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redactor(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for k, v in list(event.items()):
         if k != "event" and _SECRET_KEYS.search(k):
             event[k] = "***"
         else:
             event[k] = redact(v)
     return event
+
+
+class _StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is at the time of the call."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
 def configure(fmt: str = "console", level: str = "info") -> None:
@@ -44,6 +57,6 @@ def configure(fmt: str = "console", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=False,
     )

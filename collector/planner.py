@@ -159,8 +159,8 @@ def check_request(req: MetricDataRequest, now: datetime) -> None:
             raise PlanError(f"Filters.{key} takes {lo}-{hi} values, {len(values)} given")
         if key == "Channels":
             for c in values:
-                if c not in catalog.CHANNELS_IN_ENUM:
-                    raise PlanError(f"unknown channel {c}")
+                if c not in catalog.CHANNELS:
+                    raise PlanError(f"channel {c} is not supported by GetMetricData (VOICE, CHAT, TASK)")
     if len(req.groupings) > catalog.MAX_GROUPINGS:
         raise PlanError(f"at most {catalog.MAX_GROUPINGS} groupings, {len(req.groupings)} given")
     for g in req.groupings:

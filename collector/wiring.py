@@ -17,9 +17,9 @@ from collector.adapters.embedded import embedded_dsn
 from collector.adapters.postgres import PgStore, check_schema, connect_pool, migrate
 from collector.clock import SystemClock
 from collector.config import InstanceSettings, Settings
-from collector.model import RunSummary, Target
+from collector.model import RunSummary, SliceKey, Target
 from collector.pipeline import PipelineOptions, Progress, run_collection
-from collector.planner import DEFAULT_PROFILE, plan
+from collector.planner import DEFAULT_PROFILE, plan, slices
 from collector.ports import Clock, ConnectSource, QueueInfo
 from collector.ratelimit import Limiters, RetryPolicy
 
@@ -126,30 +126,56 @@ async def discover_queues(rt: Runtime, target: Target) -> list[QueueInfo]:
             return out
 
 
-async def resolve_targets(rt: Runtime, only: Sequence[str] = ()) -> list[Target]:
-    configured = rt.settings.instances
-    if only:
+def check_collection(
+    settings: Settings, start: datetime, end: datetime, instances: Sequence[str], now: datetime,
+    profile: str = DEFAULT_PROFILE,
+) -> list[InstanceSettings]:
+    """Refuse a collection that cannot be served, before any call or connection."""
+    plan([], settings.collection, start, end, now, profile)
+    return select_instances(settings, instances)
+
+
+def select_instances(settings: Settings, instances: Sequence[str]) -> list[InstanceSettings]:
+    configured = settings.instances
+    if instances:
         known = {i.id for i in configured}
-        unknown = [i for i in only if i not in known]
+        unknown = [i for i in instances if i not in known]
         if unknown:
             raise errors.ConfigError(f"instance {unknown[0]!r} is not in the config's [[instances]]")
-        configured = [i for i in configured if i.id in set(only)]
+        configured = [i for i in configured if i.id in set(instances)]
     if not configured:
         raise errors.ConfigError("no [[instances]] configured; nothing to collect")
+    return configured
+
+
+async def resolve_targets(
+    rt: Runtime, only: Sequence[str] = ()
+) -> tuple[list[Target], list[tuple[str, str]]]:
+    """Targets with their queues; an instance that cannot be resolved fails alone."""
+    configured = select_instances(rt.settings, only)
     targets: list[Target] = []
+    failed: list[tuple[str, str]] = []
     for inst in configured:
         base = Target(inst.id, inst.region, _account_of(inst), (), inst.aws_profile)
         await rt.store.instance_ref(inst.id, inst.region, inst.account)
         if inst.queues == "all":
-            found = await discover_queues(rt, base)
+            try:
+                found = await discover_queues(rt, base)
+            except errors.ApiError as e:
+                log.error("instance_failed", instance=inst.id, reason=str(e))
+                failed.append((inst.id, f"queue discovery failed: {e}"))
+                continue
             await rt.store.save_queues(inst.id, inst.region, inst.account, found)
             queues = tuple(q.id for q in found)
+            if not queues:
+                failed.append((inst.id, "instance has no STANDARD queues"))
+                continue
         else:
             queues = tuple(dict.fromkeys(q.rsplit("/", 1)[-1] for q in inst.queues))
         targets.append(
             Target(base.instance_id, base.region, base.account, queues, base.aws_profile)
         )
-    return targets
+    return targets, failed
 
 
 async def collect(
@@ -165,16 +191,23 @@ async def collect(
     on_planned: object = None,
 ) -> tuple[int, RunSummary]:
     """Plan (refusing bad input before any call), record a run, collect, finish the run."""
-    now = rt.clock.now()
     # Check the range before anything is discovered, so bad input costs no call.
-    plan([], rt.settings.collection, start, end, now, profile)
-    targets = await resolve_targets(rt, instances)
+    check_collection(rt.settings, start, end, instances, rt.clock.now(), profile)
+    targets, failed_instances = await resolve_targets(rt, instances)
     works = plan(targets, rt.settings.collection, start, end, rt.clock.now(), profile)
+    spans = slices(start, end, rt.settings.collection.granularity_seconds, rt.clock.now())
+    lost = [
+        (str(SliceKey(profile, iid, s, e)), reason)
+        for iid, reason in failed_instances
+        for s, e in spans
+    ]
     run_id = await rt.store.create_run(
-        requested_by, profile, start, end, [t.instance_id for t in targets], len(works)
+        requested_by, profile, start, end,
+        [t.instance_id for t in targets] + [i for i, _r in failed_instances],
+        len(works) + len(lost),
     )
     if callable(on_planned):
-        on_planned(len(works))
+        on_planned(len(works) + len(lost))
     log.info("run_started", run_id=run_id, slices=len(works), instances=len(targets))
     status = "failed"
     summary = RunSummary(slices_total=len(works))
@@ -190,6 +223,9 @@ async def collect(
             progress=progress,
             stop=stop,
         )
+        summary.slices_total += len(lost)
+        summary.slices_failed += len(lost)
+        summary.failures[:0] = lost
         if stop is not None and stop.is_set() and summary.slices_done + summary.slices_failed < len(works):
             status = "interrupted"
         elif summary.slices_failed == 0:

@@ -110,3 +110,33 @@ async def test_filters_reach_the_api(start_sim, database_url, tmp_path: Path, sm
     assert got == expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC))
     assert {r[5] for r in got} == {rp[0]}
     assert {r[8] for r in got} == {"connect:SMS"}
+
+
+async def test_cli_exits_1_and_lists_failed_slices_while_the_rest_land(
+    start_sim, database_url, tmp_path: Path, small_fleet, capsys
+) -> None:
+    h = await start_sim(small_fleet)
+    cfg = write_config(
+        tmp_path / "c.toml", database_url, h.sim,
+        extra='\n[[instances]]\nid = "00000000-dead-beef-0000-000000000000"\nregion = "us-east-1"\nqueues = "all"',
+    )
+    start, end = _range(0.5)
+    args = ["collect", "--config", str(cfg), "--start", start.isoformat(), "--end", end.isoformat()]
+    code = await anyio.to_thread.run_sync(main, args)
+    out = capsys.readouterr()
+    assert code == 1
+    assert "2 slice(s) failed" in out.err
+    assert "00000000-dead-beef-0000-000000000000@" in out.err and "ResourceNotFoundException" in out.err
+    settings = load_settings(cfg)
+    real = list(h.sim.fleet.instances)
+    want = expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC), instances=real)
+    assert await stored_rows(database_url) == want
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        run = await conn.fetchrow("SELECT status, slices_total, slices_done, slices_failed, errors FROM collection_runs")
+    finally:
+        await conn.close()
+    assert (run["status"], run["slices_total"], run["slices_done"], run["slices_failed"]) == ("partial", 4, 2, 2)
+    assert "ResourceNotFoundException" in run["errors"]

@@ -248,6 +248,7 @@ class Simulator:
                 tv = float(raw)
             elif thr is not None:
                 raise _bad(f"Metric {name} does not take a Threshold")
+            assert isinstance(name, str)
             if (name, tv) in wanted:
                 raise _bad(f"Metric {name} is specified more than once")
             wanted.append((name, tv))

@@ -1,0 +1,63 @@
+"""What the code expects of the migrated schema (checked by a test after migrating)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The public query surface: view -> [(column, type)] in order.
+HISTORICAL_METRICS: Final = [
+    ("instance_id", "text"),
+    ("interval_start", "timestamp with time zone"),
+    ("interval_end", "timestamp with time zone"),
+    ("queue_id", "text"),
+    ("channel", "text"),
+    ("routing_profile_id", "text"),
+    ("agent_status_id", "text"),
+    ("routing_step_expression", "text"),
+    ("subtype", "text"),
+    ("validation_test_type", "text"),
+    ("metric_name", "text"),
+    ("statistic", "text"),
+    ("unit", "text"),
+    ("threshold_value", "double precision"),
+    ("value", "double precision"),
+    ("profile", "text"),
+    ("collected_at", "timestamp with time zone"),
+]
+
+WIDE_METRIC_COLUMNS: Final = [
+    "abandon_time", "after_contact_work_time", "api_contacts_handled", "callback_contacts_handled",
+    "contacts_abandoned", "contacts_agent_hung_up_first", "contacts_consulted", "contacts_handled",
+    "contacts_handled_incoming", "contacts_handled_outbound", "contacts_hold_abandons",
+    "contacts_missed", "contacts_queued", "contacts_transferred_in",
+    "contacts_transferred_in_from_queue", "contacts_transferred_out",
+    "contacts_transferred_out_from_queue", "handle_time", "hold_time", "interaction_and_hold_time",
+    "interaction_time", "occupancy", "queue_answer_time", "queued_time",
+]
+
+HISTORICAL_METRICS_WIDE: Final = [
+    *[(c, t) for c, t in HISTORICAL_METRICS[:10]],
+    ("profile", "text"),
+    *[(c, "double precision") for c in WIDE_METRIC_COLUMNS],
+    ("service_level", "jsonb"),
+    ("collected_at", "timestamp with time zone"),
+]
+
+# Tables the writer and the bookkeeping touch, with the columns they use.
+TABLES: Final = {
+    "metric_values": {"slice_start", "collected_at", "instance_ref", "dims_id", "metric_set_id",
+                      "slice_seconds", "profile_id", "vals"},
+    "collected_slices": {"instance_ref", "slice_start", "slice_seconds", "profile_id", "rows",
+                         "run_id", "first_collected_at", "last_collected_at", "times_collected"},
+    "collection_runs": {"id", "requested_by", "profile", "range_start", "range_end", "instances",
+                        "status", "slices_total", "slices_done", "slices_failed", "rows_written",
+                        "values_written", "requests", "retries", "throttles", "errors",
+                        "created_at", "started_at", "finished_at"},
+    "instances": {"ref", "instance_id", "region", "account", "arn", "alias", "first_seen"},
+    "queues": {"instance_ref", "queue_id", "arn", "name", "queue_type", "seen_at"},
+    "dimension_sets": {"id", "key", "queue_id", "channel", "routing_profile_id", "agent_status_id",
+                       "routing_step_expression", "subtype", "validation_test_type"},
+    "metric_sets": {"id", "signature"},
+    "metric_set_members": {"metric_set_id", "ord", "metric_name", "statistic", "unit", "threshold_value"},
+    "profiles": {"id", "name"},
+}
