@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## run: the collector on its embedded defaults (embedded Postgres + built-in simulator)
 run: $(STAMP)
-	$(BIN)/collector sandbox
+	$(BIN)/collector serve --sandbox
 
 ## test: lint, type-check and the whole test suite against a real Postgres
 test: $(STAMP) lint typecheck unit

@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", default="default", help="collection profile name")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    sv = sub.add_parser("serve", help="run the long-lived service (scheduler + HTTP API)",
+                        description="Keep every configured instance collected, slice after slice, "
+                        "catch up after downtime, and serve the HTTP API (default 127.0.0.1:8080). "
+                        "SIGTERM/SIGINT stop it gracefully.")
+    sv.add_argument("--config", default=os.environ.get("COLLECTOR_CONFIG"),
+                    help="TOML config file (env COLLECTOR_CONFIG)")
+    sv.add_argument("--sandbox", action="store_true",
+                    help="also run the built-in simulator and collect from it (embedded Postgres "
+                    "unless a DSN is configured); what `make run` starts")
+    sv.add_argument("--host", help="API bind address (default 127.0.0.1; env COLLECTOR_API__HOST)")
+    sv.add_argument("--port", type=int, help="API port (default 8080; env COLLECTOR_API__PORT)")
+
     m = sub.add_parser("migrate", help="create or upgrade the database schema",
                        description="Apply pending migrations (idempotent; safe when run concurrently).")
     m.add_argument("--config", default=os.environ.get("COLLECTOR_CONFIG"),
@@ -92,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "collect":
             return anyio.run(_collect, args)
+        if args.command == "serve":
+            return anyio.run(_serve, args)
         if args.command == "migrate":
             return anyio.run(_migrate, args)
         if args.command == "simulate":
@@ -218,3 +232,64 @@ async def _sandbox(args: argparse.Namespace) -> int:
     print(f'  psql "{dsn}" -c "SELECT instance_id, interval_start, queue_id, channel, metric_name, value '
           "FROM historical_metrics WHERE metric_name = 'CONTACTS_HANDLED' ORDER BY interval_start DESC LIMIT 10\"")
     return EXIT_OK if not summary.failures else EXIT_FAILED
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from collector.service import serve
+
+    if not args.sandbox:
+        settings = load_settings(args.config)
+        _apply_api_args(settings, args)
+        configure(settings.log_format, args.log_level if args.log_level != "warning" else "info")
+        await serve(settings)
+        return EXIT_OK
+
+    from collector.simulator import FleetSpec, Simulator, SimulatorConfig, running_simulator
+
+    sim = Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "SIM100000000000")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "simulator")
+    configure("console", args.log_level if args.log_level != "warning" else "info")
+    async with running_simulator(sim) as url:
+        os.environ["AWS_ENDPOINT_URL_CONNECT"] = url
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+            path = f.name
+        extra = '[database]\ndata_dir = ".data/pg"\n\n[scheduler]\ninitial_backfill = "6h"\n'
+        if args.config:
+            base = load_settings(args.config)
+            if base.database.dsn:
+                extra = f'[database]\ndsn = "{base.database.dsn}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
+        _write_sim_config(path, sim, extra)
+        settings = load_settings(path)
+        _apply_api_args(settings, args)
+
+        def ready(api_url: str | None) -> None:
+            from collector.wiring import database_dsn
+
+            dsn = database_dsn(settings)
+            print(f"""
+connect-collector is running in sandbox mode
+  simulator : {url}  ({len(sim.fleet.instances)} simulated instances)
+  API       : {api_url}   (OpenAPI at {api_url}/docs)
+  database  : {dsn}
+
+Try:
+  curl -s {api_url}/collections | python3 -m json.tool
+  psql "{dsn}" -c "SELECT interval_start, queue_id, channel, contacts_handled, service_level FROM historical_metrics_wide ORDER BY interval_start DESC LIMIT 10"
+Stop with Ctrl-C.
+""", flush=True)
+
+        await serve(settings, on_ready=ready)
+    return EXIT_OK
+
+
+def _apply_api_args(settings: object, args: argparse.Namespace) -> None:
+    from collector.config import Settings
+
+    assert isinstance(settings, Settings)
+    if args.host:
+        settings.api.host = args.host
+    if args.port:
+        settings.api.port = args.port

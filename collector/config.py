@@ -207,6 +207,35 @@ class WriterSettings(_Section):
     max_attempts: int = Field(default=6, ge=1)
 
 
+class SchedulerSettings(_Section):
+    enabled: bool = True  # false: the service only runs collections asked for over HTTP
+    settle: str = "15m"  # wait this long after a slice ends before collecting it
+    revisits: list[str] = Field(default_factory=lambda: ["1h"])  # collect again this long after the end
+    initial_backfill: str = "24h"  # how far back a never-collected instance starts
+    catchup_batch: int = Field(default=16, ge=1)  # catch-up slices per instance per round
+    lookback_margin: str = "10m"  # a slice this close to aging out is recorded as a gap
+    discovery_ttl: str = "15m"  # queues are rediscovered this often
+    retry_after: str = "30s"  # pause after a round with failed slices
+    grace_period: float = Field(default=20.0, ge=0)  # seconds in-flight work gets on shutdown
+
+    @field_validator("settle", "initial_backfill", "lookback_margin", "discovery_ttl", "retry_after")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("revisits")
+    @classmethod
+    def _revisits(cls, v: list[str]) -> list[str]:
+        for x in v:
+            if parse_duration(x) >= catalog.LOOKBACK_SECONDS:
+                raise ValueError(f"revisit {x!r} is beyond the API's 24-hour lookback")
+        return v
+
+    def seconds(self, name: str) -> int:
+        return parse_duration(getattr(self, name))
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -224,7 +253,8 @@ class Settings(BaseSettings):
     aws: AwsSettings = Field(default_factory=AwsSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
-    log_format: Literal["json", "console"] = "console"
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    log_format: Literal["json", "console"] = "json"
 
     @model_validator(mode="after")
     def _unique_instances(self) -> Settings:

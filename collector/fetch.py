@@ -14,6 +14,7 @@ import structlog
 
 from collector import errors
 from collector.model import Dims, MetricDataRequest, MetricSet, SliceWork
+from collector.observability import REQUESTS, RETRIES, THROTTLES
 from collector.planner import check_request
 from collector.ports import Clock, CompletedSlice, ConnectSource
 from collector.ratelimit import Limiters, RetryPolicy
@@ -55,15 +56,27 @@ async def _call(
         async with limiter:
             counters.requests += 1
             try:
-                return await source.get_metric_data(target, req, token)
+                result = await source.get_metric_data(target, req, token)
+                REQUESTS.labels("GetMetricData", "ok").inc()
+                return result
             except errors.Throttled as e:
                 counters.throttles += 1
+                REQUESTS.labels("GetMetricData", "throttled").inc()
+                THROTTLES.labels(target.account, target.region, "GetMetricData").inc()
                 failure: errors.ApiError = e
             except errors.TransientApiError as e:
+                REQUESTS.labels("GetMetricData", "transient").inc()
                 failure = e
+            except errors.ExpiredToken:
+                REQUESTS.labels("GetMetricData", "token_expired").inc()
+                raise
+            except (errors.ApiError, errors.MalformedResponse):
+                REQUESTS.labels("GetMetricData", "error").inc()
+                raise
         if attempt >= policy.max_attempts:
             raise SliceFailure(f"gave up after {attempt} attempts: {failure}")
         counters.retries += 1
+        RETRIES.labels("GetMetricData", "throttled" if isinstance(failure, errors.Throttled) else "transient").inc()
         delay = policy.delay(attempt, rng)
         log.debug("request_retry", slice=str(work.key), attempt=attempt, delay=round(delay, 3), error=str(failure))
         await clock.sleep(delay)
@@ -109,4 +122,4 @@ async def collect_slice(
         raise SliceFailure(str(e)) from None
     except (errors.ApiError, errors.MalformedResponse) as e:
         raise SliceFailure(str(e)) from None
-    return CompletedSlice(work.key, pages)
+    return CompletedSlice(work.key, pages, clock.now())

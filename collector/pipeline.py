@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from collector import errors
 from collector.fetch import FetchCounters, SliceFailure, collect_slice
 from collector.model import RunSummary, SliceKey, SliceWork
+from collector.observability import CHANNEL_DEPTH, ROWS_WRITTEN, SLICES, VALUES_WRITTEN
 from collector.ports import Clock, CompletedSlice, ConnectSource, MetricSink
 from collector.ratelimit import Limiters, RetryPolicy
 
@@ -93,6 +94,9 @@ async def writer_loop(
         summary.rows_written += written_rows
         summary.values_written += written_values
         summary.slices_done += len(batch)
+        ROWS_WRITTEN.inc(written_rows)
+        VALUES_WRITTEN.inc(written_values)
+        SLICES.labels("written").inc(len(batch))
         log.info("batch_written", slices=len(batch), rows=written_rows, values=written_values)
         progress.slices_written([s.key for s in batch], written_rows)
         batch, rows = [], 0
@@ -162,10 +166,12 @@ async def run_collection(
                 summary.failures.append((str(work.key), reason))
                 log.error("slice_failed", slice=str(work.key), reason=reason)
                 progress.slice_failed(work.key, reason)
+                SLICES.labels("failed").inc()
                 continue
             finally:
                 progress.counters(counters)
             await send.send(done)
+            CHANNEL_DEPTH.set(send.statistics().current_buffer_used)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer_loop, receive, sink, run_id, opts, clock, summary, progress, rng)

@@ -40,6 +40,7 @@ class ConnectSource(Protocol):
 class CompletedSlice:
     key: SliceKey
     pages: list[tuple[MetricSet, list[tuple[Dims, list[float | None]]]]]
+    collected_at: datetime
 
     @property
     def rows(self) -> int:

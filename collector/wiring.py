@@ -17,7 +17,8 @@ from collector.adapters.embedded import embedded_dsn
 from collector.adapters.postgres import PgStore, check_schema, connect_pool, migrate
 from collector.clock import SystemClock
 from collector.config import InstanceSettings, Settings
-from collector.model import RunSummary, SliceKey, Target
+from collector.model import RunSummary, SliceKey, SliceWork, Target
+from collector.observability import RUN_DURATION, RUNS
 from collector.pipeline import PipelineOptions, Progress, run_collection
 from collector.planner import DEFAULT_PROFILE, plan, slices
 from collector.ports import Clock, ConnectSource, QueueInfo
@@ -178,39 +179,20 @@ async def resolve_targets(
     return targets, failed
 
 
-async def collect(
+async def execute(
     rt: Runtime,
-    start: datetime,
-    end: datetime,
+    works: Sequence[SliceWork],
     *,
-    instances: Sequence[str] = (),
-    requested_by: str = "cli",
-    profile: str = DEFAULT_PROFILE,
+    run_id: int,
+    lost: Sequence[tuple[str, str]] = (),
     progress: Progress | None = None,
     stop: anyio.Event | None = None,
-    on_planned: object = None,
-) -> tuple[int, RunSummary]:
-    """Plan (refusing bad input before any call), record a run, collect, finish the run."""
-    # Check the range before anything is discovered, so bad input costs no call.
-    check_collection(rt.settings, start, end, instances, rt.clock.now(), profile)
-    targets, failed_instances = await resolve_targets(rt, instances)
-    works = plan(targets, rt.settings.collection, start, end, rt.clock.now(), profile)
-    spans = slices(start, end, rt.settings.collection.granularity_seconds, rt.clock.now())
-    lost = [
-        (str(SliceKey(profile, iid, s, e)), reason)
-        for iid, reason in failed_instances
-        for s, e in spans
-    ]
-    run_id = await rt.store.create_run(
-        requested_by, profile, start, end,
-        [t.instance_id for t in targets] + [i for i, _r in failed_instances],
-        len(works) + len(lost),
-    )
-    if callable(on_planned):
-        on_planned(len(works) + len(lost))
-    log.info("run_started", run_id=run_id, slices=len(works), instances=len(targets))
-    status = "failed"
-    summary = RunSummary(slices_total=len(works))
+    kind: str = "oneoff",
+) -> RunSummary:
+    """Collect planned slices under a run row; the run always ends with a status."""
+    status = "interrupted"
+    summary = RunSummary(slices_total=len(works) + len(lost))
+    started = rt.clock.monotonic()
     try:
         summary = await run_collection(
             works,
@@ -225,8 +207,8 @@ async def collect(
         )
         summary.slices_total += len(lost)
         summary.slices_failed += len(lost)
-        summary.failures[:0] = lost
-        if stop is not None and stop.is_set() and summary.slices_done + summary.slices_failed < len(works):
+        summary.failures[:0] = list(lost)
+        if summary.slices_done + summary.slices_failed < summary.slices_total:
             status = "interrupted"
         elif summary.slices_failed == 0:
             status = "succeeded"
@@ -238,15 +220,54 @@ async def collect(
         with anyio.CancelScope(shield=True):
             await rt.store.finish_run(
                 run_id,
-                status if summary is not None else "interrupted",
+                status,
                 summary.slices_failed,
                 summary.requests,
                 summary.retries,
                 summary.throttles,
                 [{"slice": k, "reason": r} for k, r in summary.failures],
             )
+            RUNS.labels(kind, status).inc()
+            RUN_DURATION.labels(kind, status).observe(rt.clock.monotonic() - started)
     log.info(
         "run_finished", run_id=run_id, status=status, slices_done=summary.slices_done,
         slices_failed=summary.slices_failed, rows=summary.rows_written,
     )
+    return summary
+
+
+async def collect(
+    rt: Runtime,
+    start: datetime,
+    end: datetime,
+    *,
+    instances: Sequence[str] = (),
+    requested_by: str = "cli",
+    profile: str = DEFAULT_PROFILE,
+    progress: Progress | None = None,
+    stop: anyio.Event | None = None,
+    on_planned: object = None,
+    run_id: int | None = None,
+) -> tuple[int, RunSummary]:
+    """Plan (refusing bad input before any call), record a run, collect, finish the run."""
+    # Check the range before anything is discovered, so bad input costs no call.
+    check_collection(rt.settings, start, end, instances, rt.clock.now(), profile)
+    targets, failed_instances = await resolve_targets(rt, instances)
+    works = plan(targets, rt.settings.collection, start, end, rt.clock.now(), profile)
+    spans = slices(start, end, rt.settings.collection.granularity_seconds, rt.clock.now())
+    lost = [
+        (str(SliceKey(profile, iid, s, e)), reason)
+        for iid, reason in failed_instances
+        for s, e in spans
+    ]
+    names = [t.instance_id for t in targets] + [i for i, _r in failed_instances]
+    if run_id is None:
+        run_id = await rt.store.create_run(requested_by, profile, start, end, names, len(works) + len(lost))
+    else:
+        await rt.store.start_run(run_id, len(works) + len(lost), names)
+    if callable(on_planned):
+        on_planned(len(works) + len(lost))
+    log.info("run_started", run_id=run_id, slices=len(works), instances=len(targets))
+    summary = await execute(rt, works, run_id=run_id, lost=lost, progress=progress, stop=stop,
+                            kind="oneoff" if requested_by != "scheduler" else "scheduled")
     return run_id, summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -18,6 +19,7 @@ Row = tuple[object, ...]
 def expected_rows(
     sim: Simulator, collection: CollectionSettings, start: datetime, end: datetime, now: datetime,
     instances: list[str] | None = None, profile: str = "default",
+    provisional: Callable[[datetime, datetime], bool] = lambda s, e: False,
 ) -> Counter[Row]:
     out: Counter[Row] = Counter()
     wanted = [
@@ -39,7 +41,7 @@ def expected_rows(
             continue
         f = {**filters, "Queues": list(inst.queues)}
         for s, e in slices(start, end, collection.granularity_seconds, now):
-            for res in sim.expected(iid, s, e, list(collection.groupings), f, wanted):
+            for res in sim.expected(iid, s, e, list(collection.groupings), f, wanted, provisional(s, e)):
                 dims = dims_of(res["Dimensions"])
                 for c in res["Collections"]:
                     thr = c["Metric"].get("Threshold", {}).get("ThresholdValue")

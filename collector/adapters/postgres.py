@@ -150,7 +150,8 @@ class PgStore:
 
     # -- runs ------------------------------------------------------------------------
     async def create_run(
-        self, requested_by: str, profile: str, start: datetime, end: datetime, instances: list[str], slices: int
+        self, requested_by: str, profile: str, start: datetime | None, end: datetime | None,
+        instances: list[str], slices: int,
     ) -> int:
         run_id: int = await self.pool.fetchval(
             q("create_run"), requested_by, profile, start, end, instances, slices
@@ -182,9 +183,7 @@ class PgStore:
                     all_dims.add(d)
         await self.dims_ids(all_dims)
         records: list[tuple[Any, ...]] = []
-        slice_cols: tuple[list[int], list[datetime], list[int], list[int], list[int], list[int | None]] = (
-            [], [], [], [], [], []
-        )
+        slice_cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
         values = 0
         dims_cache = self._dims
         for s in batch:
@@ -195,7 +194,7 @@ class PgStore:
             for ms, rows in s.pages:
                 mid = await self.metric_set_id(ms)
                 for d, vals in rows:
-                    records.append((k.start, iref, dims_cache[d], mid, secs, pid, vals))
+                    records.append((k.start, iref, dims_cache[d], mid, secs, pid, s.collected_at, vals))
                     values += len(vals)
             slice_cols[0].append(iref)
             slice_cols[1].append(k.start)
@@ -203,6 +202,7 @@ class PgStore:
             slice_cols[3].append(pid)
             slice_cols[4].append(s.rows)
             slice_cols[5].append(run_id)
+            slice_cols[6].append(s.collected_at)
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 await conn.execute(q("create_staging"))
@@ -212,7 +212,7 @@ class PgStore:
                         records=records,
                         columns=[
                             "slice_start", "instance_ref", "dims_id", "metric_set_id",
-                            "slice_seconds", "profile_id", "vals",
+                            "slice_seconds", "profile_id", "collected_at", "vals",
                         ],
                     )
                 await conn.execute(q("delete_stale"), *slice_cols[:4])
@@ -221,3 +221,85 @@ class PgStore:
                 if run_id is not None:
                     await conn.execute(q("run_progress"), run_id, len(batch), len(records), values)
         return len(records), values
+
+    # -- scheduler state ---------------------------------------------------------------
+    async def frontier(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
+        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
+        value: datetime | None = await self.pool.fetchval(q("get_frontier"), iref, pid, seconds)
+        return value
+
+    async def set_frontier(self, instance_id: str, profile: str, seconds: int, frontier: datetime) -> None:
+        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
+        await self.pool.execute(q("set_frontier"), iref, pid, seconds, frontier)
+
+    async def collected_starts(
+        self, instance_id: str, profile: str, seconds: int, start: datetime, end: datetime
+    ) -> set[datetime]:
+        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
+        rows = await self.pool.fetch(q("collected_starts"), iref, pid, seconds, start, end)
+        return {r["slice_start"] for r in rows}
+
+    async def revisits_due(
+        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime,
+        oldest: datetime,
+    ) -> list[datetime]:
+        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
+        rows = await self.pool.fetch(q("revisits_due"), iref, pid, seconds, delays, now, oldest)
+        return [r["slice_start"] for r in rows]
+
+    async def record_gaps(
+        self, instance_id: str, profile: str, seconds: int, starts: list[datetime], reason: str,
+        now: datetime,
+    ) -> None:
+        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
+        await self.pool.execute(q("record_gaps"), iref, pid, seconds, reason, now, starts)
+
+    async def next_revisit(
+        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime,
+        oldest: datetime,
+    ) -> datetime | None:
+        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
+        value: datetime | None = await self.pool.fetchval(q("next_revisit"), iref, pid, seconds, delays, now, oldest)
+        return value
+
+    async def set_resumed_from(self, run_id: int, old_run_id: int) -> None:
+        await self.pool.execute(q("set_resumed_from"), run_id, old_run_id)
+
+    async def newest_collected(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
+        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
+        value: datetime | None = await self.pool.fetchval(q("newest_collected"), iref, pid, seconds)
+        return value
+
+    # -- runs for the HTTP API -----------------------------------------------------------
+    async def queue_run(
+        self, requested_by: str, profile: str, start: datetime, end: datetime, instances: list[str]
+    ) -> int:
+        run_id: int = await self.pool.fetchval(q("queue_run"), requested_by, profile, start, end, instances)
+        return run_id
+
+    async def start_run(self, run_id: int, slices: int, instances: list[str]) -> None:
+        await self.pool.execute(q("start_run"), run_id, slices, instances)
+
+    async def get_run(self, run_id: int) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(q("get_run"), run_id)
+        return _run_dict(row) if row else None
+
+    async def list_runs(self, status: str | None, before: int | None, limit: int) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(q("list_runs"), status, before, limit)
+        return [_run_dict(r) for r in rows]
+
+    async def interrupt_stale_runs(self) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(q("interrupt_stale_runs"))
+        return [dict(r) for r in rows]
+
+    async def ping(self) -> None:
+        async with self.pool.acquire() as conn:
+            await check_schema(conn)
+
+
+def _run_dict(row: Any) -> dict[str, Any]:
+    d = dict(row)
+    if isinstance(d.get("errors"), str):
+        d["errors"] = orjson.loads(d["errors"])
+    return d
+

@@ -161,8 +161,12 @@ class Fleet:
         end: int,
         key: tuple[str, ...],
         metrics: Iterable[tuple[str, float | None]],
+        provisional: bool = False,
     ) -> list[tuple[str, float | None, float | None]] | None:
-        """(name, threshold, value) per metric, or None when the group had no contacts."""
+        """(name, threshold, value) per metric, or None when the group had no contacts.
+
+        ``provisional``: asked soon after the slice ended, before late contacts landed
+        (counts are lower than they will be)."""
         seed = self.spec.seed
         g = (seed, inst.id, start, end, key)
         if key and (_h(*g, "active") % 10_000) < self.spec.inactive_share * 10_000:
@@ -176,6 +180,8 @@ class Fleet:
             value: float | None
             if spec.unit == "COUNT":
                 value = float(hv % (contacts + 1))
+                if provisional:
+                    value = float(int(value) // 2)
             elif contacts == 0:
                 value = None
             elif name == catalog.SERVICE_LEVEL:

@@ -41,6 +41,7 @@ class SimulatorConfig:
     latency: float = 0.0  # seconds added to every response
     throttle: bool = True
     fault_seed: int = 1
+    late_seconds: int = 0  # counts keep growing until this long after a slice ends
 
 
 class ApiFault(Exception):
@@ -114,6 +115,7 @@ class Simulator:
         self._rng = random.Random(self.config.fault_seed)
         self.key_accounts: dict[str, str] = {}  # access key id -> account (assumed roles)
         self.fail_next: list[tuple[int, str, str]] = []  # queued faults for tests
+        self.served: list[tuple[int, int, bool]] = []  # (start, end, provisional) of each GetMetricData page
 
     # -- quotas ------------------------------------------------------------------
     def _bucket(self, account: str, region: str, op: str) -> TokenBucket:
@@ -262,7 +264,9 @@ class Simulator:
         if (token := body.get("NextToken")) is not None:
             offset = self._read_token(str(token), phash)
 
-        results = self.results(inst, int(start), int(end), groupings, filters, wanted)
+        provisional = now - end < self.config.late_seconds
+        results = self.results(inst, int(start), int(end), groupings, filters, wanted, provisional)
+        self.served.append((int(start), int(end), provisional))
         page = results[offset : offset + max_results]
         out: dict[str, Any] = {"MetricResults": page}
         if offset + max_results < len(results):
@@ -277,11 +281,12 @@ class Simulator:
         groupings: list[str],
         filters: dict[str, list[str]],
         wanted: list[tuple[str, float | None]],
+        provisional: bool = False,
     ) -> list[dict[str, Any]]:
         """Every result of a request in its stable order (inactive groups left out)."""
         out = []
         for key, dims in self.fleet.groups(inst, groupings, filters):
-            vals = self.fleet.group_values(inst, start, end, key, wanted)
+            vals = self.fleet.group_values(inst, start, end, key, wanted, provisional)
             if vals is None:
                 continue
             colls = []
@@ -452,10 +457,11 @@ class Simulator:
         groupings: list[str],
         filters: dict[str, list[str]],
         wanted: list[tuple[str, float | None]],
+        provisional: bool = False,
     ) -> list[dict[str, Any]]:
         inst = self.fleet.instances[instance_id]
         return self.results(
-            inst, int(start.timestamp()), int(end.timestamp()), groupings, filters, wanted
+            inst, int(start.timestamp()), int(end.timestamp()), groupings, filters, wanted, provisional
         )
 
 
@@ -464,7 +470,7 @@ async def running_simulator(
     sim: Simulator, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
     """Serve ``sim`` on a real socket for the duration; yields its base URL."""
-    runner = web.AppRunner(sim.app(), access_log=None)
+    runner = web.AppRunner(sim.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -45,6 +45,7 @@ CREATE TEMP TABLE IF NOT EXISTS staging_values (
     metric_set_id int         NOT NULL,
     slice_seconds int         NOT NULL,
     profile_id    smallint    NOT NULL,
+    collected_at  timestamptz NOT NULL,
     vals          double precision[] NOT NULL
 ) ON COMMIT DELETE ROWS;
 
@@ -63,18 +64,21 @@ WHERE v.instance_ref = s.instance_ref AND v.slice_start = s.slice_start
 -- name: upsert_values
 INSERT INTO metric_values AS v (slice_start, collected_at, instance_ref, dims_id, metric_set_id,
                                 slice_seconds, profile_id, vals)
-SELECT slice_start, now(), instance_ref, dims_id, metric_set_id, slice_seconds, profile_id, vals
+SELECT slice_start, collected_at, instance_ref, dims_id, metric_set_id, slice_seconds, profile_id, vals
 FROM staging_values
 ON CONFLICT (instance_ref, slice_start, slice_seconds, profile_id, dims_id, metric_set_id)
 DO UPDATE SET vals = EXCLUDED.vals, collected_at = EXCLUDED.collected_at
 WHERE v.vals IS DISTINCT FROM EXCLUDED.vals;
 
 -- name: record_slices
-INSERT INTO collected_slices AS c (instance_ref, slice_start, slice_seconds, profile_id, rows, run_id)
-SELECT * FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[], $5::int[], $6::bigint[])
+INSERT INTO collected_slices AS c (instance_ref, slice_start, slice_seconds, profile_id, rows, run_id,
+                                  first_collected_at, last_collected_at)
+SELECT i, s, sec, p, r, run, t, t
+FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[], $5::int[], $6::bigint[], $7::timestamptz[])
+     AS x(i, s, sec, p, r, run, t)
 ON CONFLICT (instance_ref, profile_id, slice_start, slice_seconds)
 DO UPDATE SET rows = EXCLUDED.rows, run_id = EXCLUDED.run_id,
-              last_collected_at = now(), times_collected = c.times_collected + 1;
+              last_collected_at = EXCLUDED.last_collected_at, times_collected = c.times_collected + 1;
 
 -- name: run_progress
 UPDATE collection_runs
@@ -97,3 +101,72 @@ INSERT INTO queues (instance_ref, queue_id, arn, name, queue_type, seen_at)
 SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
 ON CONFLICT (instance_ref, queue_id) DO UPDATE
 SET arn = EXCLUDED.arn, name = EXCLUDED.name, queue_type = EXCLUDED.queue_type, seen_at = now();
+
+-- name: get_frontier
+SELECT frontier FROM watermarks WHERE instance_ref = $1 AND profile_id = $2 AND slice_seconds = $3;
+
+-- name: set_frontier
+INSERT INTO watermarks (instance_ref, profile_id, slice_seconds, frontier, updated_at)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (instance_ref, profile_id, slice_seconds)
+DO UPDATE SET frontier = GREATEST(watermarks.frontier, EXCLUDED.frontier), updated_at = now();
+
+-- name: collected_starts
+SELECT slice_start FROM collected_slices
+WHERE instance_ref = $1 AND profile_id = $2 AND slice_seconds = $3
+  AND slice_start >= $4 AND slice_start < $5;
+
+-- name: revisits_due
+-- Slices collected before a revisit point that has now passed, still inside the lookback.
+SELECT DISTINCT c.slice_start FROM collected_slices c
+CROSS JOIN unnest($4::int[]) AS d(delay)
+WHERE c.instance_ref = $1 AND c.profile_id = $2 AND c.slice_seconds = $3
+  AND c.slice_start >= $6
+  AND c.slice_start + make_interval(secs => c.slice_seconds + d.delay) <= $5
+  AND c.last_collected_at < c.slice_start + make_interval(secs => c.slice_seconds + d.delay)
+ORDER BY c.slice_start;
+
+-- name: record_gaps
+INSERT INTO collection_gaps (instance_ref, profile_id, slice_start, slice_seconds, reason, recorded_at)
+SELECT $1, $2, s, $3, $4, $5 FROM unnest($6::timestamptz[]) AS s
+ON CONFLICT DO NOTHING;
+
+-- name: newest_collected
+SELECT max(slice_start + make_interval(secs => slice_seconds)) FROM collected_slices
+WHERE instance_ref = $1 AND profile_id = $2 AND slice_seconds = $3;
+
+-- name: count_gaps
+SELECT count(*) FROM collection_gaps;
+
+-- name: get_run
+SELECT * FROM collection_runs WHERE id = $1;
+
+-- name: list_runs
+SELECT * FROM collection_runs
+WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR id < $2)
+ORDER BY id DESC LIMIT $3;
+
+-- name: queue_run
+INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status)
+VALUES ($1, $2, $3, $4, $5, 'queued')
+RETURNING id;
+
+-- name: start_run
+UPDATE collection_runs SET status = 'running', slices_total = $2, instances = $3, started_at = now()
+WHERE id = $1;
+
+-- name: interrupt_stale_runs
+UPDATE collection_runs SET status = 'interrupted', finished_at = now()
+WHERE status IN ('queued', 'running')
+RETURNING id, requested_by, profile, range_start, range_end, instances;
+
+-- name: next_revisit
+SELECT min(c.slice_start + make_interval(secs => c.slice_seconds + d.delay)) FROM collected_slices c
+CROSS JOIN unnest($4::int[]) AS d(delay)
+WHERE c.instance_ref = $1 AND c.profile_id = $2 AND c.slice_seconds = $3
+  AND c.slice_start >= $6
+  AND c.slice_start + make_interval(secs => c.slice_seconds + d.delay) > $5
+  AND c.last_collected_at < c.slice_start + make_interval(secs => c.slice_seconds + d.delay);
+
+-- name: set_resumed_from
+UPDATE collection_runs SET resumed_from = $2 WHERE id = $1;

@@ -1,0 +1,30 @@
+"""Prometheus metrics with stable names (see ops/ for the dashboard and alerts)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "collector_api_requests", "Connect API calls by operation and outcome", ["operation", "outcome"]
+)
+THROTTLES = Counter(
+    "collector_api_throttles", "Connect API calls answered 429", ["account", "region", "operation"]
+)
+RETRIES = Counter("collector_api_retries", "Connect API calls retried", ["operation", "reason"])
+ROWS_WRITTEN = Counter("collector_rows_written", "metric rows written (one per dimension group)")
+VALUES_WRITTEN = Counter("collector_values_written", "metric values written")
+SLICES = Counter("collector_slices", "slices by outcome", ["outcome"])
+CHANNEL_DEPTH = Gauge("collector_channel_depth", "completed slices waiting for the writer")
+LAG = Gauge(
+    "collector_collection_lag_seconds",
+    "now minus the end of the newest collected slice",
+    ["instance", "profile"],
+)
+GAPS = Counter(
+    "collector_gaps", "slices that aged out of the lookback before collection", ["instance", "profile"]
+)
+RUN_DURATION = Histogram(
+    "collector_run_duration_seconds", "collection run durations", ["kind", "status"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+RUNS = Counter("collector_runs", "collection runs finished", ["kind", "status"])

@@ -1,0 +1,235 @@
+"""``collector serve``: the scheduler, one-off runs and the HTTP API in one event loop.
+
+Shutdown is staged: the stop event stops new work, in-flight slices get the
+grace period, the writer's flush is shielded, unfinished runs end as
+``interrupted``; the next start resumes from the watermarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+import structlog
+import uvicorn
+
+from collector import errors
+from collector.api import CollectionRequest, create_app
+from collector.config import Settings
+from collector.model import RunSummary, SliceWork, Target
+from collector.ports import Clock, ConnectSource
+from collector.ratelimit import Limiters
+from collector.scheduler import ProfileSpec, ScheduleOptions, run_scheduler
+from collector.wiring import Runtime, check_collection, collect, execute, resolve_targets, runtime
+
+log = structlog.get_logger("collector.service")
+
+
+def schedule_options(settings: Settings) -> ScheduleOptions:
+    s = settings.scheduler
+    return ScheduleOptions(
+        settle=s.seconds("settle"),
+        revisits=tuple(sorted(_durations(s.revisits))),
+        initial_backfill=s.seconds("initial_backfill"),
+        catchup_batch=s.catchup_batch,
+        lookback_margin=s.seconds("lookback_margin"),
+        retry_after=s.seconds("retry_after"),
+    )
+
+
+def _durations(values: Sequence[str]) -> list[int]:
+    from collector.config import parse_duration
+
+    return [parse_duration(v) for v in values]
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:  # the service owns signals, not uvicorn
+        yield
+
+
+@dataclass
+class _Targets:
+    rt: Runtime
+    ttl: float
+    cached: list[Target] | None = None
+    at: float = 0.0
+
+    async def __call__(self) -> Sequence[Target]:
+        now = self.rt.clock.monotonic()
+        if self.cached is None or now - self.at >= self.ttl:
+            targets, failed = await resolve_targets(self.rt)
+            for iid, reason in failed:
+                log.error("instance_unavailable", instance=iid, reason=reason)
+            if self.cached is not None:  # keep the last known queues of an instance that failed now
+                have = {t.instance_id for t in targets}
+                targets += [t for t in self.cached if t.instance_id not in have and t.instance_id in dict(failed)]
+            self.cached, self.at = targets, now
+        return self.cached
+
+
+async def serve(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    source: ConnectSource | None = None,
+    limiters: Limiters | None = None,
+    stop: anyio.Event | None = None,
+    until: datetime | None = None,
+    with_api: bool = True,
+    handle_signals: bool = True,
+    on_ready: Callable[[str | None], None] | None = None,
+    on_run_finished: Callable[[int], None] | None = None,
+) -> None:
+    stop = stop or anyio.Event()
+    async with runtime(settings, source=source, clock=clock, limiters=limiters) as rt:
+        stale = await rt.store.interrupt_stale_runs()
+        for r in stale:
+            log.warning("run_interrupted_by_restart", run_id=r["id"])
+        submit_send, submit_recv = anyio.create_memory_object_stream[tuple[int, CollectionRequest]](100)
+        work_done = anyio.Event()
+
+        def validate(body: CollectionRequest) -> None:
+            check_collection(settings, body.start, body.end, body.instances or (), rt.clock.now(), body.profile)
+            if body.profile != "default":
+                raise errors.BadInput(f"profile {body.profile!r} is not configured")
+
+        async def submit(body: CollectionRequest) -> int:
+            run_id = await rt.store.queue_run("api", body.profile, body.start, body.end, body.instances or [])
+            try:
+                submit_send.send_nowait((run_id, body))
+            except anyio.WouldBlock:
+                await rt.store.finish_run(run_id, "failed", 0, 0, 0, 0, [{"reason": "too many queued runs"}])
+            return run_id
+
+        for r in stale:  # resume one-off runs a crash or kill cut short (upserts make this safe)
+            if r["requested_by"] != "scheduler" and r["range_start"] is not None:
+                body = CollectionRequest(start=r["range_start"], end=r["range_end"],
+                                         instances=list(r["instances"]) or None, profile=r["profile"])
+                try:
+                    validate(body)
+                except errors.BadInput as e:
+                    log.warning("run_not_resumed", run_id=r["id"], reason=str(e))
+                    continue
+                new_id = await rt.store.queue_run("resume", body.profile, body.start, body.end, body.instances or [])
+                await rt.store.set_resumed_from(new_id, r["id"])
+                submit_send.send_nowait((new_id, body))
+
+        targets = _Targets(rt, float(settings.scheduler.seconds("discovery_ttl")))
+        profiles = [ProfileSpec("default", settings.collection)]
+
+        async def run_round(works: list[SliceWork]) -> RunSummary:
+            starts = [w.key.start for w in works]
+            ends = [w.key.end for w in works]
+            run_id = await rt.store.create_run(
+                "scheduler", "default", min(starts), max(ends),
+                sorted({w.key.instance_id for w in works}), len(works),
+            )
+            return await execute(rt, works, run_id=run_id, stop=stop, kind="scheduled")
+
+        async def scheduler_task() -> None:
+            if not settings.scheduler.enabled:
+                return
+            if not settings.instances:
+                log.warning("no_instances_configured")
+                return
+            try:
+                await run_scheduler(
+                    store=rt.store, targets=targets, profiles=profiles, opts=schedule_options(settings),
+                    clock=rt.clock, run_round=run_round, stop=stop, until=until,
+                )
+            finally:
+                if until is not None:  # a bounded run (tests, one-shot catch-up) ends the service
+                    stop.set()
+
+        idle: list[anyio.CancelScope] = []  # set while the one-off executor waits for work
+
+        async def oneoff_task() -> None:
+            async with submit_recv:
+                while not stop.is_set():
+                    with anyio.CancelScope() as scope:
+                        idle.append(scope)
+                        try:
+                            run_id, body = await submit_recv.receive()
+                        except anyio.EndOfStream:
+                            return
+                        finally:
+                            idle.remove(scope)
+                    if scope.cancelled_caught:
+                        return
+                    try:
+                        await collect(rt, body.start, body.end, instances=body.instances or (),
+                                      requested_by="api", profile=body.profile, stop=stop, run_id=run_id)
+                    except errors.CollectorError as e:
+                        log.error("run_failed", run_id=run_id, reason=str(e))
+                        await rt.store.finish_run(run_id, "failed", 0, 0, 0, 0, [{"reason": str(e)}])
+                    if on_run_finished:
+                        on_run_finished(run_id)
+
+        async def stop_idle() -> None:
+            await stop.wait()
+            for scope in list(idle):
+                scope.cancel()
+
+        server: _Server | None = None
+        if with_api:
+            app = create_app(
+                token=settings.api.token, validate=validate, submit=submit,
+                get_run=rt.store.get_run, list_runs=rt.store.list_runs, ready=rt.store.ping,
+            )
+            server = _Server(uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
+                                            log_level="warning", access_log=False, lifespan="off"))
+
+        async def signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+                async for sig in received:
+                    log.info("shutdown_requested", signal=signal.Signals(sig).name)
+                    stop.set()
+                    return
+
+        async def work() -> None:
+            try:
+                async with anyio.create_task_group() as wtg:
+                    wtg.start_soon(scheduler_task)
+                    wtg.start_soon(oneoff_task)
+                    wtg.start_soon(stop_idle)
+            finally:
+                work_done.set()
+
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(signals)
+            tg.start_soon(work)
+            if server is not None:
+                tg.start_soon(server.serve)
+                # uvicorn exposes only a flag for "listening"; poll it briefly.
+                while not server.started and not stop.is_set():  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                url = f"http://{settings.api.host}:{settings.api.port}"
+                log.info("api_listening", url=url)
+            else:
+                url = None
+            if on_ready:
+                on_ready(url)
+            with anyio.CancelScope() as waiting:
+
+                async def watch_done() -> None:
+                    await work_done.wait()
+                    waiting.cancel()
+
+                tg.start_soon(watch_done)
+                await stop.wait()
+            if not work_done.is_set():
+                stop.set()
+            with anyio.move_on_after(settings.scheduler.grace_period):
+                await work_done.wait()
+            if server is not None:
+                server.should_exit = True
+            tg.cancel_scope.cancel()
+        log.info("service_stopped")
