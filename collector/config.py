@@ -191,6 +191,7 @@ class InstanceSettings(_Section):
 
 
 class AwsSettings(_Section):
+    fast_path: bool = True  # decode GetMetricData with orjson; false: botocore's parser
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     max_attempts: int = Field(default=8, ge=1, le=50)

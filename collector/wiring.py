@@ -84,6 +84,7 @@ async def runtime(
                     BotocoreConnect(
                         connect_timeout=settings.aws.connect_timeout,
                         read_timeout=settings.aws.read_timeout,
+                        fast_path=settings.aws.fast_path,
                     )
                 )
             yield Runtime(

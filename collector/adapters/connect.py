@@ -8,8 +8,13 @@ only one, so retries never stack and every one is counted.
 from __future__ import annotations
 
 import contextlib
+import functools
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+from aiobotocore.awsrequest import AioAWSResponse
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import (
@@ -20,8 +25,8 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from collector import catalog, errors
-from collector.decode import rows_of
-from collector.model import Dims, MetricDataRequest, Target
+from collector.decode import metric_index, rows_of
+from collector.model import Dims, MetricDataRequest, MetricSet, Target
 from collector.ports import QueueInfo
 
 
@@ -47,8 +52,79 @@ def classify(code: str, message: str, status: int) -> errors.ApiError:
     return errors.ClientBug(detail, code=code, status=status)
 
 
+@dataclass
+class _FastPage:
+    """Where the fast path leaves one decoded page for the call that asked for it."""
+
+    metrics: MetricSet
+    index: dict[tuple[str, float | None], int]
+    rows: list[tuple[Dims, list[float | None]]] | None = None
+    next_token: str | None = None
+
+
+_FAST_PAGE: ContextVar[_FastPage | None] = ContextVar("collector_fast_page", default=None)
+
+
+class _Body:
+    """A response body already consumed: what botocore's parser gets instead of the page."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def read(self) -> bytes:
+        return self._data
+
+
+async def _fast_send(client: Any, request: Any, **_kwargs: Any) -> Any:
+    """``before-send`` hook for GetMetricData: send the request aiobotocore built and
+    signed, over its own HTTP session, and decode a 200 body with orjson straight into
+    rows. botocore then parses only ``{}`` (or, for errors, the small error body)."""
+    page = _FAST_PAGE.get()
+    if page is None:
+        return None  # not ours: let botocore send and parse as usual
+    response = await client._endpoint.http_session.send(request)
+    body = await response.content
+    if response.status_code != 200:
+        return response  # errors: botocore parses them as for the plain client
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise errors.MalformedResponse(f"GetMetricData body is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise errors.MalformedResponse("GetMetricData body is not a JSON object")
+    page.rows = rows_of(data.get("MetricResults"), page.metrics, page.index)
+    token = data.get("NextToken")
+    if token is not None and not isinstance(token, str):
+        raise errors.MalformedResponse("NextToken is not a string")
+    page.next_token = token or None
+    return AioAWSResponse(request.url, 200, response.headers, _Body(b"{}"))
+
+
+def _check_body(response_dict: dict[str, Any], **_kwargs: Any) -> None:
+    """``before-parse`` hook for the plain path: botocore turns a truncated or non-object
+    JSON body into an empty result, which would store a slice as empty. Refuse it."""
+    if response_dict.get("status_code") != 200:
+        return
+    try:
+        data = orjson.loads(response_dict.get("body") or b"")
+    except orjson.JSONDecodeError as e:
+        raise errors.MalformedResponse(f"GetMetricData body is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise errors.MalformedResponse("GetMetricData body is not a JSON object")
+    for res in data.get("MetricResults") or []:
+        for c in (res.get("Collections") or []) if isinstance(res, dict) else []:
+            v = c.get("Value") if isinstance(c, dict) else None
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                name = (c.get("Metric") or {}).get("Name")
+                raise errors.MalformedResponse(f"Value of {name} is {v!r}, not a number")
+
+
 class BotocoreConnect:
-    """A :class:`collector.ports.ConnectSource` over aiobotocore clients, one per (profile, Region)."""
+    """A :class:`collector.ports.ConnectSource` over aiobotocore clients, one per (profile, Region).
+
+    ``fast_path``: GetMetricData bodies are decoded by orjson into rows instead of by
+    botocore's parser (about 8x less CPU per page); credentials, endpoint resolution,
+    serialization and SigV4 signing stay aiobotocore's."""
 
     def __init__(
         self,
@@ -56,7 +132,10 @@ class BotocoreConnect:
         connect_timeout: float = 5.0,
         read_timeout: float = 20.0,
         max_pool_connections: int = 32,
+        fast_path: bool = True,
     ) -> None:
+        self.fast_path = fast_path
+        self._indexes: dict[MetricSet, dict[tuple[str, float | None], int]] = {}
         self._config = AioConfig(
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=connect_timeout,
@@ -76,7 +155,7 @@ class BotocoreConnect:
 
     async def client(self, target: Target) -> Any:
         key = (target.aws_profile, target.region)
-        c = self._clients.get(key)
+        c: Any = self._clients.get(key)
         if c is None:
             session = self._sessions.get(target.aws_profile)
             if session is None:
@@ -84,6 +163,12 @@ class BotocoreConnect:
             c = await self._stack.enter_async_context(
                 session.create_client("connect", region_name=target.region, config=self._config)
             )
+            if self.fast_path:
+                c.meta.events.register(
+                    "before-send.connect.GetMetricData", functools.partial(_fast_send, c)
+                )
+            else:
+                c.meta.events.register("before-parse.connect.GetMetricData", _check_body)
             self._clients[key] = c
         return c
 
@@ -96,6 +181,8 @@ class BotocoreConnect:
             raise map_client_error(e) from None
         except ResponseParserError as e:
             raise errors.MalformedResponse(str(e)) from None
+        except errors.CollectorError:
+            raise
         except HTTPClientError as e:
             raise errors.TransientApiError(f"{type(e).__name__}: {e}") from None
         except BotoCoreError as e:
@@ -106,8 +193,21 @@ class BotocoreConnect:
     async def get_metric_data(
         self, target: Target, request: MetricDataRequest, next_token: str | None
     ) -> tuple[list[tuple[Dims, list[float | None]]], str | None]:
-        out = await self._invoke(target, "get_metric_data", request.to_api(next_token))
-        return rows_of(out.get("MetricResults"), request.metrics), out.get("NextToken") or None
+        if not self.fast_path:
+            out = await self._invoke(target, "get_metric_data", request.to_api(next_token))
+            return rows_of(out.get("MetricResults"), request.metrics), out.get("NextToken") or None
+        index = self._indexes.get(request.metrics)
+        if index is None:
+            index = self._indexes[request.metrics] = metric_index(request.metrics)
+        page = _FastPage(request.metrics, index)
+        reset = _FAST_PAGE.set(page)
+        try:
+            await self._invoke(target, "get_metric_data", request.to_api(next_token))
+        finally:
+            _FAST_PAGE.reset(reset)
+        if page.rows is None:
+            raise errors.MalformedResponse("the fast path saw no response")
+        return page.rows, page.next_token
 
     async def list_queues(self, target: Target, next_token: str | None) -> tuple[list[QueueInfo], str | None]:
         kwargs: dict[str, Any] = {
