@@ -199,12 +199,59 @@ class AwsSettings(_Section):
     get_metric_data_rate: float = Field(default=5.0, gt=0)
     get_metric_data_burst: int = Field(default=8, ge=1)
     list_queues_rate: float = Field(default=10.0, gt=0)
+    rate_headroom: float = Field(default=1.0, gt=0, le=1)  # share of the quota actually used
+
+
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/.+$")
+
+
+class AccountSettings(_Section):
+    """An AWS account: how to reach it (a role to assume), where its instances are, and
+    its quotas when they are not the defaults."""
+
+    id: str | None = Field(default=None, pattern=r"^\d{12}$")
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str = Field(default="connect-collector", min_length=2, max_length=64)
+    aws_profile: str | None = None  # source credentials for the AssumeRole call
+    regions: list[str] = Field(default_factory=list)
+    instances: Literal["discover"] | list[str] | None = None
+    get_metric_data_rate: float | None = Field(default=None, gt=0)
+    get_metric_data_burst: int | None = Field(default=None, ge=1)
+    list_queues_rate: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AccountSettings:
+        name = self.id or self.role_arn or "?"
+        if self.role_arn is not None:
+            m = _ROLE_ARN.match(self.role_arn)
+            if not m:
+                raise ValueError(f"account {name}: role_arn {self.role_arn!r} is not an IAM role ARN")
+            if self.id is None:
+                self.id = m.group(1)
+            elif self.id != m.group(1):
+                raise ValueError(f"account {self.id}: role_arn belongs to account {m.group(1)}")
+        if self.id is None:
+            raise ValueError("an account needs an id or a role_arn")
+        if self.instances is not None and not self.regions:
+            raise ValueError(f"account {self.id}: instances are given but no regions")
+        if isinstance(self.instances, list) and len(self.regions) != 1:
+            raise ValueError(
+                f"account {self.id}: list instance IDs with exactly one region, or use instances = \"discover\""
+            )
+        return self
+
+
+class ProfileSettings(CollectionSettings):
+    """A named collection profile: its own groupings, filters, metrics and granularity."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 class WriterSettings(_Section):
     channel_size: int = Field(default=64, ge=1)
     batch_rows: int = Field(default=20_000, ge=1)
-    batch_seconds: float = Field(default=1.0, gt=0)
+    batch_seconds: float = Field(default=0.5, gt=0)
     max_attempts: int = Field(default=6, ge=1)
 
 
@@ -251,6 +298,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     collection: CollectionSettings = Field(default_factory=CollectionSettings)
     instances: list[InstanceSettings] = Field(default_factory=list)
+    accounts: list[AccountSettings] = Field(default_factory=list)
+    profiles: list[ProfileSettings] = Field(default_factory=list)
     aws: AwsSettings = Field(default_factory=AwsSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -264,7 +313,33 @@ class Settings(BaseSettings):
             if i.id in seen:
                 raise ValueError(f"instance {i.id!r} is listed twice")
             seen.add(i.id)
+        ids = [a.id for a in self.accounts]
+        for a in ids:
+            if ids.count(a) > 1:
+                raise ValueError(f"account {a} is listed twice")
+        names = [p.name for p in self.profiles]
+        for n in names:
+            if names.count(n) > 1 or n == "default":
+                raise ValueError(f"profile {n!r} is listed twice (\"default\" is [collection])")
         return self
+
+    def account(self, account_id: str | None) -> AccountSettings | None:
+        for a in self.accounts:
+            if a.id == account_id:
+                return a
+        return None
+
+    def profile(self, name: str) -> CollectionSettings:
+        """The collection settings of a profile; ``default`` is ``[collection]``."""
+        if name == "default":
+            return self.collection
+        for p in self.profiles:
+            if p.name == name:
+                return p
+        raise ConfigError(f"profile {name!r} is not configured")
+
+    def all_profiles(self) -> list[tuple[str, CollectionSettings]]:
+        return [("default", self.collection), *[(p.name, p) for p in self.profiles]]
 
     @classmethod
     def settings_customise_sources(

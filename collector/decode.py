@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from collector.errors import MalformedResponse
 from collector.model import Dims, MetricSet
 
@@ -96,3 +98,105 @@ def rows_of(
             values[pos] = v
         out.append((dims_of(res.get("Dimensions")), values))
     return out
+
+
+# -- the fast path: typed decoding of the wire body ------------------------------------
+# msgspec decodes straight into these structs (no dicts for the ~27 metric objects a
+# group carries); each group's ``Metric`` object is kept as raw JSON bytes and mapped to
+# its position through a cache, so each distinct metric object is decoded once.
+
+class _Ref(msgspec.Struct, gc=False):
+    Id: str | None = None
+    Arn: str | None = None
+
+
+class _Dims(msgspec.Struct, gc=False):
+    Queue: _Ref | None = None
+    Channel: str | None = None
+    RoutingProfile: _Ref | None = None
+    AgentStatus: _Ref | None = None
+    RoutingStepExpression: str | None = None
+    Subtype: str | None = None
+    ValidationTestType: str | None = None
+
+
+class _Collection(msgspec.Struct, gc=False):
+    Metric: msgspec.Raw
+    Value: float | None = None
+
+
+class _Result(msgspec.Struct, gc=False):
+    Dimensions: _Dims | None = None
+    Collections: list[_Collection] = msgspec.field(default_factory=list)
+
+
+class _Page(msgspec.Struct, gc=False):
+    MetricResults: list[_Result] | None = None
+    NextToken: str | None = None
+
+
+class _Threshold(msgspec.Struct, gc=False):
+    Comparison: str | None = None
+    ThresholdValue: float | None = None
+
+
+class _Metric(msgspec.Struct, gc=False):
+    Name: str
+    Threshold: _Threshold | None = None
+
+
+_PAGE = msgspec.json.Decoder(_Page)
+_METRIC = msgspec.json.Decoder(_Metric)
+_NO_DIMS: Dims = (None, None, None, None, None, None, None)
+
+
+def _ref(r: _Ref | None) -> str | None:
+    if r is None:
+        return None
+    if r.Id is None and r.Arn:
+        return r.Arn.rsplit("/", 1)[-1]
+    return r.Id
+
+
+def decode_page(
+    body: bytes,
+    metrics: MetricSet,
+    index: dict[tuple[str, float | None], int],
+    cache: dict[bytes, int],
+) -> tuple[list[tuple[Dims, list[float | None]]], str | None]:
+    """A GetMetricData 200 body -> (rows, NextToken); :class:`MalformedResponse` on
+    anything that is not the documented shape (a string Value, truncated JSON, ...)."""
+    try:
+        page = _PAGE.decode(body)
+    except msgspec.ValidationError as e:
+        raise MalformedResponse(f"GetMetricData body does not match the API: {e}") from None
+    except msgspec.DecodeError as e:
+        raise MalformedResponse(f"GetMetricData body is not JSON: {e}") from None
+    n = len(metrics)
+    out: list[tuple[Dims, list[float | None]]] = []
+    for res in page.MetricResults or ():
+        values: list[float | None] = [None] * n
+        for c in res.Collections:
+            raw = bytes(c.Metric)
+            pos = cache.get(raw)
+            if pos is None:
+                try:
+                    m = _METRIC.decode(raw)
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    raise MalformedResponse("a Collections entry has no valid Metric") from None
+                tv = m.Threshold.ThresholdValue if m.Threshold else None
+                found = index.get((m.Name, tv))
+                if found is None:
+                    raise MalformedResponse(f"result has metric {m.Name!r} (threshold {tv}) that was not requested")
+                pos = cache[raw] = found
+            v = c.Value
+            if v is not None and not math.isfinite(v):
+                raise MalformedResponse(f"a Value is {v!r}, not a finite number")
+            values[pos] = v
+        d = res.Dimensions
+        dims: Dims = _NO_DIMS if d is None else (
+            _ref(d.Queue), d.Channel, _ref(d.RoutingProfile), _ref(d.AgentStatus),
+            d.RoutingStepExpression, d.Subtype, d.ValidationTestType,
+        )
+        out.append((dims, values))
+    return out, page.NextToken or None

@@ -56,6 +56,10 @@ class NotFound(ApiError):
     """The Connect resource does not exist or cannot be reached:"""
 
 
+class AccessDenied(ApiError):
+    """AWS denied access (the role cannot be assumed, or the IAM policy lacks a permission):"""
+
+
 class ExpiredToken(ApiError):
     """The pagination token expired; the request's paging restarts:"""
 

@@ -58,9 +58,11 @@ async def _call(
             try:
                 result = await source.get_metric_data(target, req, token)
                 REQUESTS.labels("GetMetricData", "ok").inc()
+                limiter.succeeded()
                 return result
             except errors.Throttled as e:
                 counters.throttles += 1
+                limiter.throttled()
                 REQUESTS.labels("GetMetricData", "throttled").inc()
                 THROTTLES.labels(target.account, target.region, "GetMetricData").inc()
                 failure: errors.ApiError = e

@@ -39,10 +39,17 @@ class Target:
     account: str
     queues: tuple[str, ...]
     aws_profile: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str = "connect-collector"
 
     @property
     def limiter_key(self) -> tuple[str, str]:
         return (self.account, self.region)
+
+    @property
+    def credentials_key(self) -> tuple[str | None, str | None, str | None, str]:
+        return (self.aws_profile, self.role_arn, self.external_id, self.session_name)
 
 
 @dataclass(frozen=True, slots=True)

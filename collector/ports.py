@@ -26,6 +26,14 @@ class QueueInfo:
     queue_type: str = "STANDARD"
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    id: str
+    arn: str
+    alias: str
+    status: str
+
+
 class ConnectSource(Protocol):
     """Talks to one Connect endpoint; raises the :mod:`collector.errors` API classes."""
 
@@ -34,6 +42,8 @@ class ConnectSource(Protocol):
     ) -> tuple[list[tuple[Dims, list[float | None]]], str | None]: ...
 
     async def list_queues(self, target: Target, next_token: str | None) -> tuple[list[QueueInfo], str | None]: ...
+
+    async def list_instances(self, target: Target, next_token: str | None) -> tuple[list[InstanceInfo], str | None]: ...
 
 
 @dataclass(slots=True)

@@ -97,8 +97,6 @@ async def serve(
 
         def validate(body: CollectionRequest) -> None:
             check_collection(settings, body.start, body.end, body.instances or (), rt.clock.now(), body.profile)
-            if body.profile != "default":
-                raise errors.BadInput(f"profile {body.profile!r} is not configured")
 
         async def submit(body: CollectionRequest) -> int:
             run_id = await rt.store.queue_run("api", body.profile, body.start, body.end, body.instances or [])
@@ -122,13 +120,14 @@ async def serve(
                 submit_send.send_nowait((new_id, body))
 
         targets = _Targets(rt, float(settings.scheduler.seconds("discovery_ttl")))
-        profiles = [ProfileSpec("default", settings.collection)]
+        profiles = [ProfileSpec(name, coll) for name, coll in settings.all_profiles()]
 
         async def run_round(works: list[SliceWork]) -> RunSummary:
             starts = [w.key.start for w in works]
             ends = [w.key.end for w in works]
+            names = sorted({w.key.profile for w in works})
             run_id = await rt.store.create_run(
-                "scheduler", "default", min(starts), max(ends),
+                "scheduler", names[0] if len(names) == 1 else ",".join(names), min(starts), max(ends),
                 sorted({w.key.instance_id for w in works}), len(works),
             )
             return await execute(rt, works, run_id=run_id, stop=stop, kind="scheduled")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import anyio
 import structlog
@@ -16,7 +18,7 @@ from collector.adapters.connect import BotocoreConnect
 from collector.adapters.embedded import embedded_dsn
 from collector.adapters.postgres import PgStore, check_schema, connect_pool, migrate
 from collector.clock import SystemClock
-from collector.config import InstanceSettings, Settings
+from collector.config import AccountSettings, InstanceSettings, Settings
 from collector.model import RunSummary, SliceKey, SliceWork, Target
 from collector.observability import RUN_DURATION, RUNS
 from collector.pipeline import PipelineOptions, Progress, run_collection
@@ -31,13 +33,26 @@ def database_dsn(settings: Settings) -> str:
     return settings.database.dsn or embedded_dsn(settings.database.data_dir)
 
 
-def limiters_for(settings: Settings) -> Limiters:
+def limiters_for(settings: Settings, clock: Clock | None = None) -> Limiters:
     a = settings.aws
+    per_account: dict[tuple[str, str], tuple[float, int]] = {}
+    for acct in settings.accounts:
+        assert acct.id is not None  # set from role_arn by validation
+        if acct.get_metric_data_rate is not None or acct.get_metric_data_burst is not None:
+            per_account[(acct.id, "GetMetricData")] = (
+                acct.get_metric_data_rate or a.get_metric_data_rate,
+                acct.get_metric_data_burst or a.get_metric_data_burst,
+            )
+        if acct.list_queues_rate is not None:
+            per_account[(acct.id, "ListQueues")] = (acct.list_queues_rate, max(1, int(acct.list_queues_rate)))
     return Limiters(
+        clock=clock,
         overrides={
             "GetMetricData": (a.get_metric_data_rate, a.get_metric_data_burst),
             "ListQueues": (a.list_queues_rate, max(1, int(a.list_queues_rate))),
-        }
+        },
+        account_overrides=per_account,
+        headroom=a.rate_headroom,
     )
 
 
@@ -91,41 +106,11 @@ async def runtime(
                 settings=settings,
                 store=PgStore(pool),
                 source=source,
-                limiters=limiters or limiters_for(settings),
+                limiters=limiters or limiters_for(settings, clock or SystemClock()),
                 clock=clock or SystemClock(),
             )
     finally:
         await pool.close()
-
-
-def _account_of(inst: InstanceSettings) -> str:
-    return inst.account or (f"profile:{inst.aws_profile}" if inst.aws_profile else "default")
-
-
-async def discover_queues(rt: Runtime, target: Target) -> list[QueueInfo]:
-    """ListQueues (STANDARD) paged to the end, through the per-account limiter."""
-    limiter = rt.limiters.get(target.account, target.region, "ListQueues")
-    out: list[QueueInfo] = []
-    token: str | None = None
-    rng = random.Random()
-    policy = RetryPolicy(max_attempts=rt.settings.aws.max_attempts)
-    while True:
-        attempt = 0
-        while True:
-            attempt += 1
-            async with limiter:
-                try:
-                    items, token = await rt.source.list_queues(target, token)
-                    break
-                except (errors.Throttled, errors.TransientApiError) as e:
-                    if attempt >= policy.max_attempts:
-                        raise
-                    failure = e
-            log.debug("list_queues_retry", instance=target.instance_id, error=str(failure))
-            await rt.clock.sleep(policy.delay(attempt, rng))
-        out.extend(items)
-        if not token:
-            return out
 
 
 def check_collection(
@@ -133,51 +118,163 @@ def check_collection(
     profile: str = DEFAULT_PROFILE,
 ) -> list[InstanceSettings]:
     """Refuse a collection that cannot be served, before any call or connection."""
-    plan([], settings.collection, start, end, now, profile)
+    plan([], settings.profile(profile), start, end, now, profile)
     return select_instances(settings, instances)
 
 
+def _discovering(settings: Settings) -> list[AccountSettings]:
+    return [a for a in settings.accounts if a.instances is not None]
+
+
 def select_instances(settings: Settings, instances: Sequence[str]) -> list[InstanceSettings]:
+    """The configured [[instances]] to collect (``instances`` narrows them down)."""
     configured = settings.instances
+    listed = {i for a in _discovering(settings) if isinstance(a.instances, list) for i in a.instances}
     if instances:
-        known = {i.id for i in configured}
+        known = {i.id for i in configured} | listed
         unknown = [i for i in instances if i not in known]
-        if unknown:
+        if unknown and not any(a.instances == "discover" for a in _discovering(settings)):
             raise errors.ConfigError(f"instance {unknown[0]!r} is not in the config's [[instances]]")
         configured = [i for i in configured if i.id in set(instances)]
-    if not configured:
-        raise errors.ConfigError("no [[instances]] configured; nothing to collect")
+    if not configured and not _discovering(settings):
+        raise errors.ConfigError("no [[instances]] or [[accounts]] with instances configured; nothing to collect")
     return configured
+
+
+def _target(
+    settings: Settings, instance_id: str, region: str, account: str | None, queues: tuple[str, ...] = (),
+    aws_profile: str | None = None,
+) -> Target:
+    acct = settings.account(account) if account else None
+    return Target(
+        instance_id=instance_id,
+        region=region,
+        account=account or (f"profile:{aws_profile}" if aws_profile else "default"),
+        queues=queues,
+        aws_profile=aws_profile or (acct.aws_profile if acct else None),
+        role_arn=acct.role_arn if acct else None,
+        external_id=acct.external_id if acct else None,
+        session_name=acct.session_name if acct else "connect-collector",
+    )
+
+
+async def _paged(rt: Runtime, target: Target, api: str, call: Any) -> list[Any]:
+    """Page a listing call to its end through the account's limiter, with retries."""
+    limiter = rt.limiters.get(target.account, target.region, api)
+    policy = RetryPolicy(max_attempts=rt.settings.aws.max_attempts)
+    rng = random.Random()
+    out: list[Any] = []
+    token: str | None = None
+    while True:
+        attempt = 0
+        while True:
+            attempt += 1
+            async with limiter:
+                try:
+                    items, token = await call(target, token)
+                    limiter.succeeded()
+                    break
+                except errors.Throttled as e:
+                    limiter.throttled()
+                    if attempt >= policy.max_attempts:
+                        raise
+                    failure: errors.ApiError = e
+                except errors.TransientApiError as e:
+                    if attempt >= policy.max_attempts:
+                        raise
+                    failure = e
+            log.debug("listing_retry", api=api, account=target.account, error=str(failure))
+            await rt.clock.sleep(policy.delay(attempt, rng))
+        out.extend(items)
+        if not token:
+            return out
+
+
+async def discover_queues(rt: Runtime, target: Target) -> list[QueueInfo]:
+    """ListQueues (STANDARD) paged to the end, through the per-account limiter."""
+    return await _paged(rt, target, "ListQueues", rt.source.list_queues)
+
+
+@dataclass
+class Resolution:
+    targets: list[Target]
+    failed_instances: list[tuple[str, str]]  # (instance id, reason): their slices fail
+    failed_scopes: list[tuple[str, str]]  # ("account A/region", reason): nothing known to plan
+
+
+async def resolve(rt: Runtime, only: Sequence[str] = ()) -> Resolution:
+    """Every instance to collect, with its queues. Accounts with ``instances`` are
+    discovered (ListInstances, ACTIVE only) per Region; a broken account, instance or
+    queue listing fails only its own work, with the reason."""
+    settings = rt.settings
+    specs: dict[str, Target] = {}
+    for inst in select_instances(settings, only):
+        specs[inst.id] = _target(settings, inst.id, inst.region, inst.account, aws_profile=inst.aws_profile)
+    explicit_queues = {i.id: i.queues for i in settings.instances}
+    failed_scopes: list[tuple[str, str]] = []
+
+    async def discover(acct: AccountSettings, region: str) -> None:
+        assert acct.id is not None
+        probe = _target(settings, "", region, acct.id)
+        try:
+            if acct.instances == "discover":
+                found = await _paged(rt, probe, "ListInstances", rt.source.list_instances)
+                ids = [(i.id, i.arn, i.alias) for i in found if i.status == "ACTIVE"]
+            else:
+                ids = [(i, None, None) for i in acct.instances or []]
+        except errors.ApiError as e:
+            log.error("account_failed", account=acct.id, region=region, reason=str(e))
+            failed_scopes.append((f"account {acct.id}/{region}", str(e)))
+            return
+        for iid, arn, alias in ids:
+            if only and iid not in only:
+                continue
+            await rt.store.save_instance(iid, region, acct.id, arn, alias)
+            specs.setdefault(iid, _target(settings, iid, region, acct.id))
+
+    async with anyio.create_task_group() as tg:
+        for acct in _discovering(settings):
+            for region in acct.regions:
+                tg.start_soon(discover, acct, region)
+
+    resolved: dict[str, Target | str] = {}
+
+    async def queues_of(t: Target) -> None:
+        await rt.store.instance_ref(t.instance_id, t.region, t.account)
+        listed = explicit_queues.get(t.instance_id, "all")
+        if listed == "all":
+            try:
+                found = await discover_queues(rt, t)
+            except errors.ApiError as e:
+                log.error("instance_failed", instance=t.instance_id, reason=str(e))
+                resolved[t.instance_id] = f"queue discovery failed: {e}"
+                return
+            await rt.store.save_queues(t.instance_id, t.region, t.account, found)
+            queues = tuple(q.id for q in found)
+            if not queues:
+                resolved[t.instance_id] = "instance has no STANDARD queues"
+                return
+        else:
+            queues = tuple(dict.fromkeys(q.rsplit("/", 1)[-1] for q in listed))
+        resolved[t.instance_id] = dataclasses.replace(t, queues=queues)
+
+    # Queue discovery runs for every instance at once; each account's limiter paces it.
+    async with anyio.create_task_group() as tg:
+        for t in specs.values():
+            tg.start_soon(queues_of, t)
+    order = list(specs)
+    return Resolution(
+        targets=[x for i in order if isinstance(x := resolved[i], Target)],
+        failed_instances=[(i, y) for i in order if isinstance(y := resolved[i], str)],
+        failed_scopes=sorted(failed_scopes),
+    )
 
 
 async def resolve_targets(
     rt: Runtime, only: Sequence[str] = ()
 ) -> tuple[list[Target], list[tuple[str, str]]]:
-    """Targets with their queues; an instance that cannot be resolved fails alone."""
-    configured = select_instances(rt.settings, only)
-    targets: list[Target] = []
-    failed: list[tuple[str, str]] = []
-    for inst in configured:
-        base = Target(inst.id, inst.region, _account_of(inst), (), inst.aws_profile)
-        await rt.store.instance_ref(inst.id, inst.region, inst.account)
-        if inst.queues == "all":
-            try:
-                found = await discover_queues(rt, base)
-            except errors.ApiError as e:
-                log.error("instance_failed", instance=inst.id, reason=str(e))
-                failed.append((inst.id, f"queue discovery failed: {e}"))
-                continue
-            await rt.store.save_queues(inst.id, inst.region, inst.account, found)
-            queues = tuple(q.id for q in found)
-            if not queues:
-                failed.append((inst.id, "instance has no STANDARD queues"))
-                continue
-        else:
-            queues = tuple(dict.fromkeys(q.rsplit("/", 1)[-1] for q in inst.queues))
-        targets.append(
-            Target(base.instance_id, base.region, base.account, queues, base.aws_profile)
-        )
-    return targets, failed
+    res = await resolve(rt, only)
+    return res.targets, res.failed_instances + res.failed_scopes
 
 
 async def execute(
@@ -253,15 +350,17 @@ async def collect(
     """Plan (refusing bad input before any call), record a run, collect, finish the run."""
     # Check the range before anything is discovered, so bad input costs no call.
     check_collection(rt.settings, start, end, instances, rt.clock.now(), profile)
-    targets, failed_instances = await resolve_targets(rt, instances)
-    works = plan(targets, rt.settings.collection, start, end, rt.clock.now(), profile)
-    spans = slices(start, end, rt.settings.collection.granularity_seconds, rt.clock.now())
+    coll = rt.settings.profile(profile)
+    res = await resolve(rt, instances)
+    targets = res.targets
+    works = plan(targets, coll, start, end, rt.clock.now(), profile)
+    spans = slices(start, end, coll.granularity_seconds, rt.clock.now())
     lost = [
         (str(SliceKey(profile, iid, s, e)), reason)
-        for iid, reason in failed_instances
+        for iid, reason in res.failed_instances
         for s, e in spans
-    ]
-    names = [t.instance_id for t in targets] + [i for i, _r in failed_instances]
+    ] + [(scope, reason) for scope, reason in res.failed_scopes]
+    names = [t.instance_id for t in targets] + [i for i, _r in res.failed_instances]
     if run_id is None:
         run_id = await rt.store.create_run(requested_by, profile, start, end, names, len(works) + len(lost))
     else:

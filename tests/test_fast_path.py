@@ -91,7 +91,7 @@ def test_orjson_rows_equal_rows_from_botocore_parsed_bodies(small_fleet: Simulat
         api = req.to_api()
         body = {**api, "StartTime": int(req.start.timestamp()), "EndTime": int(req.end.timestamp()), "MaxResults": 100}
         body.pop("InstanceId")
-        raw = orjson.dumps(sim.get_metric_data(target.instance_id, target.region, body))
+        raw = sim.get_metric_data(target.instance_id, target.region, body)
         parsed = parser.parse({"status_code": 200, "headers": {}, "body": raw}, op.output_shape)
         assert rows_of(orjson.loads(raw)["MetricResults"], req.metrics) == rows_of(parsed["MetricResults"], req.metrics)
 
@@ -103,7 +103,7 @@ FAULTS = [
     (400, "InvalidParameterException", errors.ClientBug),
     (400, "InvalidRequestException", errors.ClientBug),
     (404, "ResourceNotFoundException", errors.NotFound),
-    (403, "AccessDeniedException", errors.NotFound),
+    (403, "AccessDeniedException", errors.AccessDenied),
 ]
 
 
@@ -150,3 +150,20 @@ async def test_malformed_bodies_fail_the_same_way(start_sim, small_fleet, body: 
                     await source.get_metric_data(target, reqs[0], None)
     finally:
         h.sim._respond = original  # type: ignore[method-assign]
+
+
+def test_simulator_wire_json_equals_its_results(small_fleet: SimulatorConfig) -> None:
+    import orjson
+
+    from collector.simulator import Simulator
+
+    sim = Simulator(dataclasses.replace(small_fleet, fleet=FleetSpec(queues_per_instance=30)))
+    inst = next(iter(sim.fleet.instances.values()))
+    wanted = [("CONTACTS_HANDLED", None), ("HANDLE_TIME", None), ("SERVICE_LEVEL", 20.0)]
+    filters = {"Queues": list(inst.queues), "Channels": ["VOICE", "CHAT"]}
+    for provisional in (False, True):
+        full = sim.results(inst, 1_700_000_100, 1_700_001_000, ["QUEUE", "CHANNEL"], filters, wanted, provisional)
+        frags, total = sim.page_json(inst, 1_700_000_100, 1_700_001_000, ["QUEUE", "CHANNEL"], filters,
+                                     wanted, provisional, 10, 20)
+        assert total == len(full)
+        assert [orjson.loads(f) for f in frags] == full[10:30]

@@ -98,6 +98,13 @@ class PgStore:
             self._instances[instance_id] = ref
         return ref
 
+    async def save_instance(
+        self, instance_id: str, region: str, account: str | None, arn: str | None, alias: str | None
+    ) -> int:
+        ref: int = await self.pool.fetchval(q("save_instance"), instance_id, region, account, arn, alias)
+        self._instances[instance_id] = ref
+        return ref
+
     async def profile_id(self, name: str) -> int:
         pid = self._profiles.get(name)
         if pid is None:

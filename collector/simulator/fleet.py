@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ AGENT_STATUS_NAMES = ("Available", "Offline", "Lunch", "Training")
 
 def _h(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
+
+
+_METRIC_SALT = {name: _h("metric", name) for name in catalog.METRICS}
+_UNIT = {name: spec.unit for name, spec in catalog.METRICS.items()}
 
 
 @dataclass
@@ -154,6 +159,45 @@ class Fleet:
             combos = nxt
         return combos
 
+    def group_state(
+        self, inst: Instance, start: int, end: int, key: tuple[str, ...]
+    ) -> tuple[int, random.Random] | None:
+        """The group's random state, or None when it had no contacts at all (left out)."""
+        h = _h(self.spec.seed, inst.id, start, end, key)
+        rng = random.Random(h)
+        if key and rng.random() < self.spec.inactive_share:
+            return None
+        return h, rng
+
+    def values_of(
+        self,
+        state: tuple[int, random.Random],
+        metrics: Iterable[tuple[str, float | None]],
+        provisional: bool = False,
+    ) -> list[float | None]:
+        h, rng = state
+        idle = rng.random() < self.spec.idle_share
+        contacts = 0 if idle else rng.randint(1, 60)
+        sl_mean = 5 + rng.randrange(120)
+        out: list[float | None] = []
+        append = out.append
+        for name, thr in metrics:
+            # one stream per metric, so a metric's value does not depend on which others were asked
+            hv = (h ^ _METRIC_SALT[name]) * 0x9E3779B97F4A7C15 % (1 << 61)
+            unit = _UNIT[name]
+            if unit == "COUNT":
+                v = hv % (contacts + 1)
+                append(float(v // 2 if provisional else v))
+            elif contacts == 0:
+                append(None)
+            elif name == catalog.SERVICE_LEVEL:
+                append(round(100.0 * (1.0 - math.exp(-float(thr or 0) / sl_mean)), 2))
+            elif unit == "PERCENT":
+                append(round((hv % 10_001) / 100.0, 2))
+            else:
+                append(round((hv % 600_000) / 1000.0, 3))
+        return out
+
     def group_values(
         self,
         inst: Instance,
@@ -167,29 +211,9 @@ class Fleet:
 
         ``provisional``: asked soon after the slice ended, before late contacts landed
         (counts are lower than they will be)."""
-        seed = self.spec.seed
-        g = (seed, inst.id, start, end, key)
-        if key and (_h(*g, "active") % 10_000) < self.spec.inactive_share * 10_000:
+        state = self.group_state(inst, start, end, key)
+        if state is None:
             return None
-        idle = (_h(*g, "idle") % 10_000) < self.spec.idle_share * 10_000
-        contacts = 0 if idle else 1 + _h(*g, "contacts") % 60
-        out: list[tuple[str, float | None, float | None]] = []
-        for name, thr in metrics:
-            spec = catalog.METRICS[name]
-            hv = _h(*g, name)
-            value: float | None
-            if spec.unit == "COUNT":
-                value = float(hv % (contacts + 1))
-                if provisional:
-                    value = float(int(value) // 2)
-            elif contacts == 0:
-                value = None
-            elif name == catalog.SERVICE_LEVEL:
-                mean = 5 + _h(*g, "sl") % 120
-                value = round(100.0 * (1.0 - math.exp(-float(thr or 0) / mean)), 2)
-            elif spec.unit == "PERCENT":
-                value = round((hv % 10_001) / 100.0, 2)
-            else:
-                value = round((hv % 600_000) / 1000.0, 3)
-            out.append((name, thr, value))
-        return out
+        metrics = list(metrics)
+        vals = self.values_of(state, metrics, provisional)
+        return [(n, t, v) for (n, t), v in zip(metrics, vals, strict=True)]

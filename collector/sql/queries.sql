@@ -50,16 +50,24 @@ CREATE TEMP TABLE IF NOT EXISTS staging_values (
 ) ON COMMIT DELETE ROWS;
 
 -- name: delete_stale
--- Rows of the re-collected slices that the new collection no longer has.
+-- Rows of the re-collected slices that the new collection no longer has. EXCEPT is a
+-- hash/sort set operation whatever the (often stale) estimates say; an anti-join here
+-- can degrade into a nested loop over staging for every stored row.
 DELETE FROM metric_values v
-USING unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[]) AS s(instance_ref, slice_start, slice_seconds, profile_id)
-WHERE v.instance_ref = s.instance_ref AND v.slice_start = s.slice_start
-  AND v.slice_seconds = s.slice_seconds AND v.profile_id = s.profile_id
-  AND NOT EXISTS (
-      SELECT 1 FROM staging_values x
-      WHERE x.instance_ref = v.instance_ref AND x.slice_start = v.slice_start
-        AND x.slice_seconds = v.slice_seconds AND x.profile_id = v.profile_id
-        AND x.dims_id = v.dims_id AND x.metric_set_id = v.metric_set_id);
+USING (
+    SELECT m.instance_ref, m.slice_start, m.slice_seconds, m.profile_id, m.dims_id, m.metric_set_id
+    FROM metric_values m
+    JOIN unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[])
+         AS s(instance_ref, slice_start, slice_seconds, profile_id)
+      ON m.instance_ref = s.instance_ref AND m.slice_start = s.slice_start
+     AND m.slice_seconds = s.slice_seconds AND m.profile_id = s.profile_id
+    EXCEPT
+    SELECT instance_ref, slice_start, slice_seconds, profile_id, dims_id, metric_set_id
+    FROM staging_values
+) AS d
+WHERE v.instance_ref = d.instance_ref AND v.slice_start = d.slice_start
+  AND v.slice_seconds = d.slice_seconds AND v.profile_id = d.profile_id
+  AND v.dims_id = d.dims_id AND v.metric_set_id = d.metric_set_id;
 
 -- name: upsert_values
 INSERT INTO metric_values AS v (slice_start, collected_at, instance_ref, dims_id, metric_set_id,
@@ -170,3 +178,11 @@ WHERE c.instance_ref = $1 AND c.profile_id = $2 AND c.slice_seconds = $3
 
 -- name: set_resumed_from
 UPDATE collection_runs SET resumed_from = $2 WHERE id = $1;
+
+-- name: save_instance
+INSERT INTO instances (instance_id, region, account, arn, alias)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (instance_id) DO UPDATE SET region = EXCLUDED.region,
+    account = COALESCE(EXCLUDED.account, instances.account),
+    arn = COALESCE(EXCLUDED.arn, instances.arn), alias = COALESCE(EXCLUDED.alias, instances.alias)
+RETURNING ref;

@@ -1,0 +1,1 @@
+"""`make bench`: throughput, CPU, memory, writer and storage figures, measured side by side."""
