@@ -139,8 +139,9 @@ async def _storage(dsn: str) -> tuple[int, int]:
     try:
         await conn.execute("VACUUM ANALYZE")
         size = await conn.fetchval(
-            "SELECT sum(pg_total_relation_size(c)) FROM unnest(ARRAY['metric_values','dimension_sets',"
-            "'metric_sets','metric_set_members']::regclass[]) c"
+            "SELECT sum(pg_total_relation_size(relid)) FROM ("
+            " SELECT relid FROM pg_partition_tree('metric_values')"
+            " UNION ALL SELECT unnest(ARRAY['dimension_sets','metric_sets','metric_set_members']::regclass[])) t"
         )
         n = await conn.fetchval("SELECT sum(cardinality(vals)) FROM metric_values")
     finally:
@@ -210,7 +211,10 @@ async def writer(server: str) -> dict[str, float]:
     pool = await connect_pool(dsn, 2)
     async with pool.acquire() as conn:
         await migrate(conn)
-        await conn.execute("CREATE TABLE raw_values (LIKE metric_values INCLUDING ALL)")
+        # the same shape: partitioned by day, the same primary key
+        await conn.execute("CREATE TABLE raw_values (LIKE metric_values INCLUDING ALL) PARTITION BY RANGE (slice_start)")
+        await conn.execute(
+            "CREATE TABLE raw_values_d PARTITION OF raw_values FOR VALUES FROM ('2026-01-01') TO ('2026-01-02')")
     store = PgStore(pool)
     ms = metric_chunks(sorted(__import__("collector.catalog", fromlist=["x"]).METRICS), [20, 60])[0]
     base = datetime(2026, 1, 1, tzinfo=UTC)

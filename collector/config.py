@@ -284,6 +284,17 @@ class SchedulerSettings(_Section):
         return parse_duration(getattr(self, name))
 
 
+class StorageSettings(_Section):
+    retention_days: int | None = Field(default=None, ge=1)  # None: keep everything
+    prune_every: str = "1h"
+
+    @field_validator("prune_every")
+    @classmethod
+    def _every(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -304,6 +315,7 @@ class Settings(BaseSettings):
     writer: WriterSettings = Field(default_factory=WriterSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     log_format: Literal["json", "console"] = "json"
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ import contextlib
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -192,12 +192,27 @@ async def serve(
                     stop.set()
                     return
 
+        async def retention_task() -> None:
+            days = settings.storage.retention_days
+            if days is None:
+                return
+            from collector.config import parse_duration
+            from collector.scheduler import sleep_or_stop
+
+            while not stop.is_set():
+                cutoff = rt.clock.now() - timedelta(days=days)
+                dropped = await rt.store.prune(cutoff)
+                if dropped:
+                    log.info("partitions_dropped", partitions=dropped, cutoff=cutoff.isoformat())
+                await sleep_or_stop(rt.clock, parse_duration(settings.storage.prune_every), stop)
+
         async def work() -> None:
             try:
                 async with anyio.create_task_group() as wtg:
                     wtg.start_soon(scheduler_task)
                     wtg.start_soon(oneoff_task)
                     wtg.start_soon(stop_idle)
+                    wtg.start_soon(retention_task)
             finally:
                 work_done.set()
 

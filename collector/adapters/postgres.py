@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -89,6 +89,7 @@ class PgStore:
         self._profiles: dict[str, int] = {}
         self._metric_sets: dict[MetricSet, int] = {}
         self._dims: dict[Dims, int] = {}
+        self._partitions: set[date] = set()
 
     # -- registry ------------------------------------------------------------------
     async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int:
@@ -189,6 +190,13 @@ class PgStore:
                 for d, _v in rows:
                     all_dims.add(d)
         await self.dims_ids(all_dims)
+        days = {s.key.start.astimezone(UTC).date() for s in batch} - self._partitions
+        for day in sorted(days):
+            try:
+                await self.pool.execute(q("ensure_partition"), day)
+            except asyncpg.DuplicateTableError:
+                pass  # another writer created it at the same moment
+            self._partitions.add(day)
         records: list[tuple[Any, ...]] = []
         slice_cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
         values = 0
@@ -210,20 +218,27 @@ class PgStore:
             slice_cols[4].append(s.rows)
             slice_cols[5].append(run_id)
             slice_cols[6].append(s.collected_at)
+        columns = [
+            "slice_start", "instance_ref", "dims_id", "metric_set_id",
+            "slice_seconds", "profile_id", "collected_at", "vals",
+        ]
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                await conn.execute(q("create_staging"))
-                if records:
-                    await conn.copy_records_to_table(
-                        "staging_values",
-                        records=records,
-                        columns=[
-                            "slice_start", "instance_ref", "dims_id", "metric_set_id",
-                            "slice_seconds", "profile_id", "collected_at", "vals",
-                        ],
-                    )
-                await conn.execute(q("delete_stale"), *slice_cols[:4])
-                await conn.execute(q("upsert_values"))
+                # Slices never collected before (a backfill, the first collection of a
+                # new slice) have no rows to replace: COPY them straight into place.
+                fresh = records and not await conn.fetchval(q("any_collected"), *slice_cols[:4])
+                if fresh:
+                    try:
+                        async with conn.transaction():  # a savepoint: a racing writer falls back
+                            await conn.copy_records_to_table("metric_values", records=records, columns=columns)
+                    except asyncpg.UniqueViolationError:
+                        fresh = False
+                if not fresh:
+                    await conn.execute(q("create_staging"))
+                    if records:
+                        await conn.copy_records_to_table("staging_values", records=records, columns=columns)
+                    await conn.execute(q("delete_stale"), *slice_cols[:4])
+                    await conn.execute(q("upsert_values"))
                 await conn.execute(q("record_slices"), *slice_cols)
                 if run_id is not None:
                     await conn.execute(q("run_progress"), run_id, len(batch), len(records), values)
@@ -298,6 +313,14 @@ class PgStore:
     async def interrupt_stale_runs(self) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(q("interrupt_stale_runs"))
         return [dict(r) for r in rows]
+
+    async def prune(self, cutoff: datetime) -> list[str]:
+        """Retention: drop the day partitions wholly before ``cutoff`` (no row deletes)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            dropped = [r["dropped"] for r in await conn.fetch(q("drop_partitions_before"), cutoff)]
+            await conn.execute(q("prune_bookkeeping"), cutoff)
+        self._partitions = {d for d in self._partitions if f"metric_values_{d:%Y%m%d}" not in dropped}
+        return dropped
 
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:

@@ -119,6 +119,9 @@ class Simulator:
         # and may only touch that account's instances.
         self.key_resolver: Callable[[str], str | None] | None = None
         self.fail_next: list[tuple[int, str, str]] = []  # queued faults for tests
+        self.delay_next: list[float] = []  # seconds to stall the next GetMetricData answers
+        self.reset_next = 0  # drop the connection halfway through the next N GetMetricData bodies
+        self.corrupt_next: list[bytes] = []  # bodies to answer the next GetMetricData calls with
         self.served: list[tuple[int, int, bool]] = []  # (start, end, provisional) of each GetMetricData page
         self.queues_asked: list[tuple[float, frozenset[str]]] = []  # (when, Queues filter) per page
 
@@ -470,9 +473,24 @@ class Simulator:
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         return web.Response(body=raw, content_type="application/json")
 
-    async def _h_get_metric_data(self, request: web.Request) -> web.Response:
+    async def _h_get_metric_data(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         iid = request.match_info["instance_id"]
+        if self.delay_next:
+            await asyncio.sleep(self.delay_next.pop(0))
+        if self.corrupt_next:
+            self.stats.count("GetMetricData", 200)
+            return web.Response(body=self.corrupt_next.pop(0), content_type="application/json")
+        if self.reset_next > 0:
+            self.reset_next -= 1
+            self.stats.count("GetMetricData", 0, "ConnectionReset")
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            resp.content_length = 100_000
+            await resp.prepare(request)
+            await resp.write(b'{"MetricResults": [{"Dimensions": {')
+            assert request.transport is not None
+            request.transport.close()  # the connection drops mid-body
+            return resp
 
         def run() -> bytes:
             akid, region = self._caller(request)

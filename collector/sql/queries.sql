@@ -186,3 +186,22 @@ ON CONFLICT (instance_id) DO UPDATE SET region = EXCLUDED.region,
     account = COALESCE(EXCLUDED.account, instances.account),
     arn = COALESCE(EXCLUDED.arn, instances.arn), alias = COALESCE(EXCLUDED.alias, instances.alias)
 RETURNING ref;
+
+-- name: ensure_partition
+SELECT collector_ensure_partition($1::date);
+
+-- name: drop_partitions_before
+SELECT collector_drop_partitions_before($1) AS dropped;
+
+-- name: prune_bookkeeping
+WITH s AS (DELETE FROM collected_slices WHERE slice_start + make_interval(secs => slice_seconds) <= $1),
+     g AS (DELETE FROM collection_gaps WHERE slice_start + make_interval(secs => slice_seconds) <= $1)
+SELECT 1;
+
+-- name: any_collected
+SELECT EXISTS (
+    SELECT 1 FROM collected_slices c
+    JOIN unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[])
+         AS s(instance_ref, slice_start, slice_seconds, profile_id)
+      ON c.instance_ref = s.instance_ref AND c.slice_start = s.slice_start
+     AND c.slice_seconds = s.slice_seconds AND c.profile_id = s.profile_id);
