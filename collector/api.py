@@ -85,6 +85,7 @@ def create_app(
     get_run: Callable[[int], Awaitable[dict[str, Any] | None]],
     list_runs: Callable[[str | None, int | None, int], Awaitable[list[dict[str, Any]]]],
     ready: Callable[[], Awaitable[None]],
+    cluster: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="connect-collector",
@@ -150,6 +151,13 @@ def create_app(
         except Exception as e:  # any failure means not ready; the reason is reported
             return JSONResponse(status_code=503, content={"status": "unavailable", "reason": redact(str(e))})
         return {"status": "ready"}
+
+    @app.get("/cluster")
+    async def get_cluster() -> Any:
+        """Replicas, the shards each holds, lease ages; unowned shards."""
+        if cluster is None:
+            return {"replicas": [], "unowned_shards": []}
+        return await cluster()
 
     @app.get("/metrics")
     async def metrics() -> Response:

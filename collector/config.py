@@ -295,6 +295,12 @@ class StorageSettings(_Section):
         return v
 
 
+class ClusterSettings(_Section):
+    enabled: bool = False  # true: share the fleet with other replicas through leases
+    lease_ttl: float = Field(default=15.0, ge=1.0)
+    replica_id: str | None = None  # default: host name and process id
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -316,6 +322,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     log_format: Literal["json", "console"] = "json"
 
     @model_validator(mode="after")

@@ -74,3 +74,7 @@ class StorageError(CollectorError):
 
 class MigrationError(StorageError):
     """The database schema is not what this version of connect-collector expects:"""
+
+
+class LeaseLost(CollectorError):
+    """This replica no longer holds the lease; the batch was not written (fencing):"""

@@ -124,4 +124,6 @@ async def collect_slice(
         raise SliceFailure(str(e)) from None
     except (errors.ApiError, errors.MalformedResponse) as e:
         raise SliceFailure(str(e)) from None
-    return CompletedSlice(work.key, pages, clock.now())
+    t = work.target
+    fence = (t.account, t.region, t.lease) if t.lease is not None else None
+    return CompletedSlice(work.key, pages, clock.now(), fence)

@@ -42,6 +42,7 @@ class Target:
     role_arn: str | None = None
     external_id: str | None = None
     session_name: str = "connect-collector"
+    lease: int | None = None  # the generation of this replica's lease on (account, region)
 
     @property
     def limiter_key(self) -> tuple[str, str]:

@@ -28,3 +28,6 @@ RUN_DURATION = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
 RUNS = Counter("collector_runs", "collection runs finished", ["kind", "status"])
+LEASES_HELD = Gauge("collector_leases_held", "(account, Region) shards this replica holds")
+TAKEOVERS = Counter("collector_lease_takeovers", "shards claimed from a replica that had not released them")
+FENCED = Counter("collector_fenced_batches", "batches refused because their lease had been lost")

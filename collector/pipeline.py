@@ -20,7 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from collector import errors
 from collector.fetch import FetchCounters, SliceFailure, collect_slice
 from collector.model import RunSummary, SliceKey, SliceWork
-from collector.observability import CHANNEL_DEPTH, ROWS_WRITTEN, SLICES, VALUES_WRITTEN
+from collector.observability import CHANNEL_DEPTH, FENCED, ROWS_WRITTEN, SLICES, VALUES_WRITTEN
 from collector.ports import Clock, CompletedSlice, ConnectSource, MetricSink
 from collector.ratelimit import Limiters, RetryPolicy
 
@@ -90,7 +90,19 @@ async def writer_loop(
         nonlocal batch, rows
         if not batch:
             return
-        written_rows, written_values = await _write_with_retry(sink, batch, run_id, opts, clock, rng)
+        try:
+            written_rows, written_values = await _write_with_retry(sink, batch, run_id, opts, clock, rng)
+        except errors.LeaseLost as e:
+            # Another replica owns these shards now and collects them; writing would put
+            # stale results over its newer ones.
+            FENCED.inc()
+            for s in batch:
+                summary.slices_failed += 1
+                summary.failures.append((str(s.key), str(e)))
+                progress.slice_failed(s.key, str(e))
+            log.warning("batch_fenced", slices=len(batch), reason=str(e))
+            batch, rows = [], 0
+            return
         summary.rows_written += written_rows
         summary.values_written += written_values
         summary.slices_done += len(batch)

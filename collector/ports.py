@@ -51,6 +51,7 @@ class CompletedSlice:
     key: SliceKey
     pages: list[tuple[MetricSet, list[tuple[Dims, list[float | None]]]]]
     collected_at: datetime
+    fence: tuple[str, str, int] | None = None  # (account, region, lease generation)
 
     @property
     def rows(self) -> int:

@@ -8,6 +8,7 @@ grace period, the writer's flush is shielded, unfinished runs end as
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,11 +22,20 @@ import uvicorn
 from collector import errors
 from collector.api import CollectionRequest, create_app
 from collector.config import Settings
+from collector.leases import LeaseManager
 from collector.model import RunSummary, SliceWork, Target
 from collector.ports import Clock, ConnectSource
 from collector.ratelimit import Limiters
 from collector.scheduler import ProfileSpec, ScheduleOptions, run_scheduler
-from collector.wiring import Runtime, check_collection, collect, execute, resolve_targets, runtime
+from collector.wiring import (
+    Runtime,
+    check_collection,
+    collect,
+    config_shards,
+    execute,
+    resolve_targets,
+    runtime,
+)
 
 log = structlog.get_logger("collector.service")
 
@@ -58,13 +68,17 @@ class _Server(uvicorn.Server):
 class _Targets:
     rt: Runtime
     ttl: float
+    leases: LeaseManager | None = None
     cached: list[Target] | None = None
     at: float = 0.0
+    owned: dict[tuple[str, str], int] | None = None
 
     async def __call__(self) -> Sequence[Target]:
         now = self.rt.clock.monotonic()
-        if self.cached is None or now - self.at >= self.ttl:
-            targets, failed = await resolve_targets(self.rt)
+        owned = dict(self.leases.owned) if self.leases is not None else None
+        if self.cached is None or now - self.at >= self.ttl or owned != self.owned:
+            self.owned = owned
+            targets, failed = await resolve_targets(self.rt, shards=owned)
             for iid, reason in failed:
                 log.error("instance_unavailable", instance=iid, reason=reason)
             if self.cached is not None:  # keep the last known queues of an instance that failed now
@@ -119,7 +133,18 @@ async def serve(
                 await rt.store.set_resumed_from(new_id, r["id"])
                 submit_send.send_nowait((new_id, body))
 
-        targets = _Targets(rt, float(settings.scheduler.seconds("discovery_ttl")))
+        leases: LeaseManager | None = None
+        if settings.cluster.enabled:
+            import os
+            import socket
+
+            replica = settings.cluster.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+            rt.store.replica = replica
+            leases = LeaseManager(rt.store, replica, settings.cluster.lease_ttl, rt.clock,
+                                  api_url=f"http://{settings.api.host}:{settings.api.port}")
+            await leases.tick(config_shards(settings), claim=False)
+            log.info("replica_started", replica=replica)
+        targets = _Targets(rt, float(settings.scheduler.seconds("discovery_ttl")), leases)
         profiles = [ProfileSpec(name, coll) for name, coll in settings.all_profiles()]
 
         async def run_round(works: list[SliceWork]) -> RunSummary:
@@ -138,9 +163,12 @@ async def serve(
             if not settings.instances:
                 log.warning("no_instances_configured")
                 return
+            opts = schedule_options(settings)
+            if leases is not None:  # wake often enough to pick up shards as leases move
+                opts = dataclasses.replace(opts, max_sleep=max(1, int(settings.cluster.lease_ttl / 3)))
             try:
                 await run_scheduler(
-                    store=rt.store, targets=targets, profiles=profiles, opts=schedule_options(settings),
+                    store=rt.store, targets=targets, profiles=profiles, opts=opts,
                     clock=rt.clock, run_round=run_round, stop=stop, until=until,
                 )
             finally:
@@ -181,6 +209,7 @@ async def serve(
             app = create_app(
                 token=settings.api.token, validate=validate, submit=submit,
                 get_run=rt.store.get_run, list_runs=rt.store.list_runs, ready=rt.store.ping,
+                cluster=rt.store.cluster_state,
             )
             server = _Server(uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
                                             log_level="warning", access_log=False, lifespan="off"))
@@ -206,9 +235,19 @@ async def serve(
                     log.info("partitions_dropped", partitions=dropped, cutoff=cutoff.isoformat())
                 await sleep_or_stop(rt.clock, parse_duration(settings.storage.prune_every), stop)
 
+        async def lease_task() -> None:
+            if leases is None:
+                return
+
+            async def shards() -> list[tuple[str, str]]:
+                return config_shards(settings)
+
+            await leases.run(shards, stop)
+
         async def work() -> None:
             try:
                 async with anyio.create_task_group() as wtg:
+                    wtg.start_soon(lease_task)
                     wtg.start_soon(scheduler_task)
                     wtg.start_soon(oneoff_task)
                     wtg.start_soon(stop_idle)
@@ -246,4 +285,7 @@ async def serve(
             if server is not None:
                 server.should_exit = True
             tg.cancel_scope.cancel()
+        if leases is not None:  # hand the shards over now rather than after the TTL
+            with anyio.CancelScope(shield=True):
+                await leases.release_all()
         log.info("service_stopped")

@@ -202,20 +202,43 @@ class Resolution:
     failed_scopes: list[tuple[str, str]]  # ("account A/region", reason): nothing known to plan
 
 
-async def resolve(rt: Runtime, only: Sequence[str] = ()) -> Resolution:
+def config_shards(settings: Settings) -> list[tuple[str, str]]:
+    """Every (account, Region) the config can touch, known without calling AWS."""
+    shards = {(_target(settings, i.id, i.region, i.account, aws_profile=i.aws_profile).account, i.region)
+              for i in settings.instances}
+    for a in _discovering(settings):
+        assert a.id is not None
+        shards |= {(a.id, r) for r in a.regions}
+    return sorted(shards)
+
+
+async def resolve(
+    rt: Runtime, only: Sequence[str] = (), shards: dict[tuple[str, str], int] | None = None
+) -> Resolution:
     """Every instance to collect, with its queues. Accounts with ``instances`` are
     discovered (ListInstances, ACTIVE only) per Region; a broken account, instance or
     queue listing fails only its own work, with the reason."""
     settings = rt.settings
     specs: dict[str, Target] = {}
+    def mine(t: Target) -> Target | None:
+        """With leases, only this replica's shards are touched, stamped with the lease."""
+        if shards is None:
+            return t
+        gen = shards.get(t.limiter_key)
+        return None if gen is None else dataclasses.replace(t, lease=gen)
+
     for inst in select_instances(settings, only):
-        specs[inst.id] = _target(settings, inst.id, inst.region, inst.account, aws_profile=inst.aws_profile)
+        t0 = mine(_target(settings, inst.id, inst.region, inst.account, aws_profile=inst.aws_profile))
+        if t0 is not None:
+            specs[inst.id] = t0
     explicit_queues = {i.id: i.queues for i in settings.instances}
     failed_scopes: list[tuple[str, str]] = []
 
     async def discover(acct: AccountSettings, region: str) -> None:
         assert acct.id is not None
         probe = _target(settings, "", region, acct.id)
+        if shards is not None and probe.limiter_key not in shards:
+            return
         try:
             if acct.instances == "discover":
                 found = await _paged(rt, probe, "ListInstances", rt.source.list_instances)
@@ -230,7 +253,9 @@ async def resolve(rt: Runtime, only: Sequence[str] = ()) -> Resolution:
             if only and iid not in only:
                 continue
             await rt.store.save_instance(iid, region, acct.id, arn, alias)
-            specs.setdefault(iid, _target(settings, iid, region, acct.id))
+            t1 = mine(_target(settings, iid, region, acct.id))
+            if t1 is not None:
+                specs.setdefault(iid, t1)
 
     async with anyio.create_task_group() as tg:
         for acct in _discovering(settings):
@@ -271,9 +296,9 @@ async def resolve(rt: Runtime, only: Sequence[str] = ()) -> Resolution:
 
 
 async def resolve_targets(
-    rt: Runtime, only: Sequence[str] = ()
+    rt: Runtime, only: Sequence[str] = (), shards: dict[tuple[str, str], int] | None = None
 ) -> tuple[list[Target], list[tuple[str, str]]]:
-    res = await resolve(rt, only)
+    res = await resolve(rt, only, shards)
     return res.targets, res.failed_instances + res.failed_scopes
 
 

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import structlog
 
-from collector.errors import MigrationError, StorageError
+from collector.errors import LeaseLost, MigrationError, StorageError
 from collector.model import Dims, MetricSet
 from collector.ports import CompletedSlice, QueueInfo
 from collector.sqlfiles import migrations, q
@@ -83,8 +83,9 @@ def metric_set_signature(ms: MetricSet) -> str:
 class PgStore:
     """Writer and registry over one asyncpg pool. Ids are cached once committed."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, replica: str | None = None) -> None:
         self.pool = pool
+        self.replica = replica  # set when leases fence this replica's writes
         self._instances: dict[str, int] = {}
         self._profiles: dict[str, int] = {}
         self._metric_sets: dict[MetricSet, int] = {}
@@ -224,6 +225,15 @@ class PgStore:
         ]
         async with self.pool.acquire() as conn:
             async with conn.transaction():
+                fences = {s.fence for s in batch if s.fence is not None}
+                if fences:
+                    # Fencing: refuse the whole batch if any of its leases moved on.
+                    held = await conn.fetchval(
+                        q("check_fences"), self.replica, [f[0] for f in fences], [f[1] for f in fences],
+                        [f[2] for f in fences],
+                    )
+                    if held != len(fences):
+                        raise LeaseLost(f"{len(fences) - held} of {len(fences)} leases of this batch moved on")
                 # Slices never collected before (a backfill, the first collection of a
                 # new slice) have no rows to replace: COPY them straight into place.
                 fresh = records and not await conn.fetchval(q("any_collected"), *slice_cols[:4])
@@ -321,6 +331,44 @@ class PgStore:
             await conn.execute(q("prune_bookkeeping"), cutoff)
         self._partitions = {d for d in self._partitions if f"metric_values_{d:%Y%m%d}" not in dropped}
         return dropped
+
+    # -- leases (scale-out) -------------------------------------------------------------
+    async def heartbeat(self, replica: str, api_url: str | None) -> None:
+        await self.pool.execute(q("heartbeat"), replica, api_url)
+
+    async def ensure_shards(self, shards: Sequence[tuple[str, str]]) -> None:
+        await self.pool.execute(q("ensure_shards"), [a for a, _r in shards], [r for _a, r in shards])
+
+    async def live_replicas(self, ttl: float) -> int:
+        return int(await self.pool.fetchval(q("live_replicas"), ttl))
+
+    async def renew_leases(self, replica: str, ttl: float) -> dict[tuple[str, str], int]:
+        rows = await self.pool.fetch(q("renew_leases"), replica, ttl)
+        return {(r["account"], r["region"]): r["generation"] for r in rows}
+
+    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[tuple[str, str], int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(q("claim_leases"), replica, ttl, n)
+        return {(r["account"], r["region"]): r["generation"] for r in rows}
+
+    async def release_leases(self, replica: str, shards: Sequence[tuple[str, str]] | None) -> None:
+        names = None if shards is None else [f"{a}/{r}" for a, r in shards]
+        await self.pool.execute(q("release_leases"), replica, names)
+
+    async def remove_replica(self, replica: str) -> None:
+        await self.pool.execute(q("remove_replica"), replica)
+
+    async def cluster_state(self) -> dict[str, Any]:
+        rows = await self.pool.fetch(q("cluster_state"))
+        free = await self.pool.fetch(q("unowned_shards"))
+        return {
+            "replicas": [
+                {**{k: r[k] for k in ("id", "api_url", "started_at")},
+                 "heartbeat_age": float(r["heartbeat_age"]), "shards": orjson.loads(r["shards"])}
+                for r in rows
+            ],
+            "unowned_shards": [{"account": f["account"], "region": f["region"]} for f in free],
+        }
 
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:

@@ -205,3 +205,64 @@ SELECT EXISTS (
          AS s(instance_ref, slice_start, slice_seconds, profile_id)
       ON c.instance_ref = s.instance_ref AND c.slice_start = s.slice_start
      AND c.slice_seconds = s.slice_seconds AND c.profile_id = s.profile_id);
+
+-- name: heartbeat
+INSERT INTO replicas (id, api_url) VALUES ($1, $2)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), api_url = EXCLUDED.api_url;
+
+-- name: remove_replica
+DELETE FROM replicas WHERE id = $1;
+
+-- name: ensure_shards
+INSERT INTO shard_leases (account, region)
+SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: live_replicas
+SELECT count(*) FROM replicas WHERE heartbeat_at > now() - make_interval(secs => $1);
+
+-- name: renew_leases
+UPDATE shard_leases SET expires_at = now() + make_interval(secs => $2)
+WHERE owner = $1 AND expires_at > now()
+RETURNING account, region, generation;
+
+-- name: claim_leases
+-- Free or expired shards, skipping rows another replica is claiming right now.
+WITH free AS (
+    SELECT account, region FROM shard_leases
+    WHERE owner IS NULL OR expires_at <= now()
+    ORDER BY account, region
+    FOR UPDATE SKIP LOCKED
+    LIMIT $3
+)
+UPDATE shard_leases s
+SET takeovers = s.takeovers + CASE WHEN s.owner IS NOT NULL AND s.owner <> $1 THEN 1 ELSE 0 END,
+    owner = $1, generation = s.generation + 1, acquired_at = now(),
+    expires_at = now() + make_interval(secs => $2)
+FROM free WHERE s.account = free.account AND s.region = free.region
+RETURNING s.account, s.region, s.generation;
+
+-- name: release_leases
+UPDATE shard_leases SET owner = NULL, expires_at = now()
+WHERE owner = $1 AND ($2::text[] IS NULL OR (account || '/' || region) = ANY($2::text[]));
+
+-- name: check_fences
+SELECT count(*) FROM shard_leases s
+JOIN unnest($2::text[], $3::text[], $4::bigint[]) AS f(account, region, generation)
+  ON s.account = f.account AND s.region = f.region
+WHERE s.owner = $1 AND s.generation = f.generation AND s.expires_at > now();
+
+-- name: cluster_state
+SELECT r.id, r.api_url, r.started_at, r.heartbeat_at,
+       extract(epoch FROM now() - r.heartbeat_at) AS heartbeat_age,
+       coalesce((SELECT json_agg(json_build_object(
+            'account', s.account, 'region', s.region, 'generation', s.generation,
+            'lease_age', extract(epoch FROM now() - s.acquired_at),
+            'expires_in', extract(epoch FROM s.expires_at - now()), 'takeovers', s.takeovers)
+            ORDER BY s.account, s.region)
+         FROM shard_leases s WHERE s.owner = r.id AND s.expires_at > now()), '[]') AS shards
+FROM replicas r ORDER BY r.id;
+
+-- name: unowned_shards
+SELECT account, region, takeovers FROM shard_leases WHERE owner IS NULL OR expires_at <= now()
+ORDER BY account, region;

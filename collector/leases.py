@@ -1,0 +1,103 @@
+"""Scale-out: replicas share the fleet through Postgres leases on (account, Region).
+
+The rate-limit scope is the unit of ownership, so exactly one replica spends an
+account's quota at a time. Each replica heartbeats, renews its leases, claims free
+or expired ones up to a fair share (``ceil(shards / live replicas)``) and hands back
+extras, so a new replica gets its share and a dead one's shards are taken over
+within the lease TTL. Every claim raises the shard's generation: the fencing token
+that writes carry (see :meth:`collector.adapters.postgres.PgStore.write`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import structlog
+
+from collector.observability import LEASES_HELD, TAKEOVERS
+from collector.ports import Clock
+
+log = structlog.get_logger("collector.leases")
+
+Shard = tuple[str, str]  # (account, region)
+
+
+class LeaseStore(Protocol):
+    async def heartbeat(self, replica: str, api_url: str | None) -> None: ...
+
+    async def ensure_shards(self, shards: Sequence[Shard]) -> None: ...
+
+    async def live_replicas(self, ttl: float) -> int: ...
+
+    async def renew_leases(self, replica: str, ttl: float) -> dict[Shard, int]: ...
+
+    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[Shard, int]: ...
+
+    async def release_leases(self, replica: str, shards: Sequence[Shard] | None) -> None: ...
+
+    async def remove_replica(self, replica: str) -> None: ...
+
+
+@dataclass
+class LeaseManager:
+    store: LeaseStore
+    replica: str
+    ttl: float
+    clock: Clock
+    api_url: str | None = None
+    owned: dict[Shard, int] = field(default_factory=dict)  # shard -> generation
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+    async def tick(self, shards: Sequence[Shard], claim: bool = True) -> None:
+        await self.store.heartbeat(self.replica, self.api_url)
+        await self.store.ensure_shards(shards)
+        if not claim:  # the first beat only announces this replica, so peers starting with
+            return  # it are counted before anyone claims a share
+        before = dict(self.owned)
+        self.owned = await self.store.renew_leases(self.replica, self.ttl)
+        for lost in before.keys() - self.owned.keys():
+            log.warning("lease_lost", shard=f"{lost[0]}/{lost[1]}")
+        live = max(1, await self.store.live_replicas(self.ttl))
+        share = math.ceil(len(shards) / live)
+        if len(self.owned) < share:
+            got = await self.store.claim_leases(self.replica, self.ttl, share - len(self.owned))
+            for shard in got:
+                log.info("lease_acquired", shard=f"{shard[0]}/{shard[1]}", generation=got[shard])
+            self.owned.update(got)
+        elif len(self.owned) > share:
+            extra = sorted(self.owned)[share:]
+            await self.store.release_leases(self.replica, extra)
+            for shard in extra:
+                self.owned.pop(shard, None)
+                log.info("lease_released", shard=f"{shard[0]}/{shard[1]}", reason="rebalance")
+        LEASES_HELD.set(len(self.owned))
+        if before != self.owned:
+            self.changed.set()
+            self.changed = anyio.Event()
+
+    async def run(self, shards_of: object, stop: anyio.Event) -> None:
+        from collector.scheduler import sleep_or_stop
+
+        await sleep_or_stop(self.clock, self.ttl / 3, stop)
+        while not stop.is_set():
+            try:
+                shards = await shards_of()  # type: ignore[operator]
+                await self.tick(shards)
+            except Exception as e:  # the database may be briefly away; keep trying
+                log.error("lease_tick_failed", error=str(e))
+                self.owned = {}
+            await sleep_or_stop(self.clock, self.ttl / 3, stop)
+
+    async def release_all(self) -> None:
+        await self.store.release_leases(self.replica, None)
+        await self.store.remove_replica(self.replica)
+        self.owned = {}
+        LEASES_HELD.set(0)
+        log.info("leases_released", replica=self.replica)
+
+
+__all__ = ["LeaseManager", "Shard", "TAKEOVERS"]

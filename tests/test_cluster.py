@@ -1,0 +1,207 @@
+"""Scale-out: replicas share the fleet through Postgres leases (real Postgres, real clock)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from collector.adapters.postgres import PgStore, connect_pool, migrate
+from collector.config import Settings, load_settings
+from collector.errors import LeaseLost
+from collector.model import SliceKey
+from collector.planner import metric_chunks
+from collector.ports import CompletedSlice
+from collector.service import serve
+from collector.simulator import FleetSpec, SimulatorConfig
+from tests.conftest import write_config
+from tests.helpers import stored_rows
+
+TTL = 3.0
+
+
+def _settings(tmp_path: Path, database_url: str, sim: Any, replica: str, backfill: str = "1h") -> Settings:
+    cfg = write_config(
+        tmp_path / f"{replica}.toml", database_url, sim,
+        collection='granularity = "15m"\ngroupings = ["QUEUE", "CHANNEL"]\nmetrics = ["CONTACTS_HANDLED", "HANDLE_TIME"]\nservice_levels = []',
+        extra=(f'\n[scheduler]\ninitial_backfill = "{backfill}"\nrevisits = []\n'
+               f'\n[aws]\nworkers_per_account = 1\n'
+               f'\n[cluster]\nenabled = true\nlease_ttl = {TTL}\nreplica_id = "{replica}"\n'),
+    )
+    return load_settings(cfg)
+
+
+async def _q(database_url: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch(sql))
+    except asyncpg.UndefinedTableError:
+        return []
+    finally:
+        await conn.close()
+
+
+async def _owners(database_url: str) -> dict[str, int]:
+    rows = await _q(database_url, "SELECT owner, count(*) AS n FROM shard_leases"
+                                  " WHERE owner IS NOT NULL AND expires_at > now() GROUP BY owner")
+    return {r["owner"]: r["n"] for r in rows}
+
+
+async def _slices(database_url: str) -> int:
+    rows = await _q(database_url, "SELECT count(*) AS n FROM collected_slices")
+    return int(rows[0]["n"]) if rows else 0
+
+
+async def _until(predicate: Any, limit: float) -> None:
+    with anyio.fail_after(limit):
+        while not await predicate():  # noqa: ASYNC110  (other replicas are only visible in the database)
+            await anyio.sleep(0.1)
+
+
+class Replica:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = anyio.Event()
+        self.scope = anyio.CancelScope()
+
+    async def run(self) -> None:
+        with self.scope:
+            await serve(self.settings, stop=self.stop, with_api=False, handle_signals=False)
+
+
+@pytest.fixture
+def fleet9() -> SimulatorConfig:
+    return SimulatorConfig(fleet=FleetSpec(accounts=9, queues_per_instance=3), latency=0.05)
+
+
+async def test_three_replicas_split_nine_accounts_and_collect_each_slice_once(
+    start_sim, database_url, tmp_path: Path, fleet9: SimulatorConfig
+) -> None:
+    h = await start_sim(fleet9)
+    replicas = [Replica(_settings(tmp_path, database_url, h.sim, f"r{i}")) for i in range(3)]
+    async with anyio.create_task_group() as tg:
+        for r in replicas:
+            tg.start_soon(r.run)
+
+        async def balanced() -> bool:
+            return sorted((await _owners(database_url)).values()) == [3, 3, 3]
+
+        await _until(balanced, 20)
+
+        async def all_collected() -> bool:
+            return await _slices(database_url) >= 9 * 4
+
+        await _until(all_collected, 60)
+        assert sorted((await _owners(database_url)).values()) == [3, 3, 3]
+        for r in replicas:
+            r.stop.set()
+    times = await _q(database_url, "SELECT times_collected AS n FROM collected_slices")
+    assert len(times) == 36 and {r["n"] for r in times} == {1}  # every slice exactly once
+    assert h.sim.stats.by_status.get(429, 0) == 0  # no account was ever driven past its quota
+    assert max(n for n in (await stored_rows(database_url)).values()) == 1
+    assert await _owners(database_url) == {}  # graceful stops handed everything back
+
+
+async def test_a_dead_replica_is_taken_over_within_two_ttls_and_nothing_is_lost(
+    start_sim, database_url, tmp_path: Path, fleet9: SimulatorConfig
+) -> None:
+    h = await start_sim(fleet9)
+    replicas = [Replica(_settings(tmp_path, database_url, h.sim, f"r{i}", backfill="6h")) for i in range(3)]
+    async with anyio.create_task_group() as tg:
+        for r in replicas:
+            tg.start_soon(r.run)
+
+        async def balanced() -> bool:
+            return sorted((await _owners(database_url)).values()) == [3, 3, 3]
+
+        await _until(balanced, 20)
+
+        async def some() -> bool:
+            return await _slices(database_url) >= 20
+
+        await _until(some, 60)
+        replicas[0].scope.cancel()  # dies without handing anything back
+        died = time.monotonic()
+
+        async def taken_over() -> bool:
+            owners = await _owners(database_url)
+            return "r0" not in owners and sum(owners.values()) == 9
+
+        await _until(taken_over, 4 * TTL)
+        took = time.monotonic() - died
+        assert took <= 2 * TTL + 1.0, took
+
+        async def all_collected() -> bool:
+            return await _slices(database_url) >= 9 * 24
+
+        await _until(all_collected, 90)
+        for r in replicas[1:]:
+            r.stop.set()
+    takeovers = await _q(database_url, "SELECT sum(takeovers) AS n FROM shard_leases")
+    assert takeovers[0]["n"] >= 3
+    times = await _q(database_url, "SELECT times_collected AS n FROM collected_slices")
+    assert len(times) == 9 * 24 and {r["n"] for r in times} == {1}
+    assert max(n for n in (await stored_rows(database_url)).values()) == 1
+
+
+async def test_graceful_shutdown_hands_shards_over_without_waiting_for_the_ttl(
+    start_sim, database_url, tmp_path: Path, fleet9: SimulatorConfig
+) -> None:
+    h = await start_sim(fleet9)
+    replicas = [Replica(_settings(tmp_path, database_url, h.sim, f"r{i}")) for i in range(2)]
+    async with anyio.create_task_group() as tg:
+        for r in replicas:
+            tg.start_soon(r.run)
+
+        async def split() -> bool:
+            return sorted((await _owners(database_url)).values()) == [4, 5]
+
+        await _until(split, 20)
+        replicas[0].stop.set()
+        stopped = time.monotonic()
+
+        async def handed_over() -> bool:
+            return await _owners(database_url) == {"r1": 9}
+
+        await _until(handed_over, 2 * TTL)
+        assert time.monotonic() - stopped < TTL  # not by expiry: it was released
+        replicas[1].stop.set()
+    takeovers = await _q(database_url, "SELECT sum(takeovers) AS n FROM shard_leases")
+    assert takeovers[0]["n"] == 0  # released, not taken over
+
+
+async def test_a_replica_that_lost_its_lease_writes_nothing(database_url: str) -> None:
+    pool = await connect_pool(database_url, 2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
+        await old.ensure_shards([("111111111111", "us-east-1")])
+        got = await old.claim_leases("r-old", 30, 1)
+        gen = got[("111111111111", "us-east-1")]
+        # r-old stalls past its TTL (SIGSTOP, a long GC pause...); r-new takes the shard over
+        await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'")
+        assert await new.claim_leases("r-new", 30, 1) == {("111111111111", "us-east-1"): gen + 1}
+        ms = metric_chunks(["CONTACTS_HANDLED"], [])[0]
+        start = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+        stale = CompletedSlice(
+            SliceKey("default", "i-1", start, start.replace(minute=15)),
+            [(ms, [(("q", "VOICE", None, None, None, None, None), [1.0])])],
+            datetime.now(UTC), ("111111111111", "us-east-1", gen),
+        )
+        with pytest.raises(LeaseLost):
+            await old.write([stale], None)
+        assert await pool.fetchval("SELECT count(*) FROM collected_slices") == 0
+        assert await pool.fetchval("SELECT count(*) FROM historical_metrics") == 0
+        fresh = CompletedSlice(stale.key, stale.pages, stale.collected_at, ("111111111111", "us-east-1", gen + 1))
+        await new.write([fresh], None)  # the owner's write goes through
+        assert await pool.fetchval("SELECT count(*) FROM historical_metrics") == 1
+        renewed = await old.renew_leases("r-old", 30)
+        assert renewed == {}  # and the stalled replica learns it lost the shard
+    finally:
+        await pool.close()
