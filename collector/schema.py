@@ -54,6 +54,7 @@ TABLES: Final = {
                         "values_written", "requests", "retries", "throttles", "errors",
                         "created_at", "started_at", "finished_at", "resumed_from"},
     "watermarks": {"instance_ref", "profile_id", "slice_seconds", "frontier", "updated_at"},
+    "run_parts": {"run_id", "account", "region", "status", "claimed_by", "updated_at"},
     "replicas": {"id", "api_url", "started_at", "heartbeat_at"},
     "shard_leases": {"account", "region", "owner", "generation", "expires_at", "acquired_at", "takeovers"},
     "collection_gaps": {"instance_ref", "profile_id", "slice_start", "slice_seconds", "reason",

@@ -31,10 +31,12 @@ from collector.wiring import (
     Runtime,
     check_collection,
     collect,
+    collect_part,
     config_shards,
     execute,
     resolve_targets,
     runtime,
+    shards_of_request,
 )
 
 log = structlog.get_logger("collector.service")
@@ -114,6 +116,9 @@ async def serve(
 
         async def submit(body: CollectionRequest) -> int:
             run_id = await rt.store.queue_run("api", body.profile, body.start, body.end, body.instances or [])
+            if leases is not None:  # each shard's part runs on the replica holding its lease
+                await rt.store.add_run_parts(run_id, shards_of_request(settings, body.instances or ()))
+                return run_id
             try:
                 submit_send.send_nowait((run_id, body))
             except anyio.WouldBlock:
@@ -199,6 +204,24 @@ async def serve(
                     if on_run_finished:
                         on_run_finished(run_id)
 
+        async def parts_task() -> None:
+            """With leases: execute the parts of one-off runs whose shards this replica holds."""
+            if leases is None:
+                return
+            from collector.scheduler import sleep_or_stop
+
+            while not stop.is_set():
+                part = await rt.store.claim_part(leases.replica, list(leases.owned), leases.ttl)
+                if part is None:
+                    await sleep_or_stop(rt.clock, leases.ttl / 3, stop)
+                    continue
+                gen = leases.owned.get((part["account"], part["region"]))
+                if gen is None:
+                    continue  # the lease moved between claim and now; the part is requeued
+                final = await collect_part(rt, part, gen, stop)
+                if final is not None and on_run_finished:
+                    on_run_finished(part["id"])
+
         async def stop_idle() -> None:
             await stop.wait()
             for scope in list(idle):
@@ -248,6 +271,7 @@ async def serve(
             try:
                 async with anyio.create_task_group() as wtg:
                     wtg.start_soon(lease_task)
+                    wtg.start_soon(parts_task)
                     wtg.start_soon(scheduler_task)
                     wtg.start_soon(oneoff_task)
                     wtg.start_soon(stop_idle)

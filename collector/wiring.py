@@ -311,8 +311,12 @@ async def execute(
     progress: Progress | None = None,
     stop: anyio.Event | None = None,
     kind: str = "oneoff",
+    finish: Any = None,
 ) -> RunSummary:
-    """Collect planned slices under a run row; the run always ends with a status."""
+    """Collect planned slices under a run row; the run always ends with a status.
+
+    ``finish(status, summary)`` replaces the default end of the run (a run part ends its
+    part and settles the run only when every part is done)."""
     status = "interrupted"
     summary = RunSummary(slices_total=len(works) + len(lost))
     started = rt.clock.monotonic()
@@ -341,15 +345,18 @@ async def execute(
             status = "failed"
     finally:
         with anyio.CancelScope(shield=True):
-            await rt.store.finish_run(
-                run_id,
-                status,
-                summary.slices_failed,
-                summary.requests,
-                summary.retries,
-                summary.throttles,
-                [{"slice": k, "reason": r} for k, r in summary.failures],
-            )
+            if finish is not None:
+                await finish(status, summary)
+            else:
+                await rt.store.finish_run(
+                    run_id,
+                    status,
+                    summary.slices_failed,
+                    summary.requests,
+                    summary.retries,
+                    summary.throttles,
+                    [{"slice": k, "reason": r} for k, r in summary.failures],
+                )
             RUNS.labels(kind, status).inc()
             RUN_DURATION.labels(kind, status).observe(rt.clock.monotonic() - started)
     log.info(
@@ -396,3 +403,48 @@ async def collect(
     summary = await execute(rt, works, run_id=run_id, lost=lost, progress=progress, stop=stop,
                             kind="oneoff" if requested_by != "scheduler" else "scheduled")
     return run_id, summary
+
+
+def shards_of_request(settings: Settings, instances: Sequence[str]) -> list[tuple[str, str]]:
+    """The (account, Region) shards a one-off collection touches."""
+    chosen = set(instances)
+    shards = {
+        (_target(settings, i.id, i.region, i.account, aws_profile=i.aws_profile).account, i.region)
+        for i in settings.instances
+        if not chosen or i.id in chosen
+    }
+    for a in _discovering(settings):
+        assert a.id is not None
+        listed = a.instances if isinstance(a.instances, list) else None
+        if not chosen or listed is None or chosen & set(listed):
+            shards |= {(a.id, r) for r in a.regions}
+    return sorted(shards)
+
+
+async def collect_part(rt: Runtime, part: dict[str, Any], generation: int, stop: anyio.Event | None) -> str | None:
+    """One (account, Region) part of a one-off run, on the replica holding that shard."""
+    shard = (part["account"], part["region"])
+    profile = part["profile"]
+    run_id = part["id"]
+    try:
+        coll = rt.settings.profile(profile)
+        res = await resolve(rt, part["instances"] or (), shards={shard: generation})
+        works = plan(res.targets, coll, part["range_start"], part["range_end"], rt.clock.now(), profile)
+        spans = slices(part["range_start"], part["range_end"], coll.granularity_seconds, rt.clock.now())
+        lost = [(str(SliceKey(profile, iid, s, e)), r) for iid, r in res.failed_instances for s, e in spans]
+        lost += list(res.failed_scopes)
+        await rt.store.part_started(run_id, len(works) + len(lost))
+    except errors.CollectorError as e:
+        return await rt.store.finish_part(run_id, *shard, "failed", 0, 0, 0, 0,
+                                          [{"slice": f"account {shard[0]}/{shard[1]}", "reason": str(e)}])
+    final: list[str | None] = [None]
+
+    async def finish(st: str, summary: RunSummary) -> None:
+        final[0] = await rt.store.finish_part(
+            run_id, *shard, "done" if st in ("succeeded", "partial") else "failed",
+            summary.slices_failed, summary.requests, summary.retries, summary.throttles,
+            [{"slice": k, "reason": r} for k, r in summary.failures],
+        )
+
+    await execute(rt, works, run_id=run_id, lost=lost, stop=stop, kind="oneoff", finish=finish)
+    return final[0]

@@ -205,3 +205,63 @@ async def test_a_replica_that_lost_its_lease_writes_nothing(database_url: str) -
         assert renewed == {}  # and the stalled replica learns it lost the shard
     finally:
         await pool.close()
+
+
+async def test_one_off_runs_are_executed_by_the_shard_owners_and_readable_anywhere(
+    start_sim, database_url, tmp_path: Path, fleet9: SimulatorConfig
+) -> None:
+    import socket
+    from datetime import timedelta
+
+    import aiohttp
+
+    from tests.helpers import expected_rows, utc_floor
+
+    h = await start_sim(fleet9)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    replicas = []
+    for i, port in enumerate(ports):
+        st = _settings(tmp_path, database_url, h.sim, f"r{i}")
+        st.scheduler.enabled = False
+        st.api.port = port
+        replicas.append(st)
+    stops = [anyio.Event() for _ in replicas]
+    end = utc_floor(datetime.now(UTC) - timedelta(minutes=20), 900)
+    start = end - timedelta(hours=1)
+    async with anyio.create_task_group() as tg:
+        for st, stop in zip(replicas, stops, strict=True):
+            tg.start_soon(lambda st=st, stop=stop: serve(st, stop=stop, handle_signals=False))
+
+        async def split() -> bool:
+            return sorted((await _owners(database_url)).values()) == [4, 5]
+
+        await _until(split, 20)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{ports[0]}/collections",
+                                 json={"start": start.isoformat(), "end": end.isoformat()}) as r:
+                assert r.status == 202
+                run_id = (await r.json())["id"]
+
+            async def finished() -> bool:
+                async with http.get(f"http://127.0.0.1:{ports[1]}/collections/{run_id}") as r:
+                    return (await r.json())["status"] not in ("queued", "running")
+
+            await _until(finished, 60)
+            async with http.get(f"http://127.0.0.1:{ports[1]}/collections/{run_id}") as r:
+                run = await r.json()
+            async with http.get(f"http://127.0.0.1:{ports[0]}/cluster") as r:
+                cluster = await r.json()
+        for stop in stops:
+            stop.set()
+    assert run["status"] == "succeeded" and run["slices_done"] == 9 * 4, run
+    assert sorted(len(rep["shards"]) for rep in cluster["replicas"]) == [4, 5]
+    parts = await _q(database_url, "SELECT p.claimed_by, l.owner, p.status FROM run_parts p"
+                                   " JOIN shard_leases l USING (account, region)")
+    assert len(parts) == 9 and {p["status"] for p in parts} == {"done"}
+    assert {p["claimed_by"] for p in parts} == {"r0", "r1"}  # both replicas did their share
+    want = expected_rows(h.sim, replicas[0].collection, start, end, datetime.now(UTC))
+    assert await stored_rows(database_url) == want

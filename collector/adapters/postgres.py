@@ -358,6 +358,31 @@ class PgStore:
     async def remove_replica(self, replica: str) -> None:
         await self.pool.execute(q("remove_replica"), replica)
 
+    async def add_run_parts(self, run_id: int, shards: Sequence[tuple[str, str]]) -> None:
+        await self.pool.execute(q("add_run_parts"), run_id, [a for a, _r in shards], [r for _a, r in shards])
+
+    async def claim_part(self, replica: str, owned: Sequence[tuple[str, str]], ttl: float) -> dict[str, Any] | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(q("requeue_orphan_parts"), ttl)
+            part = await conn.fetchrow(q("claim_part"), replica, [f"{a}/{r}" for a, r in owned])
+            if part is None:
+                return None
+            run = await conn.fetchrow(q("get_run"), part["run_id"])
+        return {"account": part["account"], "region": part["region"], **_run_dict(run)}
+
+    async def part_started(self, run_id: int, slices: int) -> None:
+        await self.pool.execute(q("part_started"), run_id, slices)
+
+    async def finish_part(
+        self, run_id: int, account: str, region: str, status: str, failed: int, requests: int,
+        retries: int, throttles: int, errors: list[dict[str, Any]],
+    ) -> str | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(q("finish_part"), run_id, account, region, status, failed, requests,
+                               retries, throttles, orjson.dumps(errors).decode())
+            final: str | None = await conn.fetchval(q("settle_run"), run_id)
+        return final
+
     async def cluster_state(self) -> dict[str, Any]:
         rows = await self.pool.fetch(q("cluster_state"))
         free = await self.pool.fetch(q("unowned_shards"))

@@ -266,3 +266,50 @@ FROM replicas r ORDER BY r.id;
 -- name: unowned_shards
 SELECT account, region, takeovers FROM shard_leases WHERE owner IS NULL OR expires_at <= now()
 ORDER BY account, region;
+
+-- name: add_run_parts
+INSERT INTO run_parts (run_id, account, region)
+SELECT $1, * FROM unnest($2::text[], $3::text[]) ON CONFLICT DO NOTHING;
+
+-- name: requeue_orphan_parts
+-- Parts whose replica died mid-run go back to the queue (re-collection is idempotent).
+UPDATE run_parts SET status = 'queued', claimed_by = NULL, updated_at = now()
+WHERE status = 'running'
+  AND claimed_by NOT IN (SELECT id FROM replicas WHERE heartbeat_at > now() - make_interval(secs => $1));
+
+-- name: claim_part
+UPDATE run_parts p SET status = 'running', claimed_by = $1, updated_at = now()
+FROM (SELECT run_id, account, region FROM run_parts
+      WHERE status = 'queued' AND (account || '/' || region) = ANY($2::text[])
+      ORDER BY run_id, account, region
+      FOR UPDATE SKIP LOCKED LIMIT 1) c
+WHERE p.run_id = c.run_id AND p.account = c.account AND p.region = c.region
+RETURNING p.run_id, p.account, p.region;
+
+-- name: part_started
+UPDATE collection_runs
+SET status = 'running', started_at = coalesce(started_at, now()), slices_total = slices_total + $2
+WHERE id = $1 AND status IN ('queued', 'running');
+
+-- name: finish_part
+WITH part AS (
+    UPDATE run_parts SET status = $4, updated_at = now()
+    WHERE run_id = $1 AND account = $2 AND region = $3
+    RETURNING run_id
+)
+UPDATE collection_runs
+SET slices_failed = slices_failed + $5, requests = requests + $6, retries = retries + $7,
+    throttles = throttles + $8, errors = errors || $9::jsonb
+WHERE id = $1;
+
+-- name: settle_run
+-- When no part is left to do, the run gets its final status.
+UPDATE collection_runs r
+SET status = CASE WHEN r.slices_failed = 0 AND NOT EXISTS (
+                       SELECT 1 FROM run_parts p WHERE p.run_id = r.id AND p.status = 'failed')
+                  THEN 'succeeded'
+                  WHEN r.slices_done > 0 THEN 'partial' ELSE 'failed' END,
+    finished_at = now()
+WHERE r.id = $1 AND r.status IN ('queued', 'running')
+  AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id AND p.status IN ('queued', 'running'))
+RETURNING r.status;
