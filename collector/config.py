@@ -195,7 +195,8 @@ class AwsSettings(_Section):
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     max_attempts: int = Field(default=8, ge=1, le=50)
-    workers_per_account: int = Field(default=4, ge=1, le=64)
+    workers_per_account: int = Field(default=3, ge=1, le=64)
+    max_inflight_slices: int = Field(default=48, ge=1)  # bounds memory across all accounts
     get_metric_data_rate: float = Field(default=5.0, gt=0)
     get_metric_data_burst: int = Field(default=8, ge=1)
     list_queues_rate: float = Field(default=10.0, gt=0)
@@ -249,7 +250,7 @@ class ProfileSettings(CollectionSettings):
 
 
 class WriterSettings(_Section):
-    channel_size: int = Field(default=64, ge=1)
+    channel_size: int = Field(default=16, ge=1)
     batch_rows: int = Field(default=20_000, ge=1)
     batch_seconds: float = Field(default=0.5, gt=0)
     max_attempts: int = Field(default=6, ge=1)

@@ -31,6 +31,7 @@ log = structlog.get_logger("collector.pipeline")
 class PipelineOptions:
     workers_per_key: int = 4
     channel_size: int = 16
+    max_inflight: int = 64  # slices being fetched at once, across all accounts
     batch_rows: int = 20_000
     batch_seconds: float = 1.0
     write_attempts: int = 6
@@ -164,26 +165,33 @@ async def run_collection(
     send: MemoryObjectSendStream[CompletedSlice]
     send, receive = anyio.create_memory_object_stream[CompletedSlice](opts.channel_size)
 
+    inflight = anyio.Semaphore(opts.max_inflight)
+
     async def worker(q: deque[SliceWork]) -> None:
         while q and not (stop and stop.is_set()):
-            work = q.popleft()
-            try:
-                done = await collect_slice(
-                    work, source=source, limiters=limiters, policy=opts.retry,
-                    clock=clock, rng=rng, counters=counters,
-                )
-            except SliceFailure as e:
-                reason = e.detail
-                summary.slices_failed += 1
-                summary.failures.append((str(work.key), reason))
-                log.error("slice_failed", slice=str(work.key), reason=reason)
-                progress.slice_failed(work.key, reason)
-                SLICES.labels("failed").inc()
-                continue
-            finally:
-                progress.counters(counters)
-            await send.send(done)
-            CHANNEL_DEPTH.set(send.statistics().current_buffer_used)
+            async with inflight:  # memory: whole slices are held until the writer takes them
+                if not q:
+                    return
+                await _one(q.popleft())
+
+    async def _one(work: SliceWork) -> None:
+        try:
+            done = await collect_slice(
+                work, source=source, limiters=limiters, policy=opts.retry,
+                clock=clock, rng=rng, counters=counters,
+            )
+        except SliceFailure as e:
+            reason = e.detail
+            summary.slices_failed += 1
+            summary.failures.append((str(work.key), reason))
+            log.error("slice_failed", slice=str(work.key), reason=reason)
+            progress.slice_failed(work.key, reason)
+            SLICES.labels("failed").inc()
+            return
+        finally:
+            progress.counters(counters)
+        await send.send(done)
+        CHANNEL_DEPTH.set(send.statistics().current_buffer_used)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer_loop, receive, sink, run_id, opts, clock, summary, progress, rng)

@@ -59,6 +59,7 @@ def limiters_for(settings: Settings, clock: Clock | None = None) -> Limiters:
 def pipeline_options(settings: Settings) -> PipelineOptions:
     return PipelineOptions(
         workers_per_key=settings.aws.workers_per_account,
+        max_inflight=settings.aws.max_inflight_slices,
         channel_size=settings.writer.channel_size,
         batch_rows=settings.writer.batch_rows,
         batch_seconds=settings.writer.batch_seconds,
