@@ -22,9 +22,10 @@ from collector.ports import Clock
 class AdaptiveLimiter:
     """A token bucket of ``burst`` that refills at ``rate`` per second, FIFO.
 
-    AIMD: a throttle multiplies the rate by ``decrease`` (at most once per refill
-    interval, so one burst of throttled in-flight calls counts once, and never below
-    ``floor`` x ceiling); every ``recover_after`` seconds without a throttle the rate
+    AIMD: a throttle that follows another within ``window`` seconds multiplies the rate
+    by ``decrease`` (at most once per refill interval, so one burst of throttled
+    in-flight calls counts once, and never below ``floor`` x ceiling); a lone throttle
+    (jitter) is only retried. Every ``recover_after`` seconds without a throttle the rate
     grows by ``step`` x ceiling until it is back at the ceiling. A quota lower than
     configured is found in a few throttles instead of a storm of them.
     """
@@ -39,12 +40,14 @@ class AdaptiveLimiter:
         step: float = 0.05,
         recover_after: float = 2.0,
         floor: float = 0.05,
+        window: float = 10.0,
     ) -> None:
         self.ceiling = rate
         self.rate = rate
         self.burst = float(burst)
         self.clock = clock
         self.decrease, self.step, self.recover_after = decrease, step, recover_after
+        self.window = window
         self.floor = floor * rate
         self._tokens = float(burst)
         self._stamp = clock.monotonic()
@@ -81,8 +84,9 @@ class AdaptiveLimiter:
     def throttled(self) -> None:
         now = self.clock.monotonic()
         self.throttles += 1
+        repeated = now - self._last_throttle <= self.window
         self._last_throttle = now
-        if now - self._last_change >= 1.0 / self.rate:
+        if repeated and now - self._last_change >= 1.0 / self.rate:
             self._refill()
             self.rate = max(self.floor, self.rate * self.decrease)
             self._tokens = min(self._tokens, 0.0)  # no burst right after a throttle

@@ -63,6 +63,9 @@ def test_aimd_steps_down_on_throttles_and_recovers() -> None:
     clock = ManualClock(datetime.now(UTC))
     lim = AdaptiveLimiter(5.0, 8, clock, decrease=0.5, step=0.1, recover_after=5.0)
     lim.throttled()
+    assert lim.rate == 5.0  # a lone throttle is jitter: retried, no step down
+    clock.advance(1.0)
+    lim.throttled()  # a second within the window: the quota is lower than configured
     assert lim.rate == 2.5
     lim.throttled()  # the same burst of in-flight calls: counted once
     assert lim.rate == 2.5

@@ -151,3 +151,29 @@ async def test_downtime_of_30_hours_records_gaps_and_collects_the_rest(start_sim
     assert len(collected_after) == 2 * n_slices
     assert not {(i, st) for i, st, _n in got} & gaps
     assert h.sim.stats.by_status.get(400, 0) == 0, h.sim.stats.bad_requests
+
+
+async def test_clock_skew_of_minutes_sends_no_request_the_api_refuses(start_sim, database_url, tmp_path) -> None:
+    """The collector's clock 5 minutes behind the API's: after a long outage the oldest
+    slices it still tries are inside the API's lookback (the margin absorbs the skew)."""
+    b = _base()
+    clock = ManualClock(b + timedelta(minutes=15, seconds=1))
+    skew = 300.0
+    h = await start_sim(
+        SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=3), throttle=False),
+        now=lambda: clock.now().timestamp() + skew,
+    )
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
+                       collection='granularity = "15m"\ngroupings = ["QUEUE"]\nmetrics = ["CONTACTS_HANDLED"]\nservice_levels = []',
+                       extra='[scheduler]\ninitial_backfill = "15m"\nrevisits = []\ncatchup_batch = 200')
+    settings = load_settings(cfg)
+    await serve(settings, clock=clock, until=clock.now() + timedelta(seconds=60), with_api=False, handle_signals=False)
+    clock.advance(26 * 3600)
+    restart = clock.now()
+    await serve(settings, clock=clock, until=restart + timedelta(seconds=60), with_api=False, handle_signals=False)
+    assert h.sim.stats.by_status.get(400, 0) == 0, h.sim.stats.bad_requests
+    got = await _slices(database_url)
+    gaps = await _gaps(database_url)
+    assert gaps and len(got) > 90  # the aged-out ones are gaps, the rest collected
+    oldest = min(st for _i, st, _n in got[1:])
+    assert oldest.timestamp() >= restart.timestamp() + skew - 24 * 3600

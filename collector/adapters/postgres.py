@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+import anyio
 import asyncpg
 import orjson
 import structlog
@@ -171,10 +172,19 @@ class PgStore:
         self, run_id: int, status: str, failed: int, requests: int, retries: int, throttles: int,
         errors: list[dict[str, Any]],
     ) -> None:
-        await self.pool.execute(
-            q("finish_run"), run_id, status, failed, requests, retries, throttles,
-            orjson.dumps(errors).decode(),
-        )
+        """The run's last word; retried while the database is briefly away (a restart)."""
+        for attempt in range(1, 21):
+            try:
+                await self.pool.execute(
+                    q("finish_run"), run_id, status, failed, requests, retries, throttles,
+                    orjson.dumps(errors).decode(),
+                )
+                return
+            except _PG_ERRORS as e:
+                if attempt == 20:
+                    raise StorageError(f"cannot record the end of run {run_id}: {e}") from None
+                log.warning("finish_run_retry", run_id=run_id, attempt=attempt, error=str(e))
+                await anyio.sleep(0.5)
 
     # -- the writer ------------------------------------------------------------------
     async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
