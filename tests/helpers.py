@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -78,3 +79,29 @@ async def snapshot(database_url: str) -> list[tuple[object, ...]]:
 def utc_floor(now: datetime, seconds: int) -> datetime:
     e = int(now.timestamp())
     return now - timedelta(seconds=e % seconds, microseconds=now.microsecond)
+
+
+async def query(database_url: str, sql: str) -> list[asyncpg.Record]:
+    """Rows of ``sql``, or none while the schema is not there yet."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch(sql))
+    except asyncpg.UndefinedTableError:
+        return []
+    finally:
+        await conn.close()
+
+
+async def lease_owners(database_url: str) -> dict[str, int]:
+    rows = await query(database_url, "SELECT owner, count(*) AS n FROM shard_leases"
+                                     " WHERE owner IS NOT NULL AND expires_at > now() GROUP BY owner")
+    return {r["owner"]: r["n"] for r in rows}
+
+
+async def wait_until(predicate: Callable[[], Any], limit: float) -> None:
+    """Poll another party's progress (only visible in the database) until true."""
+    import anyio
+
+    with anyio.fail_after(limit):
+        while not await predicate():  # noqa: ASYNC110  (no event crosses replicas)
+            await anyio.sleep(0.1)

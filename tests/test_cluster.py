@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 import pytest
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
@@ -20,7 +19,7 @@ from collector.ports import CompletedSlice
 from collector.service import serve
 from collector.simulator import FleetSpec, SimulatorConfig
 from tests.conftest import write_config
-from tests.helpers import stored_rows
+from tests.helpers import lease_owners, query, stored_rows, wait_until
 
 TTL = 3.0
 
@@ -36,31 +35,14 @@ def _settings(tmp_path: Path, database_url: str, sim: Any, replica: str, backfil
     return load_settings(cfg)
 
 
-async def _q(database_url: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return list(await conn.fetch(sql))
-    except asyncpg.UndefinedTableError:
-        return []
-    finally:
-        await conn.close()
-
-
-async def _owners(database_url: str) -> dict[str, int]:
-    rows = await _q(database_url, "SELECT owner, count(*) AS n FROM shard_leases"
-                                  " WHERE owner IS NOT NULL AND expires_at > now() GROUP BY owner")
-    return {r["owner"]: r["n"] for r in rows}
+_q = query
+_owners = lease_owners
+_until = wait_until
 
 
 async def _slices(database_url: str) -> int:
     rows = await _q(database_url, "SELECT count(*) AS n FROM collected_slices")
     return int(rows[0]["n"]) if rows else 0
-
-
-async def _until(predicate: Any, limit: float) -> None:
-    with anyio.fail_after(limit):
-        while not await predicate():  # noqa: ASYNC110  (other replicas are only visible in the database)
-            await anyio.sleep(0.1)
 
 
 class Replica:

@@ -9,36 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-import anyio
-import asyncpg
-
 from collector.simulator import FleetSpec, SimulatorConfig
 from tests.conftest import write_config
-from tests.helpers import stored_rows
+from tests.helpers import lease_owners, query, stored_rows, wait_until
 
 TTL = 3.0
 
 
-async def _q(database_url: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return list(await conn.fetch(sql))
-    except asyncpg.UndefinedTableError:
-        return []
-    finally:
-        await conn.close()
-
-
-async def _owners(database_url: str) -> dict[str, int]:
-    rows = await _q(database_url, "SELECT owner, count(*) AS n FROM shard_leases"
-                                  " WHERE owner IS NOT NULL AND expires_at > now() GROUP BY owner")
-    return {r["owner"]: r["n"] for r in rows}
-
-
-async def _until(predicate: object, limit: float) -> None:
-    with anyio.fail_after(limit):
-        while not await predicate():  # type: ignore[operator]  # noqa: ASYNC110  (other processes)
-            await anyio.sleep(0.1)
+_q = query
+_owners = lease_owners
+_until = wait_until
 
 
 def _start(cfg: Path, replica: str) -> subprocess.Popen[bytes]:
