@@ -14,6 +14,7 @@ import anyio
 from collector import __version__, errors
 from collector.config import load_settings
 from collector.logs import configure
+from collector.pipeline import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -182,7 +183,7 @@ async def _collect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _Quiet:
+class _Quiet(Progress):
     """No progress display (not a terminal, or --no-progress)."""
 
     def __enter__(self) -> _Quiet:
@@ -194,14 +195,14 @@ class _Quiet:
     def set_total(self, total: int) -> None:
         pass
 
-    def slices_written(self, keys: object, rows: int) -> None:
-        pass
 
-    def slice_failed(self, key: object, reason: str) -> None:
-        pass
+def _sandbox_simulator() -> Any:
+    """The small simulated fleet of `make run`, and credentials that reach it."""
+    from collector.simulator import FleetSpec, Simulator, SimulatorConfig
 
-    def counters(self, counters: object) -> None:
-        pass
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "SIM100000000000")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "simulator")
+    return Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
 
 
 def _write_sim_config(path: str, sim: object, extra: str = "") -> None:
@@ -242,12 +243,10 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
     from collector.clock import SystemClock
     from collector.planner import floor_to
-    from collector.simulator import FleetSpec, Simulator, SimulatorConfig, running_simulator
+    from collector.simulator import running_simulator
     from collector.wiring import collect, database_dsn, runtime
 
-    sim = Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "SIM100000000000")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "simulator")
+    sim = _sandbox_simulator()
     async with running_simulator(sim) as url:
         os.environ["AWS_ENDPOINT_URL_CONNECT"] = url
         with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
@@ -284,11 +283,9 @@ async def _serve(args: argparse.Namespace) -> int:
         await serve(settings)
         return EXIT_OK
 
-    from collector.simulator import FleetSpec, Simulator, SimulatorConfig, running_simulator
+    from collector.simulator import running_simulator
 
-    sim = Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "SIM100000000000")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "simulator")
+    sim = _sandbox_simulator()
     configure("console", args.log_level if args.log_level != "warning" else "info")
     async with running_simulator(sim) as url:
         os.environ["AWS_ENDPOINT_URL_CONNECT"] = url

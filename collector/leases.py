@@ -11,14 +11,14 @@ that writes carry (see :meth:`collector.adapters.postgres.PgStore.write`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
 import structlog
 
-from collector.observability import LEASES_HELD, TAKEOVERS
+from collector.observability import LEASES_HELD
 from collector.ports import Clock
 
 log = structlog.get_logger("collector.leases")
@@ -79,13 +79,13 @@ class LeaseManager:
             self.changed.set()
             self.changed = anyio.Event()
 
-    async def run(self, shards_of: object, stop: anyio.Event) -> None:
+    async def run(self, shards_of: Callable[[], Awaitable[Sequence[Shard]]], stop: anyio.Event) -> None:
         from collector.scheduler import sleep_or_stop
 
         await sleep_or_stop(self.clock, self.ttl / 3, stop)
         while not stop.is_set():
             try:
-                shards = await shards_of()  # type: ignore[operator]
+                shards = await shards_of()
                 await self.tick(shards)
             except Exception as e:  # the database may be briefly away; keep trying
                 log.error("lease_tick_failed", error=str(e))
@@ -99,5 +99,3 @@ class LeaseManager:
         LEASES_HELD.set(0)
         log.info("leases_released", replica=self.replica)
 
-
-__all__ = ["LeaseManager", "Shard", "TAKEOVERS"]

@@ -7,7 +7,7 @@ Every limit of the API is checked here, before any request leaves:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from collector import catalog
 from collector.config import CollectionSettings
@@ -211,5 +211,3 @@ def floor_to(t: datetime, seconds: int) -> datetime:
     e = int(t.timestamp())
     return datetime.fromtimestamp(e - e % seconds, UTC)
 
-
-__all__ = ["plan", "slices", "check_request", "metric_chunks", "parse_time", "floor_to", "timedelta"]

@@ -18,7 +18,7 @@ from collector.adapters.connect import BotocoreConnect
 from collector.adapters.embedded import embedded_dsn
 from collector.adapters.postgres import PgStore, check_schema, connect_pool, migrate
 from collector.clock import SystemClock
-from collector.config import AccountSettings, InstanceSettings, Settings
+from collector.config import AccountSettings, CollectionSettings, InstanceSettings, Settings
 from collector.model import RunSummary, SliceKey, SliceWork, Target
 from collector.observability import RUN_DURATION, RUNS
 from collector.pipeline import PipelineOptions, Progress, run_collection
@@ -202,6 +202,18 @@ class Resolution:
     failed_instances: list[tuple[str, str]]  # (instance id, reason): their slices fail
     failed_scopes: list[tuple[str, str]]  # ("account A/region", reason): nothing known to plan
 
+    def planned(
+        self, coll: CollectionSettings, start: datetime, end: datetime, now: datetime, profile: str
+    ) -> tuple[list[SliceWork], list[tuple[str, str]]]:
+        """The slices to collect, and the failures standing for the ones that cannot be."""
+        works = plan(self.targets, coll, start, end, now, profile)
+        lost = [
+            (str(SliceKey(profile, iid, s, e)), reason)
+            for iid, reason in self.failed_instances
+            for s, e in slices(start, end, coll.granularity_seconds, now)
+        ]
+        return works, lost + list(self.failed_scopes)
+
 
 def config_shards(settings: Settings) -> list[tuple[str, str]]:
     """Every (account, Region) the config can touch, known without calling AWS."""
@@ -383,16 +395,9 @@ async def collect(
     """Plan (refusing bad input before any call), record a run, collect, finish the run."""
     # Check the range before anything is discovered, so bad input costs no call.
     check_collection(rt.settings, start, end, instances, rt.clock.now(), profile)
-    coll = rt.settings.profile(profile)
     res = await resolve(rt, instances)
     targets = res.targets
-    works = plan(targets, coll, start, end, rt.clock.now(), profile)
-    spans = slices(start, end, coll.granularity_seconds, rt.clock.now())
-    lost = [
-        (str(SliceKey(profile, iid, s, e)), reason)
-        for iid, reason in res.failed_instances
-        for s, e in spans
-    ] + [(scope, reason) for scope, reason in res.failed_scopes]
+    works, lost = res.planned(rt.settings.profile(profile), start, end, rt.clock.now(), profile)
     names = [t.instance_id for t in targets] + [i for i, _r in res.failed_instances]
     if run_id is None:
         run_id = await rt.store.create_run(requested_by, profile, start, end, names, len(works) + len(lost))
@@ -428,12 +433,10 @@ async def collect_part(rt: Runtime, part: dict[str, Any], generation: int, stop:
     profile = part["profile"]
     run_id = part["id"]
     try:
-        coll = rt.settings.profile(profile)
         res = await resolve(rt, part["instances"] or (), shards={shard: generation})
-        works = plan(res.targets, coll, part["range_start"], part["range_end"], rt.clock.now(), profile)
-        spans = slices(part["range_start"], part["range_end"], coll.granularity_seconds, rt.clock.now())
-        lost = [(str(SliceKey(profile, iid, s, e)), r) for iid, r in res.failed_instances for s, e in spans]
-        lost += list(res.failed_scopes)
+        works, lost = res.planned(
+            rt.settings.profile(profile), part["range_start"], part["range_end"], rt.clock.now(), profile
+        )
         await rt.store.part_started(run_id, len(works) + len(lost))
     except errors.CollectorError as e:
         return await rt.store.finish_part(run_id, *shard, "failed", 0, 0, 0, 0,
