@@ -1,34 +1,29 @@
 """Fetchers: one slice at a time per worker, paging each request to its end.
 
 Throttling and transient failures are retried with full-jitter backoff up to a
-bound; a 400 is a bug and fails the slice at once; an expired NextToken
+bound (:func:`collector.retry.retry`); a 400 is a bug and fails the slice at once; an expired NextToken
 restarts that request's paging.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import structlog
 
 from collector import errors
 from collector.model import Dims, MetricDataRequest, MetricSet, SliceWork
-from collector.observability import REQUESTS, RETRIES, THROTTLES
 from collector.planner import check_request
 from collector.ports import Clock, CompletedSlice, ConnectSource
-from collector.ratelimit import Limiters, RetryPolicy
+from collector.ratelimit import Limiters
+from collector.retry import Counters, RetryPolicy, retry
 
 log = structlog.get_logger("collector.fetch")
 
 MAX_TOKEN_RESTARTS = 3
 
 
-@dataclass(slots=True)
-class FetchCounters:
-    requests: int = 0
-    retries: int = 0
-    throttles: int = 0
+FetchCounters = Counters  # the per-run tallies, under their old name
 
 
 class SliceFailure(errors.CollectorError):
@@ -45,43 +40,23 @@ async def _call(
     policy: RetryPolicy,
     clock: Clock,
     rng: random.Random,
-    counters: FetchCounters,
+    counters: Counters,
 ) -> tuple[list[tuple[Dims, list[float | None]]], str | None]:
     target = work.target
-    limiter = limiters.get(target.account, target.region, "GetMetricData")
-    attempt = 0
-    while True:
-        attempt += 1
-        check_request(req, clock.now())  # every limit, right before the request leaves
-        async with limiter:
-            counters.requests += 1
-            try:
-                result = await source.get_metric_data(target, req, token)
-                REQUESTS.labels("GetMetricData", "ok").inc()
-                limiter.succeeded()
-                return result
-            except errors.Throttled as e:
-                counters.throttles += 1
-                limiter.throttled()
-                REQUESTS.labels("GetMetricData", "throttled").inc()
-                THROTTLES.labels(target.account, target.region, "GetMetricData").inc()
-                failure: errors.ApiError = e
-            except errors.TransientApiError as e:
-                REQUESTS.labels("GetMetricData", "transient").inc()
-                failure = e
-            except errors.ExpiredToken:
-                REQUESTS.labels("GetMetricData", "token_expired").inc()
-                raise
-            except (errors.ApiError, errors.MalformedResponse):
-                REQUESTS.labels("GetMetricData", "error").inc()
-                raise
-        if attempt >= policy.max_attempts:
-            raise SliceFailure(f"gave up after {attempt} attempts: {failure}")
-        counters.retries += 1
-        RETRIES.labels("GetMetricData", "throttled" if isinstance(failure, errors.Throttled) else "transient").inc()
-        delay = policy.delay(attempt, rng)
-        log.debug("request_retry", slice=str(work.key), attempt=attempt, delay=round(delay, 3), error=str(failure))
-        await clock.sleep(delay)
+    try:
+        return await retry(
+            lambda: source.get_metric_data(target, req, token),
+            operation="GetMetricData",
+            policy=policy,
+            clock=clock,
+            rng=rng,
+            limiter=limiters.get(target.account, target.region, "GetMetricData"),
+            shard=target.limiter_key,
+            counters=counters,
+            before=lambda: check_request(req, clock.now()),  # every limit, right before it leaves
+        )
+    except (errors.Throttled, errors.TransientApiError) as e:
+        raise SliceFailure(f"gave up after {policy.max_attempts} attempts: {e}") from None
 
 
 async def collect_slice(
@@ -92,7 +67,7 @@ async def collect_slice(
     policy: RetryPolicy,
     clock: Clock,
     rng: random.Random,
-    counters: FetchCounters,
+    counters: Counters,
 ) -> CompletedSlice:
     """Every page of every request of one slice, or :class:`SliceFailure`."""
     pages: list[tuple[MetricSet, list[tuple[Dims, list[float | None]]]]] = []

@@ -31,3 +31,18 @@ RUNS = Counter("collector_runs", "collection runs finished", ["kind", "status"])
 LEASES_HELD = Gauge("collector_leases_held", "(account, Region) shards this replica holds")
 TAKEOVERS = Counter("collector_lease_takeovers", "shards claimed from a replica that had not released them")
 FENCED = Counter("collector_fenced_batches", "batches refused because their lease had been lost")
+
+
+class Meter:
+    """The request, retry and throttle counters one family of calls updates (see retry.py)."""
+
+    def __init__(self, requests: Counter, retries: Counter, throttles: Counter) -> None:
+        self.requests, self.retries, self.throttles = requests, retries, throttles
+
+
+API_METER = Meter(REQUESTS, RETRIES, THROTTLES)
+DB_METER = Meter(
+    Counter("collector_db_requests", "Postgres writes by operation and outcome", ["operation", "outcome"]),
+    Counter("collector_db_retries", "Postgres writes retried", ["operation", "reason"]),
+    Counter("collector_db_throttles", "unused: Postgres does not throttle", ["account", "region", "operation"]),
+)

@@ -8,6 +8,7 @@ time and stores each batch atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -18,11 +19,19 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from collector import errors
-from collector.fetch import FetchCounters, SliceFailure, collect_slice
+from collector.fetch import SliceFailure, collect_slice
 from collector.model import RunSummary, SliceKey, SliceWork
-from collector.observability import CHANNEL_DEPTH, FENCED, ROWS_WRITTEN, SLICES, VALUES_WRITTEN
+from collector.observability import (
+    CHANNEL_DEPTH,
+    DB_METER,
+    FENCED,
+    ROWS_WRITTEN,
+    SLICES,
+    VALUES_WRITTEN,
+)
 from collector.ports import Clock, CompletedSlice, ConnectSource, MetricSink
-from collector.ratelimit import Limiters, RetryPolicy
+from collector.ratelimit import Limiters
+from collector.retry import Counters, RetryPolicy, retry
 
 log = structlog.get_logger("collector.pipeline")
 
@@ -47,7 +56,7 @@ class Progress:
     def slice_failed(self, key: SliceKey, reason: str) -> None:
         pass
 
-    def counters(self, counters: FetchCounters) -> None:
+    def counters(self, counters: Counters) -> None:
         pass
 
 
@@ -59,18 +68,16 @@ async def _write_with_retry(
     clock: Clock,
     rng: random.Random,
 ) -> tuple[int, int]:
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with anyio.CancelScope(shield=True):  # a flush is never cut in half
-                return await sink.write(batch, run_id)
-        except errors.StorageError as e:
-            if attempt >= opts.write_attempts:
-                raise
-            delay = opts.retry.delay(attempt, rng) + 0.2
-            log.warning("write_retry", attempt=attempt, delay=round(delay, 3), error=str(e))
-            await clock.sleep(delay)
+    return await retry(
+        lambda: sink.write(batch, run_id),
+        operation="write",
+        policy=dataclasses.replace(opts.retry, max_attempts=opts.write_attempts),
+        clock=clock,
+        rng=rng,
+        meter=DB_METER,
+        shield=True,  # a flush is never cut in half
+        min_delay=0.2,
+    )
 
 
 async def writer_loop(
@@ -157,7 +164,7 @@ async def run_collection(
     progress = progress or Progress()
     rng = rng or random.Random()
     summary = RunSummary(slices_total=len(works))
-    counters = FetchCounters()
+    counters = Counters()
     queues: dict[tuple[str, str], deque[SliceWork]] = defaultdict(deque)
     for w in sorted(works, key=lambda w: (w.key.start, w.key.instance_id)):
         queues[w.target.limiter_key].append(w)

@@ -8,7 +8,6 @@ below is the same leaky-bucket idea with both of those.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -17,6 +16,9 @@ import anyio
 
 from collector import catalog
 from collector.ports import Clock
+from collector.retry import RetryPolicy
+
+__all__ = ["AdaptiveLimiter", "Limiters", "RetryPolicy"]  # RetryPolicy lives in collector.retry
 
 
 class AdaptiveLimiter:
@@ -140,16 +142,3 @@ class Limiters:
 
     def keys(self) -> list[tuple[str, str, str]]:
         return list(self._limiters)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Full-jitter exponential backoff, bounded attempts."""
-
-    max_attempts: int = 8
-    base: float = 0.1
-    cap: float = 10.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
-        return rng.uniform(0.0, min(self.cap, self.base * (2 ** (attempt - 1))))
