@@ -62,14 +62,6 @@ class RunPage(BaseModel):
     next_before: int | None = Field(description="pass as ?before= for the next page")
 
 
-def _field_of(message: str) -> str:
-    m = message.lower()
-    for name in ("start", "end", "instance", "profile"):
-        if m.startswith(name) or f" {name} " in m[:40]:
-            return "instances" if name == "instance" else name
-    return "body"
-
-
 def _unprocessable(field: str, message: str) -> JSONResponse:
     return JSONResponse(
         status_code=422,
@@ -117,7 +109,7 @@ def create_app(
         try:
             validate(body)
         except errors.BadInput as e:
-            return _unprocessable(_field_of(e.detail), str(e))
+            return _unprocessable(e.field, str(e))
         run_id = await submit(body)
         return Accepted(id=run_id, status="queued", url=f"/collections/{run_id}")
 

@@ -22,6 +22,10 @@ class CollectorError(Exception):
 class BadInput(CollectorError):
     """Bad input:"""
 
+    def __init__(self, detail: str = "", *, field: str = "body") -> None:
+        super().__init__(detail)
+        self.field = field  # what the input was wrong about (the HTTP API's 422 ``loc``)
+
 
 class ConfigError(BadInput):
     """Invalid configuration:"""

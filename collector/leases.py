@@ -13,33 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import anyio
 import structlog
 
+from collector.errors import StorageError
 from collector.observability import LEASES_HELD
-from collector.ports import Clock
+from collector.ports import Clock, LeaseStore
 
 log = structlog.get_logger("collector.leases")
 
 Shard = tuple[str, str]  # (account, region)
-
-
-class LeaseStore(Protocol):
-    async def heartbeat(self, replica: str, api_url: str | None) -> None: ...
-
-    async def ensure_shards(self, shards: Sequence[Shard]) -> None: ...
-
-    async def live_replicas(self, ttl: float) -> int: ...
-
-    async def renew_leases(self, replica: str, ttl: float) -> dict[Shard, int]: ...
-
-    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[Shard, int]: ...
-
-    async def release_leases(self, replica: str, shards: Sequence[Shard] | None) -> None: ...
-
-    async def remove_replica(self, replica: str) -> None: ...
 
 
 @dataclass
@@ -87,7 +71,7 @@ class LeaseManager:
             try:
                 shards = await shards_of()
                 await self.tick(shards)
-            except Exception as e:  # the database may be briefly away; keep trying
+            except StorageError as e:  # the database may be briefly away; keep trying
                 log.error("lease_tick_failed", error=str(e))
                 self.owned = {}
             await sleep_or_stop(self.clock, self.ttl / 3, stop)

@@ -17,9 +17,9 @@ from collector.model import MetricDataRequest, MetricRequest, MetricSet, SliceKe
 DEFAULT_PROFILE = "default"
 
 
-def _epoch(t: datetime) -> int:
+def _epoch(t: datetime, field: str = "body") -> int:
     if t.tzinfo is None:
-        raise PlanError(f"{t.isoformat()} has no time zone; give an offset such as Z or +00:00")
+        raise PlanError(f"{t.isoformat()} has no time zone; give an offset such as Z or +00:00", field=field)
     return int(t.timestamp())
 
 
@@ -29,24 +29,26 @@ def fmt(t: datetime) -> str:
 
 def slices(start: datetime, end: datetime, granularity: int, now: datetime) -> list[tuple[datetime, datetime]]:
     """Tile [start, end) with slices of ``granularity`` seconds; refuse what the API cannot serve."""
-    s, e, n = _epoch(start), _epoch(end), _epoch(now)
+    s, e, n = _epoch(start, "start"), _epoch(end, "end"), _epoch(now)
     if granularity <= 0 or granularity % catalog.SLICE_ALIGN_SECONDS:
         raise PlanError(f"granularity {granularity}s is not a multiple of 5 minutes")
     if granularity >= catalog.MAX_RANGE_SECONDS:
         raise PlanError(f"granularity {granularity}s is not under 24 hours")
     if e <= s:
-        raise PlanError(f"end {fmt(end)} is not after start {fmt(start)}")
+        raise PlanError(f"end {fmt(end)} is not after start {fmt(start)}", field="end")
     for label, t in (("start", s), ("end", e)):
         if t % granularity:
             raise PlanError(
-                f"{label} {fmt(datetime.fromtimestamp(t, UTC))} is not on a {granularity // 60}-minute slice boundary"
+                f"{label} {fmt(datetime.fromtimestamp(t, UTC))} is not on a {granularity // 60}-minute slice boundary",
+                field=label,
             )
     if e > n:
-        raise PlanError(f"end {fmt(end)} is in the future (now {fmt(now)})")
+        raise PlanError(f"end {fmt(end)} is in the future (now {fmt(now)})", field="end")
     if s < n - catalog.LOOKBACK_SECONDS:
         raise PlanError(
             f"start {fmt(start)} is more than 24 hours ago (now {fmt(now)}); "
-            "GetMetricData keeps 24 hours of data"
+            "GetMetricData keeps 24 hours of data",
+            field="start",
         )
     return [
         (datetime.fromtimestamp(t, UTC), datetime.fromtimestamp(min(t + granularity, e), UTC))

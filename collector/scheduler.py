@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import anyio
 import structlog
@@ -20,33 +19,9 @@ from collector.config import CollectionSettings
 from collector.model import RunSummary, SliceWork, Target
 from collector.observability import GAPS, LAG
 from collector.planner import plan
-from collector.ports import Clock
+from collector.ports import Clock, SchedulerStore
 
 log = structlog.get_logger("collector.scheduler")
-
-
-class SchedulerStore(Protocol):
-    async def frontier(self, instance_id: str, profile: str, seconds: int) -> datetime | None: ...
-
-    async def set_frontier(self, instance_id: str, profile: str, seconds: int, frontier: datetime) -> None: ...
-
-    async def collected_starts(
-        self, instance_id: str, profile: str, seconds: int, start: datetime, end: datetime
-    ) -> set[datetime]: ...
-
-    async def revisits_due(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime, oldest: datetime
-    ) -> list[datetime]: ...
-
-    async def next_revisit(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime, oldest: datetime
-    ) -> datetime | None: ...
-
-    async def record_gaps(
-        self, instance_id: str, profile: str, seconds: int, starts: list[datetime], reason: str, now: datetime
-    ) -> None: ...
-
-    async def newest_collected(self, instance_id: str, profile: str, seconds: int) -> datetime | None: ...
 
 
 @dataclass(frozen=True)

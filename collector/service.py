@@ -1,5 +1,10 @@
 """``collector serve``: the scheduler, one-off runs and the HTTP API in one event loop.
 
+:class:`Service` has one method per concern; :meth:`Service.run` is the table of
+contents. Every run, resumed ones included, enters through :meth:`Service.submit`:
+on a single node it is queued in the database for the one-off loop; in a cluster it
+is split into (account, Region) parts that the lease holders execute.
+
 Shutdown is staged: the stop event stops new work, in-flight slices get the
 grace period, the writer's flush is shielded, unfinished runs end as
 ``interrupted``; the next start resumes from the watermarks.
@@ -9,85 +14,312 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import socket
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
 import structlog
 import uvicorn
+from anyio.abc import TaskGroup
 
 from collector import errors
 from collector.api import CollectionRequest, create_app
-from collector.config import Settings
+from collector.config import Settings, parse_duration
+from collector.fleet import Targets, shards
 from collector.leases import LeaseManager
-from collector.model import RunSummary, SliceWork, Target
-from collector.ports import Clock, ConnectSource
+from collector.model import RunSummary, SliceWork
+from collector.ports import Clock, ConnectSource, RunRecord, Runtime
 from collector.ratelimit import Limiters
-from collector.scheduler import ProfileSpec, ScheduleOptions, run_scheduler
-from collector.wiring import (
-    Runtime,
-    check_collection,
-    collect,
-    collect_part,
-    config_shards,
-    execute,
-    resolve_targets,
-    runtime,
-    shards_of_request,
-)
+from collector.runs import check_collection, collect, collect_part, execute, failed_summary
+from collector.scheduler import ProfileSpec, run_scheduler, sleep_or_stop
+from collector.wiring import runtime, schedule_options
+
+__all__ = ["Service", "schedule_options", "serve"]
 
 log = structlog.get_logger("collector.service")
 
-
-def schedule_options(settings: Settings) -> ScheduleOptions:
-    s = settings.scheduler
-    return ScheduleOptions(
-        settle=s.seconds("settle"),
-        revisits=tuple(sorted(_durations(s.revisits))),
-        initial_backfill=s.seconds("initial_backfill"),
-        catchup_batch=s.catchup_batch,
-        lookback_margin=s.seconds("lookback_margin"),
-        retry_after=s.seconds("retry_after"),
-    )
-
-
-def _durations(values: Sequence[str]) -> list[int]:
-    from collector.config import parse_duration
-
-    return [parse_duration(v) for v in values]
+MAX_QUEUED_RUNS = 100  # one-off runs waiting on a single node; more are refused
 
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
-    def capture_signals(self) -> Any:  # the service owns signals, not uvicorn
+    def capture_signals(self) -> Iterator[None]:  # the service owns signals, not uvicorn
         yield
 
 
-@dataclass
-class _Targets:
-    rt: Runtime
-    ttl: float
-    leases: LeaseManager | None = None
-    cached: list[Target] | None = None
-    at: float = 0.0
-    owned: dict[tuple[str, str], int] | None = None
+class Service:
+    """One collector process: resume, submit, scheduler, one-off, parts, leases, retention."""
 
-    async def __call__(self) -> Sequence[Target]:
-        now = self.rt.clock.monotonic()
-        owned = dict(self.leases.owned) if self.leases is not None else None
-        if self.cached is None or now - self.at >= self.ttl or owned != self.owned:
-            self.owned = owned
-            targets, failed = await resolve_targets(self.rt, shards=owned)
-            for iid, reason in failed:
-                log.error("instance_unavailable", instance=iid, reason=reason)
-            if self.cached is not None:  # keep the last known queues of an instance that failed now
-                have = {t.instance_id for t in targets}
-                targets += [t for t in self.cached if t.instance_id not in have and t.instance_id in dict(failed)]
-            self.cached, self.at = targets, now
-        return self.cached
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        stop: anyio.Event | None = None,
+        until: datetime | None = None,
+        on_run_finished: Callable[[int], None] | None = None,
+    ) -> None:
+        self.rt = rt
+        self.settings: Settings = rt.settings
+        self.stop = stop or anyio.Event()
+        self.until = until
+        self.on_run_finished = on_run_finished
+        self.leases: LeaseManager | None = None
+        # A wake-up for the one-off loop; the queue itself is the database (size 1: a
+        # pending wake-up is enough, and submit never blocks on it).
+        self._wake_send, self._wake_recv = anyio.create_memory_object_stream[None](1)
+        self._work_done = anyio.Event()
+        self.url: str | None = None
+
+    # -- the table of contents ------------------------------------------------------------
+    async def run(
+        self, *, with_api: bool = True, handle_signals: bool = True,
+        on_ready: Callable[[str | None], None] | None = None,
+    ) -> None:
+        stale = await self.rt.store.interrupt_stale_runs()
+        await self.join_cluster()
+        await self.resume(stale)
+        server = self.api_server() if with_api else None
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(self.signals)
+            tg.start_soon(self.work)
+            if server is not None:
+                await self.serve_api(tg, server)
+            if on_ready:
+                on_ready(self.url)
+            await self.wait_for_stop()
+            await self.shutdown(tg, server)
+        await self.leave_cluster()
+        log.info("service_stopped")
+
+    async def work(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.lease_loop)
+                tg.start_soon(self.parts_loop)
+                tg.start_soon(self.scheduler_loop)
+                tg.start_soon(self.oneoff_loop)
+                tg.start_soon(self.retention_loop)
+                tg.start_soon(self._wake_on_stop)
+        finally:
+            self._work_done.set()
+
+    # -- runs in --------------------------------------------------------------------------
+    def validate(self, body: CollectionRequest) -> None:
+        check_collection(self.settings, body.start, body.end, body.instances or (), self.rt.clock.now(), body.profile)
+
+    async def submit(self, body: CollectionRequest, resumed_from: int | None = None) -> int:
+        """The one way a one-off run starts: queued, then split into parts (cluster) or
+        left for the one-off loop (single node)."""
+        store = self.rt.store
+        if self.leases is None and resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
+            run_id = await store.queue_run("api", body.profile, body.start, body.end, body.instances or [])
+            await store.finish_run(run_id, "failed", failed_summary("too many queued runs"))
+            return run_id
+        by = "api" if resumed_from is None else "resume"
+        run_id = await store.queue_run(by, body.profile, body.start, body.end, body.instances or [])
+        if resumed_from is not None:
+            await store.set_resumed_from(run_id, resumed_from)
+        if self.leases is not None:  # each shard's part runs on the replica holding its lease
+            await store.add_run_parts(run_id, shards(self.settings, body.instances or ()))
+        else:
+            self._wake()
+        return run_id
+
+    async def resume(self, stale: list[RunRecord]) -> None:
+        """Resume the one-off runs a crash or kill cut short (upserts make this safe)."""
+        for r in stale:
+            log.warning("run_interrupted_by_restart", run_id=r.id)
+            if r.requested_by == "scheduler" or r.range_start is None or r.range_end is None:
+                continue  # the scheduler picks its slices up from the watermarks
+            body = CollectionRequest(start=r.range_start, end=r.range_end,
+                                     instances=list(r.instances) or None, profile=r.profile)
+            try:
+                self.validate(body)
+            except errors.BadInput as e:
+                log.warning("run_not_resumed", run_id=r.id, reason=str(e))
+                continue
+            new_id = await self.submit(body, resumed_from=r.id)
+            log.info("run_resumed", run_id=new_id, resumed_from=r.id)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(anyio.WouldBlock):
+            self._wake_send.send_nowait(None)
+
+    async def _wake_on_stop(self) -> None:
+        await self.stop.wait()
+        self._wake()
+
+    # -- the loops ------------------------------------------------------------------------
+    async def oneoff_loop(self) -> None:
+        """Single node: execute queued one-off runs, oldest first, one at a time."""
+        if self.leases is not None:
+            return  # in a cluster, parts_loop does this work
+        while not self.stop.is_set():
+            run = await self.rt.store.claim_queued_run()
+            if run is None:
+                await self._wake_recv.receive()
+                continue
+            await self.run_oneoff(run)
+
+    async def run_oneoff(self, run: RunRecord) -> None:
+        assert run.range_start is not None and run.range_end is not None
+        try:
+            await collect(self.rt, run.range_start, run.range_end, instances=run.instances,
+                          requested_by="api", profile=run.profile, stop=self.stop, run_id=run.id)
+        except errors.CollectorError as e:
+            log.error("run_failed", run_id=run.id, reason=str(e))
+            await self.rt.store.finish_run(run.id, "failed", failed_summary(str(e)))
+        if self.on_run_finished:
+            self.on_run_finished(run.id)
+
+    async def scheduler_loop(self) -> None:
+        if not self.settings.scheduler.enabled:
+            return
+        if not self.settings.instances:
+            log.warning("no_instances_configured")
+            return
+        opts = schedule_options(self.settings)
+        leases = self.leases
+        if leases is not None:  # wake often enough to pick up shards as leases move
+            opts = dataclasses.replace(opts, max_sleep=max(1, int(self.settings.cluster.lease_ttl / 3)))
+        targets = Targets(
+            self.rt, float(self.settings.scheduler.seconds("discovery_ttl")),
+            lambda: dict(leases.owned) if leases is not None else None,
+        )
+        try:
+            await run_scheduler(
+                store=self.rt.store, targets=targets,
+                profiles=[ProfileSpec(name, coll) for name, coll in self.settings.all_profiles()],
+                opts=opts, clock=self.rt.clock, run_round=self.run_round, stop=self.stop, until=self.until,
+            )
+        finally:
+            if self.until is not None:  # a bounded run (tests, one-shot catch-up) ends the service
+                self.stop.set()
+
+    async def run_round(self, works: list[SliceWork]) -> RunSummary:
+        names = sorted({w.key.profile for w in works})
+        run_id = await self.rt.store.create_run(
+            "scheduler", names[0] if len(names) == 1 else ",".join(names),
+            min(w.key.start for w in works), max(w.key.end for w in works),
+            sorted({w.key.instance_id for w in works}), len(works),
+        )
+        return await execute(self.rt, works, run_id=run_id, stop=self.stop, kind="scheduled")
+
+    async def parts_loop(self) -> None:
+        """With leases: execute the parts of one-off runs whose shards this replica holds."""
+        leases = self.leases
+        if leases is None:
+            return
+        while not self.stop.is_set():
+            part = await self.rt.store.claim_part(leases.replica, list(leases.owned), leases.ttl)
+            if part is None:
+                await sleep_or_stop(self.rt.clock, leases.ttl / 3, self.stop)
+                continue
+            gen = leases.owned.get(part.shard)
+            if gen is None:
+                continue  # the lease moved between claim and now; the part is requeued
+            final = await collect_part(self.rt, part, gen, self.stop)
+            if final is not None and self.on_run_finished:
+                self.on_run_finished(part.run.id)
+
+    async def retention_loop(self) -> None:
+        days = self.settings.storage.retention_days
+        if days is None:
+            return
+        while not self.stop.is_set():
+            cutoff = self.rt.clock.now() - timedelta(days=days)
+            dropped = await self.rt.store.prune(cutoff)
+            if dropped:
+                log.info("partitions_dropped", partitions=dropped, cutoff=cutoff.isoformat())
+            await sleep_or_stop(self.rt.clock, parse_duration(self.settings.storage.prune_every), self.stop)
+
+    # -- leases ---------------------------------------------------------------------------
+    async def join_cluster(self) -> None:
+        """With ``[cluster]``: announce this replica (claims come with the first lease tick)."""
+        cluster = self.settings.cluster
+        if not cluster.enabled:
+            return
+        replica = cluster.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.rt.store.replica = replica
+        self.leases = LeaseManager(self.rt.store, replica, cluster.lease_ttl, self.rt.clock,
+                                   api_url=f"http://{self.settings.api.host}:{self.settings.api.port}")
+        await self.leases.tick(shards(self.settings), claim=False)
+        log.info("replica_started", replica=replica)
+
+    async def lease_loop(self) -> None:
+        if self.leases is None:
+            return
+
+        async def all_shards() -> list[tuple[str, str]]:
+            return shards(self.settings)
+
+        await self.leases.run(all_shards, self.stop)
+
+    async def leave_cluster(self) -> None:
+        if self.leases is not None:  # hand the shards over now rather than after the TTL
+            with anyio.CancelScope(shield=True):
+                await self.leases.release_all()
+
+    # -- the HTTP API -----------------------------------------------------------------------
+    def api_server(self) -> _Server:
+        store = self.rt.store
+
+        async def get_run(run_id: int) -> dict[str, Any] | None:
+            run = await store.get_run(run_id)
+            return run.as_dict() if run else None
+
+        async def list_runs(status: str | None, before: int | None, limit: int) -> list[dict[str, Any]]:
+            return [r.as_dict() for r in await store.list_runs(status, before, limit)]
+
+        app = create_app(
+            token=self.settings.api.token, validate=self.validate, submit=self.submit,
+            get_run=get_run, list_runs=list_runs, ready=store.ping, cluster=store.cluster_state,
+        )
+        api = self.settings.api
+        return _Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
+                                      access_log=False, lifespan="off"))
+
+    async def serve_api(self, tg: TaskGroup, server: _Server) -> None:
+        tg.start_soon(server.serve)
+        # uvicorn exposes only a flag for "listening"; poll it briefly.
+        while not server.started and not self.stop.is_set():  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+        self.url = f"http://{self.settings.api.host}:{self.settings.api.port}"
+        log.info("api_listening", url=self.url)
+
+    # -- stopping ---------------------------------------------------------------------------
+    async def signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+            async for sig in received:
+                log.info("shutdown_requested", signal=signal.Signals(sig).name)
+                self.stop.set()
+                return
+
+    async def wait_for_stop(self) -> None:
+        """Until asked to stop, or until the work ended by itself (a bounded run)."""
+        async with anyio.create_task_group() as tg:
+
+            async def done() -> None:
+                await self._work_done.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(done)
+            await self.stop.wait()
+            tg.cancel_scope.cancel()
+
+    async def shutdown(self, tg: TaskGroup, server: _Server | None) -> None:
+        """Stop new work, give in-flight work the grace period, then cancel the rest."""
+        self.stop.set()
+        with anyio.move_on_after(self.settings.scheduler.grace_period):
+            await self._work_done.wait()
+        if server is not None:
+            server.should_exit = True
+        tg.cancel_scope.cancel()
 
 
 async def serve(
@@ -103,213 +335,7 @@ async def serve(
     on_ready: Callable[[str | None], None] | None = None,
     on_run_finished: Callable[[int], None] | None = None,
 ) -> None:
-    stop = stop or anyio.Event()
+    """Run the service until ``stop`` (or a signal, or ``until`` on the clock)."""
     async with runtime(settings, source=source, clock=clock, limiters=limiters) as rt:
-        stale = await rt.store.interrupt_stale_runs()
-        for r in stale:
-            log.warning("run_interrupted_by_restart", run_id=r["id"])
-        submit_send, submit_recv = anyio.create_memory_object_stream[tuple[int, CollectionRequest]](100)
-        work_done = anyio.Event()
-
-        def validate(body: CollectionRequest) -> None:
-            check_collection(settings, body.start, body.end, body.instances or (), rt.clock.now(), body.profile)
-
-        async def submit(body: CollectionRequest) -> int:
-            run_id = await rt.store.queue_run("api", body.profile, body.start, body.end, body.instances or [])
-            if leases is not None:  # each shard's part runs on the replica holding its lease
-                await rt.store.add_run_parts(run_id, shards_of_request(settings, body.instances or ()))
-                return run_id
-            try:
-                submit_send.send_nowait((run_id, body))
-            except anyio.WouldBlock:
-                await rt.store.finish_run(run_id, "failed", 0, 0, 0, 0, [{"reason": "too many queued runs"}])
-            return run_id
-
-        for r in stale:  # resume one-off runs a crash or kill cut short (upserts make this safe)
-            if r["requested_by"] != "scheduler" and r["range_start"] is not None:
-                body = CollectionRequest(start=r["range_start"], end=r["range_end"],
-                                         instances=list(r["instances"]) or None, profile=r["profile"])
-                try:
-                    validate(body)
-                except errors.BadInput as e:
-                    log.warning("run_not_resumed", run_id=r["id"], reason=str(e))
-                    continue
-                new_id = await rt.store.queue_run("resume", body.profile, body.start, body.end, body.instances or [])
-                await rt.store.set_resumed_from(new_id, r["id"])
-                submit_send.send_nowait((new_id, body))
-
-        leases: LeaseManager | None = None
-        if settings.cluster.enabled:
-            import os
-            import socket
-
-            replica = settings.cluster.replica_id or f"{socket.gethostname()}-{os.getpid()}"
-            rt.store.replica = replica
-            leases = LeaseManager(rt.store, replica, settings.cluster.lease_ttl, rt.clock,
-                                  api_url=f"http://{settings.api.host}:{settings.api.port}")
-            await leases.tick(config_shards(settings), claim=False)
-            log.info("replica_started", replica=replica)
-        targets = _Targets(rt, float(settings.scheduler.seconds("discovery_ttl")), leases)
-        profiles = [ProfileSpec(name, coll) for name, coll in settings.all_profiles()]
-
-        async def run_round(works: list[SliceWork]) -> RunSummary:
-            starts = [w.key.start for w in works]
-            ends = [w.key.end for w in works]
-            names = sorted({w.key.profile for w in works})
-            run_id = await rt.store.create_run(
-                "scheduler", names[0] if len(names) == 1 else ",".join(names), min(starts), max(ends),
-                sorted({w.key.instance_id for w in works}), len(works),
-            )
-            return await execute(rt, works, run_id=run_id, stop=stop, kind="scheduled")
-
-        async def scheduler_task() -> None:
-            if not settings.scheduler.enabled:
-                return
-            if not settings.instances:
-                log.warning("no_instances_configured")
-                return
-            opts = schedule_options(settings)
-            if leases is not None:  # wake often enough to pick up shards as leases move
-                opts = dataclasses.replace(opts, max_sleep=max(1, int(settings.cluster.lease_ttl / 3)))
-            try:
-                await run_scheduler(
-                    store=rt.store, targets=targets, profiles=profiles, opts=opts,
-                    clock=rt.clock, run_round=run_round, stop=stop, until=until,
-                )
-            finally:
-                if until is not None:  # a bounded run (tests, one-shot catch-up) ends the service
-                    stop.set()
-
-        idle: list[anyio.CancelScope] = []  # set while the one-off executor waits for work
-
-        async def oneoff_task() -> None:
-            async with submit_recv:
-                while not stop.is_set():
-                    with anyio.CancelScope() as scope:
-                        idle.append(scope)
-                        try:
-                            run_id, body = await submit_recv.receive()
-                        except anyio.EndOfStream:
-                            return
-                        finally:
-                            idle.remove(scope)
-                    if scope.cancelled_caught:
-                        return
-                    try:
-                        await collect(rt, body.start, body.end, instances=body.instances or (),
-                                      requested_by="api", profile=body.profile, stop=stop, run_id=run_id)
-                    except errors.CollectorError as e:
-                        log.error("run_failed", run_id=run_id, reason=str(e))
-                        await rt.store.finish_run(run_id, "failed", 0, 0, 0, 0, [{"reason": str(e)}])
-                    if on_run_finished:
-                        on_run_finished(run_id)
-
-        async def parts_task() -> None:
-            """With leases: execute the parts of one-off runs whose shards this replica holds."""
-            if leases is None:
-                return
-            from collector.scheduler import sleep_or_stop
-
-            while not stop.is_set():
-                part = await rt.store.claim_part(leases.replica, list(leases.owned), leases.ttl)
-                if part is None:
-                    await sleep_or_stop(rt.clock, leases.ttl / 3, stop)
-                    continue
-                gen = leases.owned.get((part["account"], part["region"]))
-                if gen is None:
-                    continue  # the lease moved between claim and now; the part is requeued
-                final = await collect_part(rt, part, gen, stop)
-                if final is not None and on_run_finished:
-                    on_run_finished(part["id"])
-
-        async def stop_idle() -> None:
-            await stop.wait()
-            for scope in list(idle):
-                scope.cancel()
-
-        server: _Server | None = None
-        if with_api:
-            app = create_app(
-                token=settings.api.token, validate=validate, submit=submit,
-                get_run=rt.store.get_run, list_runs=rt.store.list_runs, ready=rt.store.ping,
-                cluster=rt.store.cluster_state,
-            )
-            server = _Server(uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
-                                            log_level="warning", access_log=False, lifespan="off"))
-
-        async def signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
-                async for sig in received:
-                    log.info("shutdown_requested", signal=signal.Signals(sig).name)
-                    stop.set()
-                    return
-
-        async def retention_task() -> None:
-            days = settings.storage.retention_days
-            if days is None:
-                return
-            from collector.config import parse_duration
-            from collector.scheduler import sleep_or_stop
-
-            while not stop.is_set():
-                cutoff = rt.clock.now() - timedelta(days=days)
-                dropped = await rt.store.prune(cutoff)
-                if dropped:
-                    log.info("partitions_dropped", partitions=dropped, cutoff=cutoff.isoformat())
-                await sleep_or_stop(rt.clock, parse_duration(settings.storage.prune_every), stop)
-
-        async def lease_task() -> None:
-            if leases is None:
-                return
-
-            async def shards() -> list[tuple[str, str]]:
-                return config_shards(settings)
-
-            await leases.run(shards, stop)
-
-        async def work() -> None:
-            try:
-                async with anyio.create_task_group() as wtg:
-                    wtg.start_soon(lease_task)
-                    wtg.start_soon(parts_task)
-                    wtg.start_soon(scheduler_task)
-                    wtg.start_soon(oneoff_task)
-                    wtg.start_soon(stop_idle)
-                    wtg.start_soon(retention_task)
-            finally:
-                work_done.set()
-
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(signals)
-            tg.start_soon(work)
-            if server is not None:
-                tg.start_soon(server.serve)
-                # uvicorn exposes only a flag for "listening"; poll it briefly.
-                while not server.started and not stop.is_set():  # noqa: ASYNC110
-                    await anyio.sleep(0.02)
-                url = f"http://{settings.api.host}:{settings.api.port}"
-                log.info("api_listening", url=url)
-            else:
-                url = None
-            if on_ready:
-                on_ready(url)
-            with anyio.CancelScope() as waiting:
-
-                async def watch_done() -> None:
-                    await work_done.wait()
-                    waiting.cancel()
-
-                tg.start_soon(watch_done)
-                await stop.wait()
-            if not work_done.is_set():
-                stop.set()
-            with anyio.move_on_after(settings.scheduler.grace_period):
-                await work_done.wait()
-            if server is not None:
-                server.should_exit = True
-            tg.cancel_scope.cancel()
-        if leases is not None:  # hand the shards over now rather than after the TTL
-            with anyio.CancelScope(shield=True):
-                await leases.release_all()
-        log.info("service_stopped")
+        service = Service(rt, stop=stop, until=until, on_run_finished=on_run_finished)
+        await service.run(with_api=with_api, handle_signals=handle_signals, on_ready=on_ready)

@@ -105,8 +105,8 @@ async def test_malformed_bodies_fail_their_slice_and_leave_nothing_half_written(
         run_id, summary = await collect(rt, start, end)
         run = await rt.store.get_run(run_id)
     assert not bad_bodies
-    assert summary.slices_failed == 3 and run is not None and run["status"] == "partial"
-    reasons = " ".join(e["reason"] for e in run["errors"])
+    assert summary.slices_failed == 3 and run is not None and run.status == "partial"
+    reasons = " ".join(e["reason"] for e in run.errors)
     assert "not JSON" in reasons and "got `str`" in reasons and "NOT_A_METRIC" in reasons
     failed = {k for k, _r in summary.failures}
     got = await stored_rows(database_url)

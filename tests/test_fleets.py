@@ -117,8 +117,8 @@ async def test_a_broken_account_fails_alone_and_the_run_names_it(
     async with runtime(settings) as rt:
         run_id, summary = await collect(rt, start, end)
         run = await rt.store.get_run(run_id)
-    assert run is not None and run["status"] == "partial"
-    reasons = " ".join(f"{e['slice']} {e['reason']}" for e in run["errors"])
+    assert run is not None and run.status == "partial"
+    reasons = " ".join(f"{e['slice']} {e['reason']}" for e in run.errors)
     assert f"account {broken}/us-east-1" in reasons and "AccessDenied" in reasons
     assert summary.slices_done == 2 * 2  # the good accounts kept their pace
     assert await stored_rows(database_url) == expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC))

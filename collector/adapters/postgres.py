@@ -1,19 +1,28 @@
-"""PostgreSQL through asyncpg: migrations, the registry of ids, and the COPY writer."""
+"""PostgreSQL through asyncpg: migrations, the registry of ids, and the COPY writer.
+
+:class:`PgStore` implements :class:`collector.ports.Store`. Driver and OS errors become
+:class:`collector.errors.StorageError` at one boundary (:func:`_storage_errors`, applied
+to every public method), so nothing above the adapter catches ``Exception``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-import anyio
 import asyncpg
 import orjson
 import structlog
 
 from collector.errors import LeaseLost, MigrationError, StorageError
-from collector.model import Dims, MetricSet
-from collector.ports import CompletedSlice, QueueInfo
+from collector.model import Dims, MetricSet, RunSummary
+from collector.observability import DB_METER
+from collector.ports import Clock, CompletedSlice, PartRecord, QueueInfo, RunRecord, Shard
+from collector.retry import RetryPolicy, retry
 from collector.sqlfiles import migrations, q
 
 log = structlog.get_logger("collector.postgres")
@@ -27,6 +36,38 @@ _PG_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The run's last word is retried while the database is briefly away (a restart).
+FINISH_RETRY = RetryPolicy(max_attempts=20, base=0.25, cap=1.0)
+
+
+def _translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except _PG_ERRORS as e:
+            raise StorageError(f"{type(e).__name__}: {e}") from None
+
+    return wrapper
+
+
+def _storage_errors(cls: type[R]) -> type[R]:
+    """The one boundary: every public coroutine method raises only the project's errors."""
+    for name, fn in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(fn):
+            setattr(cls, name, _translated(fn))
+    return cls
+
+
+def _errors_of(summary: RunSummary) -> str:
+    return orjson.dumps(
+        [{"slice": k, "reason": r} if k else {"reason": r} for k, r in summary.failures]
+    ).decode()
 
 
 async def connect_pool(dsn: str, size: int = 4) -> asyncpg.Pool:
@@ -81,11 +122,15 @@ def metric_set_signature(ms: MetricSet) -> str:
     return orjson.dumps([[m.name, m.unit, m.statistic, m.threshold] for m in ms]).decode()
 
 
+@_storage_errors
 class PgStore:
     """Writer and registry over one asyncpg pool. Ids are cached once committed."""
 
-    def __init__(self, pool: asyncpg.Pool, replica: str | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, replica: str | None = None, clock: Clock | None = None) -> None:
+        from collector.clock import SystemClock
+
         self.pool = pool
+        self.clock: Clock = clock or SystemClock()
         self.replica = replica  # set when leases fence this replica's writes
         self._instances: dict[str, int] = {}
         self._profiles: dict[str, int] = {}
@@ -168,23 +213,21 @@ class PgStore:
         )
         return run_id
 
-    async def finish_run(
-        self, run_id: int, status: str, failed: int, requests: int, retries: int, throttles: int,
-        errors: list[dict[str, Any]],
-    ) -> None:
+    async def finish_run(self, run_id: int, status: str, summary: RunSummary) -> None:
         """The run's last word; retried while the database is briefly away (a restart)."""
-        for attempt in range(1, 21):
-            try:
-                await self.pool.execute(
-                    q("finish_run"), run_id, status, failed, requests, retries, throttles,
-                    orjson.dumps(errors).decode(),
-                )
-                return
-            except _PG_ERRORS as e:
-                if attempt == 20:
-                    raise StorageError(f"cannot record the end of run {run_id}: {e}") from None
-                log.warning("finish_run_retry", run_id=run_id, attempt=attempt, error=str(e))
-                await anyio.sleep(0.5)
+        try:
+            await retry(
+                lambda: self._finish_run(run_id, status, summary), operation="finish_run",
+                policy=FINISH_RETRY, clock=self.clock, rng=random.Random(), meter=DB_METER,
+            )
+        except StorageError as e:
+            raise StorageError(f"cannot record the end of run {run_id}: {e.detail}") from None
+
+    @_translated
+    async def _finish_run(self, run_id: int, status: str, s: RunSummary) -> None:
+        await self.pool.execute(
+            q("finish_run"), run_id, status, s.slices_failed, s.requests, s.retries, s.throttles, _errors_of(s)
+        )
 
     # -- the writer ------------------------------------------------------------------
     async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
@@ -322,17 +365,24 @@ class PgStore:
     async def start_run(self, run_id: int, slices: int, instances: list[str]) -> None:
         await self.pool.execute(q("start_run"), run_id, slices, instances)
 
-    async def get_run(self, run_id: int) -> dict[str, Any] | None:
+    async def get_run(self, run_id: int) -> RunRecord | None:
         row = await self.pool.fetchrow(q("get_run"), run_id)
-        return _run_dict(row) if row else None
+        return _run(row) if row else None
 
-    async def list_runs(self, status: str | None, before: int | None, limit: int) -> list[dict[str, Any]]:
+    async def list_runs(self, status: str | None, before: int | None, limit: int) -> list[RunRecord]:
         rows = await self.pool.fetch(q("list_runs"), status, before, limit)
-        return [_run_dict(r) for r in rows]
+        return [_run(r) for r in rows]
 
-    async def interrupt_stale_runs(self) -> list[dict[str, Any]]:
+    async def interrupt_stale_runs(self) -> list[RunRecord]:
         rows = await self.pool.fetch(q("interrupt_stale_runs"))
-        return [dict(r) for r in rows]
+        return [_run(r) for r in rows]
+
+    async def claim_queued_run(self) -> RunRecord | None:
+        row = await self.pool.fetchrow(q("claim_queued_run"))
+        return _run(row) if row else None
+
+    async def count_queued_runs(self) -> int:
+        return int(await self.pool.fetchval(q("count_queued_runs")))
 
     async def prune(self, cutoff: datetime) -> list[str]:
         """Retention: drop the day partitions wholly before ``cutoff`` (no row deletes)."""
@@ -371,25 +421,23 @@ class PgStore:
     async def add_run_parts(self, run_id: int, shards: Sequence[tuple[str, str]]) -> None:
         await self.pool.execute(q("add_run_parts"), run_id, [a for a, _r in shards], [r for _a, r in shards])
 
-    async def claim_part(self, replica: str, owned: Sequence[tuple[str, str]], ttl: float) -> dict[str, Any] | None:
+    async def claim_part(self, replica: str, owned: Sequence[Shard], ttl: float) -> PartRecord | None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(q("requeue_orphan_parts"), ttl)
             part = await conn.fetchrow(q("claim_part"), replica, [f"{a}/{r}" for a, r in owned])
             if part is None:
                 return None
             run = await conn.fetchrow(q("get_run"), part["run_id"])
-        return {"account": part["account"], "region": part["region"], **_run_dict(run)}
+        return PartRecord(part["account"], part["region"], _run(run))
 
     async def part_started(self, run_id: int, slices: int) -> None:
         await self.pool.execute(q("part_started"), run_id, slices)
 
-    async def finish_part(
-        self, run_id: int, account: str, region: str, status: str, failed: int, requests: int,
-        retries: int, throttles: int, errors: list[dict[str, Any]],
-    ) -> str | None:
+    async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
+        s = summary
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(q("finish_part"), run_id, account, region, status, failed, requests,
-                               retries, throttles, orjson.dumps(errors).decode())
+            await conn.execute(q("finish_part"), run_id, shard[0], shard[1], status, s.slices_failed,
+                               s.requests, s.retries, s.throttles, _errors_of(s))
             final: str | None = await conn.fetchval(q("settle_run"), run_id)
         return final
 
@@ -410,9 +458,10 @@ class PgStore:
             await check_schema(conn)
 
 
-def _run_dict(row: Any) -> dict[str, Any]:
+def _run(row: Any) -> RunRecord:
     d = dict(row)
     if isinstance(d.get("errors"), str):
         d["errors"] = orjson.loads(d["errors"])
-    return d
+    d["instances"] = list(d.get("instances") or [])
+    return RunRecord.of(d)
 

@@ -166,7 +166,7 @@ WHERE id = $1;
 -- name: interrupt_stale_runs
 UPDATE collection_runs SET status = 'interrupted', finished_at = now()
 WHERE status IN ('queued', 'running')
-RETURNING id, requested_by, profile, range_start, range_end, instances;
+RETURNING *;
 
 -- name: next_revisit
 SELECT min(c.slice_start + make_interval(secs => c.slice_seconds + d.delay)) FROM collected_slices c
@@ -313,3 +313,17 @@ SET status = CASE WHEN r.slices_failed = 0 AND NOT EXISTS (
 WHERE r.id = $1 AND r.status IN ('queued', 'running')
   AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id AND p.status IN ('queued', 'running'))
 RETURNING r.status;
+
+-- name: claim_queued_run
+-- The one-off executor (single node) takes the oldest queued run that has no parts.
+UPDATE collection_runs SET status = 'running', started_at = now()
+WHERE id = (SELECT r.id FROM collection_runs r
+            WHERE r.status = 'queued' AND r.requested_by <> 'scheduler'
+              AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id)
+            ORDER BY r.id FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING *;
+
+-- name: count_queued_runs
+SELECT count(*) FROM collection_runs r
+WHERE r.status = 'queued' AND r.requested_by <> 'scheduler'
+  AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id);

@@ -1,0 +1,251 @@
+"""Which instances and queues exist: configured, per-account listed and discovered
+instances, their STANDARD queues (ListQueues), and the targets cache the scheduler
+refreshes every ``discovery_ttl`` or when this replica's leases change."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+import anyio
+import structlog
+
+from collector import errors
+from collector.config import AccountSettings, CollectionSettings, InstanceSettings, Settings
+from collector.model import SliceKey, SliceWork, Target
+from collector.planner import plan, slices
+from collector.ports import QueueInfo, Runtime
+from collector.retry import RetryPolicy, retry
+
+log = structlog.get_logger("collector.fleet")
+
+Shard = tuple[str, str]  # (account, Region): the unit of rate limiting and of leases
+T = TypeVar("T")
+
+
+def discovering(settings: Settings) -> list[AccountSettings]:
+    return [a for a in settings.accounts if a.instances is not None]
+
+
+def select_instances(settings: Settings, instances: Sequence[str]) -> list[InstanceSettings]:
+    """The configured [[instances]] to collect (``instances`` narrows them down)."""
+    configured = settings.instances
+    listed = {i for a in discovering(settings) if isinstance(a.instances, list) for i in a.instances}
+    if instances:
+        known = {i.id for i in configured} | listed
+        unknown = [i for i in instances if i not in known]
+        if unknown and not any(a.instances == "discover" for a in discovering(settings)):
+            raise errors.ConfigError(
+                f"instance {unknown[0]!r} is not in the config's [[instances]]", field="instances"
+            )
+        configured = [i for i in configured if i.id in set(instances)]
+    if not configured and not discovering(settings):
+        raise errors.ConfigError("no [[instances]] or [[accounts]] with instances configured; nothing to collect")
+    return configured
+
+
+def target_for(
+    settings: Settings, instance_id: str, region: str, account: str | None, queues: tuple[str, ...] = (),
+    aws_profile: str | None = None,
+) -> Target:
+    acct = settings.account(account) if account else None
+    return Target(
+        instance_id=instance_id,
+        region=region,
+        account=account or (f"profile:{aws_profile}" if aws_profile else "default"),
+        queues=queues,
+        aws_profile=aws_profile or (acct.aws_profile if acct else None),
+        role_arn=acct.role_arn if acct else None,
+        external_id=acct.external_id if acct else None,
+        session_name=acct.session_name if acct else "connect-collector",
+    )
+
+
+def shards(settings: Settings, instances: Sequence[str] = ()) -> list[Shard]:
+    """The (account, Region) shards a collection touches, known without calling AWS:
+    every shard of the config, or those ``instances`` can be in."""
+    chosen = set(instances)
+    out = {
+        (target_for(settings, i.id, i.region, i.account, aws_profile=i.aws_profile).account, i.region)
+        for i in settings.instances
+        if not chosen or i.id in chosen
+    }
+    for a in discovering(settings):
+        assert a.id is not None
+        listed = a.instances if isinstance(a.instances, list) else None
+        if not chosen or listed is None or chosen & set(listed):
+            out |= {(a.id, r) for r in a.regions}
+    return sorted(out)
+
+
+async def paged(
+    rt: Runtime, target: Target, api: str,
+    call: Callable[[Target, str | None], Awaitable[tuple[list[T], str | None]]],
+) -> list[T]:
+    """Page a listing call to its end through the account's limiter, with retries."""
+    limiter = rt.limiters.get(target.account, target.region, api)
+    policy = RetryPolicy(max_attempts=rt.settings.aws.max_attempts)
+    rng = random.Random()
+    out: list[T] = []
+    token: str | None = None
+    while True:
+        items, token = await retry(
+            functools.partial(call, target, token), operation=api, policy=policy, clock=rt.clock, rng=rng,
+            limiter=limiter, shard=target.limiter_key,
+        )
+        out.extend(items)
+        if not token:
+            return out
+
+
+async def discover_queues(rt: Runtime, target: Target) -> list[QueueInfo]:
+    """ListQueues (STANDARD) paged to the end, through the per-account limiter."""
+    return await paged(rt, target, "ListQueues", rt.source.list_queues)
+
+
+@dataclass
+class Resolution:
+    targets: list[Target]
+    failed_instances: list[tuple[str, str]]  # (instance id, reason): their slices fail
+    failed_scopes: list[tuple[str, str]]  # ("account A/region", reason): nothing known to plan
+
+    def planned(
+        self, coll: CollectionSettings, start: datetime, end: datetime, now: datetime, profile: str
+    ) -> tuple[list[SliceWork], list[tuple[str, str]]]:
+        """The slices to collect, and the failures standing for the ones that cannot be."""
+        works = plan(self.targets, coll, start, end, now, profile)
+        lost = [
+            (str(SliceKey(profile, iid, s, e)), reason)
+            for iid, reason in self.failed_instances
+            for s, e in slices(start, end, coll.granularity_seconds, now)
+        ]
+        return works, lost + list(self.failed_scopes)
+
+
+class _Resolver:
+    """One resolution: instances (configured, listed, discovered), then their queues."""
+
+    def __init__(self, rt: Runtime, only: Sequence[str], owned: dict[Shard, int] | None) -> None:
+        self.rt, self.only, self.owned = rt, only, owned
+        self.specs: dict[str, Target] = {}
+        self.failed_scopes: list[tuple[str, str]] = []
+        self.resolved: dict[str, Target | str] = {}
+
+    def mine(self, t: Target) -> Target | None:
+        """With leases, only this replica's shards are touched, stamped with the lease."""
+        if self.owned is None:
+            return t
+        gen = self.owned.get(t.limiter_key)
+        return None if gen is None else dataclasses.replace(t, lease=gen)
+
+    async def discover(self, acct: AccountSettings, region: str) -> None:
+        assert acct.id is not None
+        settings = self.rt.settings
+        probe = target_for(settings, "", region, acct.id)
+        if self.owned is not None and probe.limiter_key not in self.owned:
+            return
+        ids: list[tuple[str, str | None, str | None]]
+        try:
+            if acct.instances == "discover":
+                found = await paged(self.rt, probe, "ListInstances", self.rt.source.list_instances)
+                ids = [(i.id, i.arn, i.alias) for i in found if i.status == "ACTIVE"]
+            else:
+                ids = [(i, None, None) for i in acct.instances or []]
+        except errors.ApiError as e:
+            log.error("account_failed", account=acct.id, region=region, reason=str(e))
+            self.failed_scopes.append((f"account {acct.id}/{region}", str(e)))
+            return
+        for iid, arn, alias in ids:
+            if self.only and iid not in self.only:
+                continue
+            await self.rt.store.save_instance(iid, region, acct.id, arn, alias)
+            t1 = self.mine(target_for(settings, iid, region, acct.id))
+            if t1 is not None:
+                self.specs.setdefault(iid, t1)
+
+    async def queues_of(self, t: Target) -> None:
+        rt = self.rt
+        await rt.store.instance_ref(t.instance_id, t.region, t.account)
+        listed = {i.id: i.queues for i in rt.settings.instances}.get(t.instance_id, "all")
+        if listed == "all":
+            try:
+                found = await discover_queues(rt, t)
+            except errors.ApiError as e:
+                log.error("instance_failed", instance=t.instance_id, reason=str(e))
+                self.resolved[t.instance_id] = f"queue discovery failed: {e}"
+                return
+            await rt.store.save_queues(t.instance_id, t.region, t.account, found)
+            queues = tuple(q.id for q in found)
+            if not queues:
+                self.resolved[t.instance_id] = "instance has no STANDARD queues"
+                return
+        else:
+            queues = tuple(dict.fromkeys(q.rsplit("/", 1)[-1] for q in listed))
+        self.resolved[t.instance_id] = dataclasses.replace(t, queues=queues)
+
+    async def __call__(self) -> Resolution:
+        settings = self.rt.settings
+        for inst in select_instances(settings, self.only):
+            t0 = self.mine(target_for(settings, inst.id, inst.region, inst.account, aws_profile=inst.aws_profile))
+            if t0 is not None:
+                self.specs[inst.id] = t0
+        async with anyio.create_task_group() as tg:
+            for acct in discovering(settings):
+                for region in acct.regions:
+                    tg.start_soon(self.discover, acct, region)
+        # Queue discovery runs for every instance at once; each account's limiter paces it.
+        async with anyio.create_task_group() as tg:
+            for t in self.specs.values():
+                tg.start_soon(self.queues_of, t)
+        order = list(self.specs)
+        return Resolution(
+            targets=[x for i in order if isinstance(x := self.resolved[i], Target)],
+            failed_instances=[(i, y) for i in order if isinstance(y := self.resolved[i], str)],
+            failed_scopes=sorted(self.failed_scopes),
+        )
+
+
+async def resolve(rt: Runtime, only: Sequence[str] = (), owned: dict[Shard, int] | None = None) -> Resolution:
+    """Every instance to collect, with its queues. Accounts with ``instances`` are
+    discovered (ListInstances, ACTIVE only) per Region; a broken account, instance or
+    queue listing fails only its own work, with the reason. ``owned`` (shard ->
+    lease generation) narrows it to this replica's shards."""
+    return await _Resolver(rt, only, owned)()
+
+
+async def resolve_targets(
+    rt: Runtime, only: Sequence[str] = (), owned: dict[Shard, int] | None = None
+) -> tuple[list[Target], list[tuple[str, str]]]:
+    res = await resolve(rt, only, owned)
+    return res.targets, res.failed_instances + res.failed_scopes
+
+
+class Targets:
+    """The scheduler's targets, resolved again every ``ttl`` seconds or when the leases
+    ``owned()`` reports change; an instance whose listing fails now keeps its last known queues."""
+
+    def __init__(self, rt: Runtime, ttl: float, owned: Callable[[], dict[Shard, int] | None]) -> None:
+        self.rt, self.ttl, self.owned = rt, ttl, owned
+        self.cached: list[Target] | None = None
+        self.at = 0.0
+        self.last_owned: dict[Shard, int] | None = None
+
+    async def __call__(self) -> Sequence[Target]:
+        now = self.rt.clock.monotonic()
+        owned = self.owned()
+        if self.cached is None or now - self.at >= self.ttl or owned != self.last_owned:
+            self.last_owned = owned
+            targets, failed = await resolve_targets(self.rt, owned=owned)
+            for iid, reason in failed:
+                log.error("instance_unavailable", instance=iid, reason=reason)
+            if self.cached is not None:  # keep the last known queues of an instance that failed now
+                have = {t.instance_id for t in targets}
+                gone = dict(failed)
+                targets += [t for t in self.cached if t.instance_id not in have and t.instance_id in gone]
+            self.cached, self.at = targets, now
+        return self.cached

@@ -1,0 +1,158 @@
+"""A run's life: check, plan, execute, settle its status. In a cluster a one-off run
+is split into (account, Region) parts, each executed by the replica holding that
+shard's lease; the run settles when its last part ends."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+import anyio
+import structlog
+
+from collector import errors
+from collector.config import InstanceSettings, Settings
+from collector.fleet import resolve, select_instances
+from collector.model import RunSummary, SliceWork
+from collector.observability import RUN_DURATION, RUNS
+from collector.pipeline import Progress, run_collection
+from collector.planner import DEFAULT_PROFILE, plan
+from collector.ports import PartRecord, Runtime
+
+log = structlog.get_logger("collector.runs")
+
+Finish = Callable[[str, RunSummary], Awaitable[None]]
+
+
+def check_collection(
+    settings: Settings, start: datetime, end: datetime, instances: Sequence[str], now: datetime,
+    profile: str = DEFAULT_PROFILE,
+) -> list[InstanceSettings]:
+    """Refuse a collection that cannot be served, before any call or connection."""
+    try:
+        coll = settings.profile(profile)
+    except errors.ConfigError as e:
+        raise errors.ConfigError(e.detail, field="profile") from None
+    plan([], coll, start, end, now, profile)
+    return select_instances(settings, instances)
+
+
+def run_status(summary: RunSummary) -> str:
+    """A run's status from its summary: every slice accounted for, and how many failed."""
+    if summary.slices_done + summary.slices_failed < summary.slices_total:
+        return "interrupted"
+    if summary.slices_failed == 0:
+        return "succeeded"
+    return "partial" if summary.slices_done else "failed"
+
+
+def part_status(run_status_: str) -> str:
+    """A run part is ``done`` when it collected what it could, else ``failed``."""
+    return "done" if run_status_ in ("succeeded", "partial") else "failed"
+
+
+def failed_summary(reason: str, where: str = "") -> RunSummary:
+    """A run (or part) that failed before any slice: one failure with the reason."""
+    return RunSummary(failures=[(where, reason)])
+
+
+async def execute(
+    rt: Runtime,
+    works: Sequence[SliceWork],
+    *,
+    run_id: int,
+    lost: Sequence[tuple[str, str]] = (),
+    progress: Progress | None = None,
+    stop: anyio.Event | None = None,
+    kind: str = "oneoff",
+    finish: Finish | None = None,
+) -> RunSummary:
+    """Collect planned slices under a run row; the run always ends with a status.
+
+    ``finish(status, summary)`` replaces the default end of the run (a run part ends its
+    part and settles the run only when every part is done)."""
+    status = "interrupted"
+    summary = RunSummary(slices_total=len(works) + len(lost))
+    started = rt.clock.monotonic()
+    try:
+        summary = await run_collection(
+            works, source=rt.source, sink=rt.store, limiters=rt.limiters, clock=rt.clock,
+            opts=rt.pipeline, run_id=run_id, progress=progress, stop=stop,
+        )
+        summary.slices_total += len(lost)
+        summary.slices_failed += len(lost)
+        summary.failures[:0] = list(lost)
+        status = run_status(summary)
+    finally:
+        with anyio.CancelScope(shield=True):
+            if finish is not None:
+                await finish(status, summary)
+            else:
+                await rt.store.finish_run(run_id, status, summary)
+            RUNS.labels(kind, status).inc()
+            RUN_DURATION.labels(kind, status).observe(rt.clock.monotonic() - started)
+    log.info(
+        "run_finished", run_id=run_id, status=status, slices_done=summary.slices_done,
+        slices_failed=summary.slices_failed, rows=summary.rows_written,
+    )
+    return summary
+
+
+async def collect(
+    rt: Runtime,
+    start: datetime,
+    end: datetime,
+    *,
+    instances: Sequence[str] = (),
+    requested_by: str = "cli",
+    profile: str = DEFAULT_PROFILE,
+    progress: Progress | None = None,
+    stop: anyio.Event | None = None,
+    on_planned: Callable[[int], None] | None = None,
+    run_id: int | None = None,
+) -> tuple[int, RunSummary]:
+    """Plan (refusing bad input before any call), record a run, collect, finish the run."""
+    # Check the range before anything is discovered, so bad input costs no call.
+    check_collection(rt.settings, start, end, instances, rt.clock.now(), profile)
+    res = await resolve(rt, instances)
+    works, lost = res.planned(rt.settings.profile(profile), start, end, rt.clock.now(), profile)
+    names = [t.instance_id for t in res.targets] + [i for i, _r in res.failed_instances]
+    if run_id is None:
+        run_id = await rt.store.create_run(requested_by, profile, start, end, names, len(works) + len(lost))
+    else:
+        await rt.store.start_run(run_id, len(works) + len(lost), names)
+    if on_planned is not None:
+        on_planned(len(works) + len(lost))
+    log.info("run_started", run_id=run_id, slices=len(works), instances=len(res.targets))
+    summary = await execute(
+        rt, works, run_id=run_id, lost=lost,
+        progress=progress, stop=stop, kind="oneoff" if requested_by != "scheduler" else "scheduled",
+    )
+    return run_id, summary
+
+
+async def collect_part(
+    rt: Runtime, part: PartRecord, generation: int, stop: anyio.Event | None = None
+) -> str | None:
+    """One (account, Region) part of a one-off run, on the replica holding that shard.
+    Returns the run's final status when this was its last part."""
+    run = part.run
+    shard = part.shard
+    assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
+    try:
+        res = await resolve(rt, run.instances or (), owned={shard: generation})
+        works, lost = res.planned(
+            rt.settings.profile(run.profile), run.range_start, run.range_end, rt.clock.now(), run.profile
+        )
+        await rt.store.part_started(run.id, len(works) + len(lost))
+    except errors.CollectorError as e:
+        return await rt.store.finish_part(
+            run.id, shard, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")
+        )
+    final: list[str | None] = [None]
+
+    async def finish(status: str, summary: RunSummary) -> None:
+        final[0] = await rt.store.finish_part(run.id, shard, part_status(status), summary)
+
+    await execute(rt, works, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish)
+    return final[0]
