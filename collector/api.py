@@ -140,7 +140,7 @@ def create_app(
     async def readyz() -> Any:
         try:
             await ready()
-        except Exception as e:  # any failure means not ready; the reason is reported
+        except errors.CollectorError as e:  # the store reports any failure as StorageError
             return JSONResponse(status_code=503, content={"status": "unavailable", "reason": redact(str(e))})
         return {"status": "ready"}
 

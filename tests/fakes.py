@@ -1,0 +1,323 @@
+"""In-memory fakes of the core's ports (collector.ports): a Store and a scripted
+ConnectSource. They implement the same Protocols as PgStore and BotocoreConnect,
+so unit tests of a room run in milliseconds with no Postgres and no simulator."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from collector import errors
+from collector.model import Dims, MetricDataRequest, RunSummary, Target
+from collector.ports import (
+    CompletedSlice,
+    ConnectSource,
+    InstanceInfo,
+    PartRecord,
+    QueueInfo,
+    RunRecord,
+    Shard,
+    Store,
+)
+
+SliceId = tuple[str, str, int, datetime]  # (instance, profile, seconds, start)
+
+
+@dataclass
+class Collected:
+    rows: int
+    run_id: int | None
+    first_at: datetime
+    last_at: datetime
+    times: int = 1
+
+
+@dataclass
+class InMemoryStore:
+    """A :class:`collector.ports.Store` in dicts. ``fail_writes`` raises the given errors
+    from :meth:`write` one by one before writing; leases fence writes like Postgres does."""
+
+    replica: str | None = None
+    frontiers: dict[tuple[str, str, int], datetime] = field(default_factory=dict)
+    collected: dict[SliceId, Collected] = field(default_factory=dict)
+    gaps: dict[SliceId, str] = field(default_factory=dict)
+    runs: dict[int, RunRecord] = field(default_factory=dict)
+    parts: dict[tuple[int, str, str], str] = field(default_factory=dict)
+    leases: dict[Shard, tuple[str | None, int]] = field(default_factory=dict)  # owner, generation
+    replicas: set[str] = field(default_factory=set)
+    instances: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    queues: dict[str, list[QueueInfo]] = field(default_factory=dict)
+    writes: list[list[CompletedSlice]] = field(default_factory=list)
+    fail_writes: list[Exception] = field(default_factory=list)
+
+    # -- MetricSink ---------------------------------------------------------------------------
+    async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
+        if self.fail_writes:
+            raise self.fail_writes.pop(0)
+        fences = {s.fence for s in batch if s.fence is not None}
+        lost = [f for f in fences if self.leases.get((f[0], f[1])) != (self.replica, f[2])]
+        if lost:
+            raise errors.LeaseLost(f"{len(lost)} of {len(fences)} leases of this batch moved on")
+        self.writes.append(list(batch))
+        rows = values = 0
+        for s in batch:
+            k = s.key
+            sid = (k.instance_id, k.profile, int((k.end - k.start).total_seconds()), k.start)
+            old = self.collected.get(sid)
+            if old is None:
+                self.collected[sid] = Collected(s.rows, run_id, s.collected_at, s.collected_at)
+            else:
+                old.rows, old.run_id, old.last_at, old.times = s.rows, run_id, s.collected_at, old.times + 1
+            rows += s.rows
+            values += sum(len(v) for _m, page in s.pages for _d, v in page)
+        if run_id is not None and run_id in self.runs:
+            r = self.runs[run_id]
+            r.slices_done += len(batch)
+            r.rows_written += rows
+            r.values_written += values
+        return rows, values
+
+    # -- Registry -------------------------------------------------------------------------------
+    async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int:
+        self.instances.setdefault(instance_id, (region, account))
+        return list(self.instances).index(instance_id) + 1
+
+    async def save_instance(
+        self, instance_id: str, region: str, account: str | None, arn: str | None, alias: str | None
+    ) -> int:
+        self.instances[instance_id] = (region, account)
+        return await self.instance_ref(instance_id)
+
+    async def save_queues(
+        self, instance_id: str, region: str, account: str | None, queues: Sequence[QueueInfo]
+    ) -> None:
+        self.queues[instance_id] = list(queues)
+
+    # -- SchedulerStore ---------------------------------------------------------------------------
+    async def frontier(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
+        return self.frontiers.get((instance_id, profile, seconds))
+
+    async def set_frontier(self, instance_id: str, profile: str, seconds: int, frontier: datetime) -> None:
+        key = (instance_id, profile, seconds)
+        old = self.frontiers.get(key)
+        self.frontiers[key] = frontier if old is None else max(old, frontier)  # GREATEST, as in SQL
+
+    def _mine(self, instance_id: str, profile: str, seconds: int) -> dict[datetime, Collected]:
+        return {s: c for (i, p, g, s), c in self.collected.items() if (i, p, g) == (instance_id, profile, seconds)}
+
+    async def collected_starts(
+        self, instance_id: str, profile: str, seconds: int, start: datetime, end: datetime
+    ) -> set[datetime]:
+        return {s for s in self._mine(instance_id, profile, seconds) if start <= s < end}
+
+    def _revisit_points(
+        self, instance_id: str, profile: str, seconds: int, delays: list[int], oldest: datetime
+    ) -> list[tuple[datetime, datetime]]:
+        out = []
+        for s, c in self._mine(instance_id, profile, seconds).items():
+            for d in delays:
+                point = s + timedelta(seconds=seconds + d)
+                if s >= oldest and c.last_at < point:
+                    out.append((s, point))
+        return out
+
+    async def revisits_due(
+        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime, oldest: datetime
+    ) -> list[datetime]:
+        pts = self._revisit_points(instance_id, profile, seconds, delays, oldest)
+        return sorted({s for s, p in pts if p <= now})
+
+    async def next_revisit(
+        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime, oldest: datetime
+    ) -> datetime | None:
+        pts = [p for _s, p in self._revisit_points(instance_id, profile, seconds, delays, oldest) if p > now]
+        return min(pts, default=None)
+
+    async def record_gaps(
+        self, instance_id: str, profile: str, seconds: int, starts: list[datetime], reason: str, now: datetime
+    ) -> None:
+        for s in starts:
+            self.gaps.setdefault((instance_id, profile, seconds, s), reason)
+
+    async def newest_collected(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
+        mine = self._mine(instance_id, profile, seconds)
+        return max(mine) + timedelta(seconds=seconds) if mine else None
+
+    # -- LeaseStore (no expiry: leases move only when released or claimed from nobody) -------------
+    async def heartbeat(self, replica: str, api_url: str | None) -> None:
+        self.replicas.add(replica)
+
+    async def ensure_shards(self, shards: Sequence[Shard]) -> None:
+        for s in shards:
+            self.leases.setdefault(s, (None, 0))
+
+    async def live_replicas(self, ttl: float) -> int:
+        return len(self.replicas)
+
+    async def renew_leases(self, replica: str, ttl: float) -> dict[Shard, int]:
+        return {s: g for s, (o, g) in self.leases.items() if o == replica}
+
+    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[Shard, int]:
+        got: dict[Shard, int] = {}
+        for s in sorted(self.leases):
+            owner, gen = self.leases[s]
+            if owner is None and len(got) < n:
+                self.leases[s] = (replica, gen + 1)
+                got[s] = gen + 1
+        return got
+
+    async def release_leases(self, replica: str, shards: Sequence[Shard] | None) -> None:
+        for s, (o, g) in list(self.leases.items()):
+            if o == replica and (shards is None or s in shards):
+                self.leases[s] = (None, g)
+
+    async def remove_replica(self, replica: str) -> None:
+        self.replicas.discard(replica)
+
+    # -- RunStore -------------------------------------------------------------------------------
+    def _new_run(self, requested_by: str, profile: str, start: datetime | None, end: datetime | None,
+                 instances: list[str], status: str, slices: int = 0) -> int:
+        run_id = len(self.runs) + 1
+        self.runs[run_id] = RunRecord(run_id, requested_by, profile, start, end, list(instances), status,
+                                      slices_total=slices, created_at=datetime.now(UTC))
+        return run_id
+
+    async def create_run(
+        self, requested_by: str, profile: str, start: datetime | None, end: datetime | None,
+        instances: list[str], slices: int,
+    ) -> int:
+        return self._new_run(requested_by, profile, start, end, instances, "running", slices)
+
+    async def queue_run(
+        self, requested_by: str, profile: str, start: datetime, end: datetime, instances: list[str]
+    ) -> int:
+        return self._new_run(requested_by, profile, start, end, instances, "queued")
+
+    def _has_parts(self, run_id: int) -> bool:
+        return any(r == run_id for r, _a, _g in self.parts)
+
+    async def claim_queued_run(self) -> RunRecord | None:
+        for r in self.runs.values():
+            if r.status == "queued" and r.requested_by != "scheduler" and not self._has_parts(r.id):
+                r.status = "running"
+                return dataclasses.replace(r)
+        return None
+
+    async def count_queued_runs(self) -> int:
+        return sum(1 for r in self.runs.values()
+                   if r.status == "queued" and r.requested_by != "scheduler" and not self._has_parts(r.id))
+
+    async def start_run(self, run_id: int, slices: int, instances: list[str]) -> None:
+        r = self.runs[run_id]
+        r.status, r.slices_total, r.instances = "running", slices, list(instances)
+
+    async def finish_run(self, run_id: int, status: str, summary: RunSummary) -> None:
+        r = self.runs[run_id]
+        r.status, r.slices_failed = status, summary.slices_failed
+        r.requests, r.retries, r.throttles = summary.requests, summary.retries, summary.throttles
+        r.errors = [{"slice": k, "reason": v} if k else {"reason": v} for k, v in summary.failures]
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        r = self.runs.get(run_id)
+        return dataclasses.replace(r) if r else None
+
+    async def list_runs(self, status: str | None, before: int | None, limit: int) -> list[RunRecord]:
+        rs = [r for i, r in sorted(self.runs.items(), reverse=True)
+              if (status is None or r.status == status) and (before is None or i < before)]
+        return rs[:limit]
+
+    async def interrupt_stale_runs(self) -> list[RunRecord]:
+        out = []
+        for r in self.runs.values():
+            if r.status in ("queued", "running"):
+                r.status = "interrupted"
+                out.append(dataclasses.replace(r))
+        return out
+
+    async def set_resumed_from(self, run_id: int, old_run_id: int) -> None:
+        self.runs[run_id].resumed_from = old_run_id
+
+    async def add_run_parts(self, run_id: int, shards: Sequence[Shard]) -> None:
+        for a, g in shards:
+            self.parts.setdefault((run_id, a, g), "queued")
+
+    async def claim_part(self, replica: str, owned: Sequence[Shard], ttl: float) -> PartRecord | None:
+        for (run_id, a, g), st in sorted(self.parts.items()):
+            if st == "queued" and (a, g) in owned:
+                self.parts[(run_id, a, g)] = "running"
+                return PartRecord(a, g, dataclasses.replace(self.runs[run_id]))
+        return None
+
+    async def part_started(self, run_id: int, slices: int) -> None:
+        r = self.runs[run_id]
+        r.status = "running"
+        r.slices_total += slices
+
+    async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
+        self.parts[(run_id, *shard)] = status
+        r = self.runs[run_id]
+        r.slices_failed += summary.slices_failed
+        r.requests += summary.requests
+        if any(st in ("queued", "running") for (i, _a, _g), st in self.parts.items() if i == run_id):
+            return None
+        failed = any(st == "failed" for (i, _a, _g), st in self.parts.items() if i == run_id)
+        r.status = "succeeded" if r.slices_failed == 0 and not failed else "partial" if r.slices_done else "failed"
+        return r.status
+
+    # -- the rest -------------------------------------------------------------------------------
+    async def prune(self, cutoff: datetime) -> list[str]:
+        return []
+
+    async def cluster_state(self) -> dict[str, Any]:
+        return {"replicas": sorted(self.replicas), "unowned_shards": []}
+
+    async def ping(self) -> None:
+        return None
+
+
+Rows = list[tuple[Dims, list[float | None]]]
+
+
+@dataclass
+class ScriptedSource:
+    """A :class:`collector.ports.ConnectSource` that answers from a script.
+
+    ``pages`` maps an instance id to the pages GetMetricData returns in turn (each a list
+    of (dims, values) rows); ``failures`` are raised, one per call, before any page."""
+
+    pages: dict[str, list[Rows]] = field(default_factory=dict)
+    failures: list[Exception] = field(default_factory=list)
+    queues: dict[str, list[QueueInfo]] = field(default_factory=dict)
+    instances: list[InstanceInfo] = field(default_factory=list)
+    calls: list[tuple[str, str, str | None]] = field(default_factory=list)  # (operation, instance, token)
+
+    async def get_metric_data(
+        self, target: Target, request: MetricDataRequest, next_token: str | None
+    ) -> tuple[Rows, str | None]:
+        self.calls.append(("GetMetricData", target.instance_id, next_token))
+        if self.failures:
+            raise self.failures.pop(0)
+        pages = self.pages.get(target.instance_id, [[]])
+        i = int(next_token or 0)
+        nxt = str(i + 1) if i + 1 < len(pages) else None
+        return pages[i], nxt
+
+    async def list_queues(self, target: Target, next_token: str | None) -> tuple[list[QueueInfo], str | None]:
+        self.calls.append(("ListQueues", target.instance_id, next_token))
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.queues.get(target.instance_id, []), None
+
+    async def list_instances(self, target: Target, next_token: str | None) -> tuple[list[InstanceInfo], str | None]:
+        self.calls.append(("ListInstances", target.account, next_token))
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.instances, None
+
+
+def _conforms(store: InMemoryStore, source: ScriptedSource) -> tuple[Store, ConnectSource]:
+    """mypy checks here that the fakes implement the same Protocols as the adapters."""
+    return store, source

@@ -1,0 +1,68 @@
+"""collector.runs: the status rules, and a run settled through the Store port."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector import errors
+from collector.clock import ManualClock
+from collector.model import RunSummary
+from collector.pipeline import PipelineOptions
+from collector.ports import Runtime
+from collector.ratelimit import Limiters
+from collector.runs import execute, part_status, run_status
+from tests.fakes import InMemoryStore, ScriptedSource
+from tests.unit.helpers import NOW, works
+
+
+@pytest.mark.parametrize(
+    "total, done, failed, status",
+    [
+        (4, 4, 0, "succeeded"),
+        (4, 2, 2, "partial"),
+        (4, 0, 4, "failed"),
+        (4, 2, 0, "interrupted"),  # not every slice accounted for: stopped early
+        (4, 1, 1, "interrupted"),
+        (0, 0, 0, "succeeded"),  # nothing to do is done
+    ],
+)
+def test_status_rules(total: int, done: int, failed: int, status: str) -> None:
+    assert run_status(RunSummary(slices_total=total, slices_done=done, slices_failed=failed)) == status
+
+
+@pytest.mark.parametrize("status, part", [("succeeded", "done"), ("partial", "done"), ("failed", "failed"),
+                                          ("interrupted", "failed")])
+def test_a_part_is_done_when_it_collected_what_it_could(status: str, part: str) -> None:
+    assert part_status(status) == part
+
+
+def _rt(store: InMemoryStore, source: ScriptedSource) -> Runtime:
+    from collector.config import Settings
+
+    clock = ManualClock(NOW)
+    return Runtime(settings=Settings(), store=store, source=source, limiters=Limiters(clock=clock),
+                   clock=clock, pipeline=PipelineOptions(batch_rows=1))
+
+
+async def test_a_run_with_lost_slices_ends_partial_with_every_reason() -> None:
+    store, source = InMemoryStore(), ScriptedSource(pages={"i-1": [[(("q-1", None, None, None, None, None, None), [1.0])]]})
+    rt = _rt(store, source)
+    run_id = await store.create_run("cli", "default", None, None, ["i-1"], 3)
+    summary = await execute(rt, works(2), run_id=run_id, lost=[("i-2@x", "queue discovery failed")])
+    run = await store.get_run(run_id)
+    assert run is not None and run.status == "partial" == run_status(summary)
+    assert (summary.slices_total, summary.slices_done, summary.slices_failed) == (3, 2, 1)
+    assert run.errors == [{"slice": "i-2@x", "reason": "queue discovery failed"}]
+    assert run.slices_done == 2 and len(store.collected) == 2
+
+
+async def test_a_run_whose_every_slice_fails_ends_failed_with_the_request_counts() -> None:
+    store = InMemoryStore()
+    source = ScriptedSource(failures=[errors.ClientBug("InvalidParameterException (400)")] * 2)
+    rt = _rt(store, source)
+    run_id = await store.create_run("cli", "default", None, None, ["i-1"], 2)
+    summary = await execute(rt, works(2), run_id=run_id)
+    run = await store.get_run(run_id)
+    assert run is not None and run.status == "failed"
+    assert summary.slices_failed == 2 and run.requests == 2 and run.retries == 0
+    assert all("400" in e["reason"] for e in run.errors) and not store.collected

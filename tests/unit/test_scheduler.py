@@ -1,0 +1,86 @@
+"""collector.scheduler.plan_round over the in-memory store: the first round, catch-up
+(oldest first, the newest slice never starving), revisits, and gaps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from collector.model import SliceKey
+from collector.ports import CompletedSlice
+from collector.scheduler import ProfileSpec, ScheduleOptions, advance_frontiers, plan_round
+from tests.fakes import InMemoryStore
+from tests.unit.helpers import COLL, target
+
+G = 900
+NOW = datetime(2026, 3, 2, 12, 0, 1, tzinfo=UTC)  # 12:00:01
+PROFILES = [ProfileSpec("default", COLL)]
+T = target()
+
+
+def _at(h: int, m: int) -> datetime:
+    return NOW.replace(hour=h, minute=m, second=0)
+
+
+def _starts(works: list) -> list[datetime]:  # type: ignore[type-arg]
+    return [w.key.start for w in works]
+
+
+async def _collect(store: InMemoryStore, start: datetime, at: datetime) -> None:
+    key = SliceKey("default", T.instance_id, start, start + timedelta(seconds=G))
+    await store.write([CompletedSlice(key, [], at)], None)
+
+
+async def test_the_first_round_backfills_and_sets_the_frontier() -> None:
+    store = InMemoryStore()
+    opts = ScheduleOptions(settle=900, initial_backfill=3600, revisits=(), max_sleep=3600)
+    rp = await plan_round(store, [T], PROFILES, opts, NOW)
+    # settled slices end at 11:45; an hour of backfill: 10:45, 11:00, 11:15, 11:30
+    assert _starts(rp.works) == [_at(10, 45), _at(11, 0), _at(11, 15), _at(11, 30)]
+    assert await store.frontier(T.instance_id, "default", G) == _at(10, 45)
+    assert rp.wake_at == _at(12, 15)  # the next slice settles at 12:00 + 15m
+
+
+async def test_catch_up_takes_the_oldest_batch_and_the_newest_slice_and_goes_again_at_once() -> None:
+    store = InMemoryStore()
+    await store.set_frontier(T.instance_id, "default", G, _at(6, 0))
+    opts = ScheduleOptions(settle=900, catchup_batch=3, revisits=())
+    rp = await plan_round(store, [T], PROFILES, opts, NOW)
+    assert _starts(rp.works) == [_at(6, 0), _at(6, 15), _at(6, 30), _at(11, 30)]
+    assert rp.wake_at == NOW  # more to catch up: no sleep
+
+
+async def test_collected_slices_are_skipped_and_the_frontier_moves_over_them() -> None:
+    store = InMemoryStore()
+    await store.set_frontier(T.instance_id, "default", G, _at(11, 0))
+    await _collect(store, _at(11, 0), NOW)
+    await _collect(store, _at(11, 15), NOW)
+    opts = ScheduleOptions(settle=900, revisits=())
+    rp = await plan_round(store, [T], PROFILES, opts, NOW)
+    assert _starts(rp.works) == [_at(11, 30)]
+    await advance_frontiers(store, [T], PROFILES, NOW, opts)
+    assert await store.frontier(T.instance_id, "default", G) == _at(11, 30)
+
+
+async def test_slices_that_aged_out_of_the_lookback_become_gaps() -> None:
+    store = InMemoryStore()
+    await store.set_frontier(T.instance_id, "default", G, NOW - timedelta(hours=30))
+    opts = ScheduleOptions(settle=900, revisits=(), lookback_margin=600, catchup_batch=1)
+    rp = await plan_round(store, [T], PROFILES, opts, NOW)
+    gap_starts = sorted(s for (_i, _p, _g, s) in store.gaps)
+    oldest_ok = _at(12, 15) - timedelta(hours=24)  # 12:00:01 - 24h + 10m, up to the slice
+    assert rp.gaps == len(gap_starts) > 0
+    assert gap_starts[-1] < oldest_ok <= gap_starts[-1] + timedelta(seconds=G)
+    assert await store.frontier(T.instance_id, "default", G) == oldest_ok
+    assert _starts(rp.works)[0] == oldest_ok
+
+
+async def test_a_slice_is_revisited_once_its_revisit_point_has_passed() -> None:
+    store = InMemoryStore()
+    await store.set_frontier(T.instance_id, "default", G, _at(11, 45))
+    await _collect(store, _at(10, 30), _at(10, 50))  # collected soon after it ended
+    opts = ScheduleOptions(settle=900, revisits=(3600,))
+    rp = await plan_round(store, [T], PROFILES, opts, NOW)
+    assert _starts(rp.works) == [_at(10, 30)]  # 10:45 + 1h = 11:45 has passed
+    await _collect(store, _at(10, 30), NOW)
+    rp = await plan_round(store, [T], PROFILES, opts, NOW)
+    assert rp.works == []  # revisited: nothing more due
