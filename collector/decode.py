@@ -1,7 +1,7 @@
 """GetMetricData results -> rows: one (dimensions, values) pair per dimension group.
 
-Works on the parsed shape (botocore's output or ``orjson.loads`` of the wire
-body: the field names are the same). Values follow the request's metric order;
+Works on the parsed shape (botocore's output, or the wire body as msgspec decodes
+it in :func:`decode_page`: the field names are the same). Values follow the request's metric order;
 a metric the API returned without ``Value`` is ``None`` (stored as NULL).
 """
 

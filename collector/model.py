@@ -102,29 +102,6 @@ class SliceWork:
 
 
 @dataclass(slots=True)
-class Page:
-    """Rows decoded from one response page; ``values`` follow ``metrics``."""
-
-    key: SliceKey
-    metrics: MetricSet
-    rows: list[tuple[Dims, list[float | None]]]
-
-
-@dataclass(slots=True)
-class SliceDone:
-    key: SliceKey
-    requests: int
-    retries: int = 0
-    throttles: int = 0
-
-
-@dataclass(slots=True)
-class SliceFailed:
-    key: SliceKey
-    reason: str
-
-
-@dataclass(slots=True)
 class RunSummary:
     slices_total: int = 0
     slices_done: int = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -157,7 +157,6 @@ async def run_collection(
     progress: Progress | None = None,
     stop: anyio.Event | None = None,
     rng: random.Random | None = None,
-    on_summary: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
     """Collect every slice of ``works``; failed slices are listed, never dropped silently."""
     opts = opts or PipelineOptions()
@@ -210,6 +209,4 @@ async def run_collection(
     summary.requests = counters.requests
     summary.retries = counters.retries
     summary.throttles = counters.throttles
-    if on_summary:
-        on_summary(summary)
     return summary

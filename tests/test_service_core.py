@@ -161,3 +161,31 @@ async def test_a_run_interrupted_on_a_cluster_replica_is_resumed_as_parts_under_
     parts = await query(database_url, f"SELECT account, region, status, claimed_by FROM run_parts WHERE run_id = {new['id']}")
     assert len(parts) == 3  # one per (account, Region) shard
     assert {(p["status"], p["claimed_by"]) for p in parts} == {("done", "r1")}
+
+
+async def test_a_lease_claimed_from_a_replica_that_did_not_release_it_counts_as_a_takeover(
+    database_url: str,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from collector.adapters.postgres import PgStore, connect_pool, migrate
+
+    def takeovers() -> float:
+        return REGISTRY.get_sample_value("collector_lease_takeovers_total") or 0.0
+
+    pool = await connect_pool(database_url, 2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
+        shards = [("111111111111", "us-east-1"), ("222222222222", "us-east-1")]
+        await old.ensure_shards(shards)
+        start = takeovers()
+        assert len(await old.claim_leases("r-old", 30, 2)) == 2
+        await old.release_leases("r-old", shards[1:])  # handed back: not a takeover
+        await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'"
+                           " WHERE owner = 'r-old'")  # r-old stalls past its TTL on the other
+        assert len(await new.claim_leases("r-new", 30, 2)) == 2
+        assert takeovers() == start + 1
+    finally:
+        await pool.close()

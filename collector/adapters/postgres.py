@@ -20,7 +20,7 @@ import structlog
 
 from collector.errors import LeaseLost, MigrationError, StorageError
 from collector.model import Dims, MetricSet, RunSummary
-from collector.observability import DB_METER
+from collector.observability import DB_METER, TAKEOVERS
 from collector.ports import Clock, CompletedSlice, PartRecord, QueueInfo, RunRecord, Shard
 from collector.retry import RetryPolicy, retry
 from collector.sqlfiles import migrations, q
@@ -409,6 +409,7 @@ class PgStore:
     async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[tuple[str, str], int]:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(q("claim_leases"), replica, ttl, n)
+        TAKEOVERS.inc(sum(1 for r in rows if r["takeover"]))  # claimed from a replica that had not released it
         return {(r["account"], r["region"]): r["generation"] for r in rows}
 
     async def release_leases(self, replica: str, shards: Sequence[tuple[str, str]] | None) -> None:

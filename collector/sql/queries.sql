@@ -143,9 +143,6 @@ ON CONFLICT DO NOTHING;
 SELECT max(slice_start + make_interval(secs => slice_seconds)) FROM collected_slices
 WHERE instance_ref = $1 AND profile_id = $2 AND slice_seconds = $3;
 
--- name: count_gaps
-SELECT count(*) FROM collection_gaps;
-
 -- name: get_run
 SELECT * FROM collection_runs WHERE id = $1;
 
@@ -229,7 +226,7 @@ RETURNING account, region, generation;
 -- name: claim_leases
 -- Free or expired shards, skipping rows another replica is claiming right now.
 WITH free AS (
-    SELECT account, region FROM shard_leases
+    SELECT account, region, owner AS prev_owner FROM shard_leases
     WHERE owner IS NULL OR expires_at <= now()
     ORDER BY account, region
     FOR UPDATE SKIP LOCKED
@@ -240,7 +237,8 @@ SET takeovers = s.takeovers + CASE WHEN s.owner IS NOT NULL AND s.owner <> $1 TH
     owner = $1, generation = s.generation + 1, acquired_at = now(),
     expires_at = now() + make_interval(secs => $2)
 FROM free WHERE s.account = free.account AND s.region = free.region
-RETURNING s.account, s.region, s.generation;
+RETURNING s.account, s.region, s.generation,
+          coalesce(free.prev_owner <> $1, false) AS takeover;
 
 -- name: release_leases
 UPDATE shard_leases SET owner = NULL, expires_at = now()
