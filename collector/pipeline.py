@@ -201,11 +201,10 @@ async def run_collection(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer_loop, receive, sink, run_id, opts, clock, summary, progress, rng)
-        async with send:
-            async with anyio.create_task_group() as fetchers:
-                for q in queues.values():
-                    for _ in range(min(opts.workers_per_key, len(q))):
-                        fetchers.start_soon(worker, q)
+        async with send, anyio.create_task_group() as fetchers:
+            for q in queues.values():
+                for _ in range(min(opts.workers_per_key, len(q))):
+                    fetchers.start_soon(worker, q)
     summary.requests = counters.requests
     summary.retries = counters.retries
     summary.throttles = counters.throttles

@@ -51,10 +51,9 @@ async def test_database_connections_dropped_mid_collection(start_sim, database_u
         finally:
             await admin.close()
 
-    async with runtime(settings) as rt:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(kill_connections)
-            _run, summary = await collect(rt, start, end, progress=progress)
+    async with runtime(settings) as rt, anyio.create_task_group() as tg:
+        tg.start_soon(kill_connections)
+        _run, summary = await collect(rt, start, end, progress=progress)
     assert killed and killed[0] >= 1
     assert summary.slices_failed == 0 and summary.slices_done == 12
     assert await stored_rows(database_url) == expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC))
@@ -149,10 +148,9 @@ async def test_postgres_restarted_mid_collection(start_sim, tmp_path: Path, smal
         await anyio.to_thread.run_sync(server.ensure_postgres_running)
         restarted.set()
 
-    async with runtime(settings) as rt:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(restart_postgres)
-            _run, summary = await collect(rt, start, end, progress=progress)
+    async with runtime(settings) as rt, anyio.create_task_group() as tg:
+        tg.start_soon(restart_postgres)
+        _run, summary = await collect(rt, start, end, progress=progress)
     assert restarted.is_set()
     assert summary.slices_failed == 0 and summary.slices_done == 16
     assert await stored_rows(dsn) == expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC))

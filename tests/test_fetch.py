@@ -73,7 +73,7 @@ async def test_a_400_is_not_retried_and_fails_the_slice_loudly(start_sim, small_
     h = await start_sim(small_fleet)
     clock = ManualClock(datetime.now(UTC))
     h.sim.fail_next = [(400, "InvalidParameterException", "bad thing")]
-    with pytest.raises(SliceFailure, match="InvalidParameterException.*bad thing"):
+    with pytest.raises(SliceFailure, match=r"InvalidParameterException.*bad thing"):
         await _collect(_work(h.sim, clock), clock)
     assert sum(h.sim.stats.by_status.values()) == 1
     assert clock.slept == []

@@ -86,7 +86,7 @@ async def test_three_accounts_behind_roles_in_two_regions_are_discovered_and_col
     settings = load_settings(cfg)
     start, end = _range(1)
     async with runtime(settings) as rt:
-        run_id, summary = await collect(rt, start, end)
+        _run_id, summary = await collect(rt, start, end)
     assert summary.slices_failed == 0, summary.failures
     assert summary.slices_done == 6 * 4  # 3 accounts x 2 Regions x 1 instance, 4 slices each
     assert await stored_rows(database_url) == expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC))

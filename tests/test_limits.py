@@ -4,6 +4,7 @@ simulator refuses such a request the way the real API does."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -185,7 +186,7 @@ def test_slices_tile_the_range_exactly() -> None:
     end = _aligned_end()
     s = slices(end - timedelta(hours=3), end, 900, _now())
     assert s[0][0] == end - timedelta(hours=3) and s[-1][1] == end
-    assert all(a[1] == b[0] for a, b in zip(s, s[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(s))
     assert all((e - b) == timedelta(minutes=15) for b, e in s)
 
 

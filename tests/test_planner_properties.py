@@ -3,6 +3,7 @@ keeps every API limit, and the slices tile the range exactly."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 from hypothesis import assume, given, settings
@@ -21,10 +22,7 @@ GROUPINGS = sorted(set(catalog.GROUPINGS) - catalog.V1_UNSUPPORTED_GROUPINGS)
 def cases(draw: st.DrawFn) -> tuple[CollectionSettings, Target, datetime, datetime]:
     g = draw(st.sampled_from([300, 600, 900, 1800, 3600, 7200, 21600, 43200, 85800]))
     groupings = draw(st.lists(st.sampled_from(GROUPINGS), max_size=2, unique=True))
-    if "QUEUE" not in groupings:
-        n_queues = draw(st.integers(1, 100))
-    else:
-        n_queues = draw(st.integers(1, 350))
+    n_queues = draw(st.integers(1, 100)) if "QUEUE" not in groupings else draw(st.integers(1, 350))
     names = draw(st.lists(st.sampled_from(sorted(catalog.METRICS)), min_size=1, unique=True))
     sls = draw(st.lists(st.integers(1, 604_800), max_size=45, unique=True))
     if not sls and "SERVICE_LEVEL" in names:
@@ -58,7 +56,7 @@ def test_every_request_keeps_every_limit_and_slices_tile_the_range(case) -> None
     works = plan([target], coll, start, end, NOW)
     spans = sorted((w.key.start, w.key.end) for w in works)
     assert spans[0][0] == start and spans[-1][1] == end
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))  # no gap, no overlap
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # no gap, no overlap
     for w in works:
         seen_queues: set[str] = set()
         seen_metrics: set[tuple[str, float | None]] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import anyio
@@ -39,7 +40,7 @@ async def test_bucket_paces_at_the_rate_after_the_burst() -> None:
             times.append(clock.monotonic())
     assert times[:8] == [0.0] * 8  # the burst goes at once
     assert abs(times[-1] - 20 / 5.0) < 1e-6  # then exactly 5 per second
-    gaps = [b - a for a, b in zip(times[8:], times[9:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times[8:])]
     assert all(abs(g - 0.2) < 1e-6 for g in gaps)
 
 

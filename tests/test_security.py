@@ -27,7 +27,7 @@ AWS_SECRET = "aws-Kk27SecretKey"
 
 def _with_password(url: str) -> str:
     p = urlsplit(url)
-    if p.hostname in (None, "") or "@" not in p.netloc and p.hostname is None:
+    if p.hostname in (None, "") or ("@" not in p.netloc and p.hostname is None):
         return url
     user = p.username or "postgres"
     host = p.netloc.rsplit("@", 1)[-1]

@@ -25,7 +25,7 @@ def embedded_dsn(data_dir: str) -> str:
     server = _servers.get(path)
     if server is None:
         Path(path).mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(path, cleanup_mode="stop")
+        server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
         _servers[path] = server
         log.info("embedded_postgres_started", data_dir=path)
     uri: str = server.get_uri()

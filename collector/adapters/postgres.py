@@ -178,7 +178,7 @@ class PgStore:
                 [m.threshold for m in ms],
             )
         self._metric_sets[ms] = mid
-        return mid
+        return int(mid)
 
     async def dims_ids(self, dims: set[Dims]) -> None:
         missing = [d for d in dims if d not in self._dims]
