@@ -83,7 +83,7 @@ class Service:
         await self.join_cluster()
         await self.resume(stale)
         server = self.api_server() if with_api else None
-        async with anyio.create_task_group() as tg:
+        async with self._wake_send, self._wake_recv, anyio.create_task_group() as tg:
             if handle_signals:
                 tg.start_soon(self.signals)
             tg.start_soon(self.work)

@@ -79,6 +79,7 @@ async def connect_pool(dsn: str, size: int = 4) -> asyncpg.Pool:
     return pool
 
 
+@_translated
 async def migrate(conn: asyncpg.Connection) -> list[int]:
     """Apply pending migrations in order, each in its own transaction; safe under races."""
     applied: list[int] = []
@@ -102,6 +103,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     return applied
 
 
+@_translated
 async def check_schema(conn: asyncpg.Connection) -> None:
     want = {m.version for m in migrations()}
     try:
