@@ -40,6 +40,7 @@ _PG_ERRORS: tuple[type[BaseException], ...] = (
 
 P = ParamSpec("P")
 R = TypeVar("R")
+C = TypeVar("C")
 
 # The run's last word is retried while the database is briefly away (a restart).
 FINISH_RETRY = RetryPolicy(max_attempts=20, base=0.25, cap=1.0)
@@ -56,7 +57,7 @@ def _translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-def _storage_errors(cls: type[R]) -> type[R]:
+def _storage_errors(cls: type[C]) -> type[C]:
     """The one boundary: every public coroutine method raises only the project's errors."""
     for name, fn in list(vars(cls).items()):
         if not name.startswith("_") and inspect.iscoroutinefunction(fn):
