@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,7 +217,7 @@ async def test_one_off_runs_are_executed_by_the_shard_owners_and_readable_anywhe
     start = end - timedelta(hours=1)
     async with anyio.create_task_group() as tg:
         for st, stop in zip(replicas, stops, strict=True):
-            tg.start_soon(lambda st=st, stop=stop: serve(st, stop=stop, handle_signals=False))
+            tg.start_soon(functools.partial(serve, st, stop=stop, handle_signals=False))
 
         async def split() -> bool:
             return sorted((await _owners(database_url)).values()) == [4, 5]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import asyncpg
@@ -14,7 +15,11 @@ from collector.model import SliceKey
 from collector.pipeline import Progress
 from collector.wiring import collect, runtime
 from tests.conftest import write_config
-from tests.helpers import expected_rows, stored_rows, utc_floor
+from tests.helpers import Row, expected_rows, stored_rows, utc_floor
+
+
+def _slice_of(row: Row) -> str:
+    return str(SliceKey("default", str(row[0]), cast(datetime, row[1]), cast(datetime, row[2])))
 
 
 def _range(hours: float) -> tuple[datetime, datetime]:
@@ -93,11 +98,12 @@ async def test_malformed_bodies_fail_their_slice_and_leave_nothing_half_written(
     ]
     corrupted: set[object] = set()
 
-    def second_page_broken(instance_id: str, region: str, body: dict) -> bytes:
+    def second_page_broken(instance_id: str, region: str, body: dict[str, Any]) -> bytes:
         if body.get("NextToken") and bad_bodies and body["StartTime"] not in corrupted:
             corrupted.add(body["StartTime"])
             return bad_bodies.pop(0)  # the slice's first page was fine; a later one is not
-        return original(instance_id, region, body)
+        page: bytes = original(instance_id, region, body)
+        return page
 
     h.sim.get_metric_data = second_page_broken  # type: ignore[method-assign]
     async with runtime(settings) as rt:
@@ -112,18 +118,18 @@ async def test_malformed_bodies_fail_their_slice_and_leave_nothing_half_written(
     h.sim.get_metric_data = original  # type: ignore[method-assign]
     want = expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC))
     for row, n in want.items():
-        key = str(SliceKey("default", row[0], row[1], row[2]))
+        key = _slice_of(row)
         if key in failed:
             assert row not in got  # nothing of a failed slice was written
         else:
             assert got[row] == n == 1
-    assert sum(got.values()) == sum(n for r, n in want.items() if str(SliceKey("default", r[0], r[1], r[2])) not in failed)
+    assert sum(got.values()) == sum(n for r, n in want.items() if _slice_of(r) not in failed)
 
 
 async def test_postgres_restarted_mid_collection(start_sim, tmp_path: Path, small_fleet) -> None:
     """A Postgres of its own (embedded), stopped and started again while the collector
     writes: the writer reconnects and retries; every slice lands exactly once."""
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
     from collector.adapters import embedded
     from collector.adapters.embedded import embedded_dsn

@@ -18,7 +18,7 @@ from collector.api import CollectionRequest, create_app
 from collector.config import Settings
 from collector.wiring import check_collection
 
-SETTINGS = Settings(instances=[{"id": "i-1", "region": "us-east-1"}])
+SETTINGS = Settings.model_validate({"instances": [{"id": "i-1", "region": "us-east-1"}]})
 RUNS: dict[int, dict[str, Any]] = {}
 
 

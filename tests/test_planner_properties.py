@@ -72,7 +72,7 @@ def test_every_request_keeps_every_limit_and_slices_tile_the_range(case) -> None
             seen_queues |= set(r.filters["Queues"])
             seen_metrics |= {(m.name, m.threshold) for m in r.metrics}
         assert seen_queues == set(target.queues)
-        expect = {(n, None) for n in coll.metric_names() if n != "SERVICE_LEVEL"}
+        expect: set[tuple[str, float | None]] = {(n, None) for n in coll.metric_names() if n != "SERVICE_LEVEL"}
         if "SERVICE_LEVEL" in coll.metric_names():
             expect |= {("SERVICE_LEVEL", float(t)) for t in coll.service_levels}
         assert seen_metrics == expect

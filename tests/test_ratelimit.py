@@ -25,7 +25,9 @@ def test_limiters_are_keyed_by_account_region_and_api() -> None:
 
 
 def test_per_account_overrides_from_config() -> None:
-    s = Settings(accounts=[{"id": "111111111111", "get_metric_data_rate": 2.0, "get_metric_data_burst": 3}])
+    s = Settings.model_validate(
+        {"accounts": [{"id": "111111111111", "get_metric_data_rate": 2.0, "get_metric_data_burst": 3}]}
+    )
     lims = limiters_for(s, ManualClock(datetime.now(UTC)))
     assert lims.quota("111111111111", "GetMetricData") == (2.0, 3)
     assert lims.quota("222", "GetMetricData") == (5.0, 8)
