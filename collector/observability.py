@@ -36,7 +36,7 @@ FENCED = Counter("collector_fenced_batches", "batches refused because their leas
 class Meter:
     """The request, retry and throttle counters one family of calls updates (see retry.py)."""
 
-    def __init__(self, requests: Counter, retries: Counter, throttles: Counter) -> None:
+    def __init__(self, requests: Counter, retries: Counter, throttles: Counter | None = None) -> None:
         self.requests, self.retries, self.throttles = requests, retries, throttles
 
 
@@ -44,5 +44,4 @@ API_METER = Meter(REQUESTS, RETRIES, THROTTLES)
 DB_METER = Meter(
     Counter("collector_db_requests", "Postgres writes by operation and outcome", ["operation", "outcome"]),
     Counter("collector_db_retries", "Postgres writes retried", ["operation", "reason"]),
-    Counter("collector_db_throttles", "unused: Postgres does not throttle", ["account", "region", "operation"]),
-)
+)  # Postgres does not throttle

@@ -119,7 +119,8 @@ async def retry(
                 counters.throttles += 1
                 if limiter is not None:
                     limiter.throttled()
-                meter.throttles.labels(shard[0], shard[1], operation).inc()
+                if meter.throttles is not None:
+                    meter.throttles.labels(shard[0], shard[1], operation).inc()
             if kind == "fatal" or attempt >= policy.max_attempts:
                 raise
             counters.retries += 1
