@@ -141,6 +141,15 @@ async def test_a_run_interrupted_on_a_cluster_replica_is_resumed_as_parts_under_
     end = utc_floor(datetime.now(UTC) - timedelta(minutes=20), 900)
     await _insert_runs(database_url, 1, "running", end - timedelta(minutes=30), end)
     old = (await query(database_url, "SELECT id FROM collection_runs"))[0]["id"]
+    conn = await asyncpg.connect(database_url)
+    try:  # the replica that died had split it into parts; one was running
+        shards = sorted({(i.account, i.region) for i in h.sim.fleet.instances.values()})
+        await conn.executemany("INSERT INTO run_parts (run_id, account, region, status, claimed_by)"
+                               " VALUES ($1, $2, $3, $4, $5)",
+                               [(old, a, r, "queued", None) for a, r in shards[1:]]
+                               + [(old, shards[0][0], shards[0][1], "running", "r0")])
+    finally:
+        await conn.close()
 
     stop = anyio.Event()
     done: list[int] = []
@@ -161,6 +170,8 @@ async def test_a_run_interrupted_on_a_cluster_replica_is_resumed_as_parts_under_
     parts = await query(database_url, f"SELECT account, region, status, claimed_by FROM run_parts WHERE run_id = {new['id']}")
     assert len(parts) == 3  # one per (account, Region) shard
     assert {(p["status"], p["claimed_by"]) for p in parts} == {("done", "r1")}
+    old_parts = await query(database_url, f"SELECT status FROM run_parts WHERE run_id = {old}")
+    assert {p["status"] for p in old_parts} == {"failed"}  # not executed again beside the resumed run
 
 
 async def test_a_lease_claimed_from_a_replica_that_did_not_release_it_counts_as_a_takeover(

@@ -161,9 +161,16 @@ UPDATE collection_runs SET status = 'running', slices_total = $2, instances = $3
 WHERE id = $1;
 
 -- name: interrupt_stale_runs
-UPDATE collection_runs SET status = 'interrupted', finished_at = now()
-WHERE status IN ('queued', 'running')
-RETURNING *;
+-- Their unfinished parts end too: a resumed run gets parts of its own.
+WITH r AS (
+    UPDATE collection_runs SET status = 'interrupted', finished_at = now()
+    WHERE status IN ('queued', 'running')
+    RETURNING *
+), p AS (
+    UPDATE run_parts SET status = 'failed', updated_at = now()
+    WHERE run_id IN (SELECT id FROM r) AND status IN ('queued', 'running')
+)
+SELECT * FROM r ORDER BY id;
 
 -- name: next_revisit
 SELECT min(c.slice_start + make_interval(secs => c.slice_seconds + d.delay)) FROM collected_slices c
