@@ -1,0 +1,141 @@
+"""The writer against races: takeovers mid-write, two writers of one slice, lost shards.
+
+Real Postgres; a writer is stalled inside its write transaction through the store's
+``pause_in_write`` seam, the way a SIGSTOP or a long GC pause would stall it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import asyncpg
+import pytest
+
+from collector.adapters.postgres import PgStore, connect_pool, migrate
+from collector.model import Dims, SliceKey
+from collector.planner import metric_chunks
+from collector.ports import CompletedSlice, WriteResult
+from tests.helpers import wait_until
+
+A1 = ("111111111111", "us-east-1")
+A2 = ("222222222222", "us-east-1")
+START = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+MS = metric_chunks(["CONTACTS_HANDLED"], [])[0]
+
+
+def _dims(queue: str) -> Dims:
+    return (queue, "VOICE", None, None, None, None, None)
+
+
+def _slice(instance: str, queues: dict[str, float], fence: tuple[str, str, int] | None = None,
+           at: datetime | None = None) -> CompletedSlice:
+    key = SliceKey("default", instance, START, START + timedelta(minutes=15))
+    rows = [(_dims(q), [v]) for q, v in queues.items()]
+    return CompletedSlice(key, [(MS, rows)], at or datetime.now(UTC), fence)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await connect_pool(database_url, 4)
+    try:
+        async with p.acquire() as conn:
+            await migrate(conn)
+        yield p
+    finally:
+        await p.close()
+
+
+async def _stored(pool: asyncpg.Pool) -> dict[tuple[str, str], float]:
+    rows = await pool.fetch("SELECT instance_id, queue_id, value FROM historical_metrics")
+    return {(r["instance_id"], r["queue_id"]): r["value"] for r in rows}
+
+
+class _Stall:
+    """A writer that stops mid-write until released."""
+
+    def __init__(self) -> None:
+        self.reached = anyio.Event()
+        self.release = anyio.Event()
+
+    async def __call__(self) -> None:
+        self.reached.set()
+        await self.release.wait()
+
+
+async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool: asyncpg.Pool) -> None:
+    old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
+    await old.ensure_shards([A1])
+    gen = (await old.claim_leases("r-old", 30, 1))[A1]
+    stall = old.pause_in_write = _Stall()
+    stale = _slice("i-1", {"q-stale": 1.0}, (*A1, gen))
+    results: dict[str, WriteResult] = {}
+
+    async def write(name: str, store: PgStore, s: CompletedSlice) -> None:
+        results[name] = await store.write([s], None)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "old", old, stale)
+            await stall.reached.wait()  # r-old is inside its write transaction, stalled
+            await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'")
+            assert await new.claim_leases("r-new", 30, 1) == {A1: gen + 1}  # the takeover commits
+            tg.start_soon(write, "new", new, _slice("i-1", {"q-new": 2.0}, (*A1, gen + 1)))
+            stall.release.set()  # r-old wakes up and carries on with its write
+    assert results["old"].fenced_keys == [stale.key] and results["old"].rows == 0
+    assert "moved on" in results["old"].fenced[0][1]
+    assert results["new"].fenced == () and results["new"].rows == 1
+    assert await _stored(pool) == {("i-1", "q-new"): 2.0}  # the new owner's rows stand
+    assert await pool.fetchval("SELECT rows FROM collected_slices") == 1
+
+
+@pytest.mark.parametrize("stalled", ["older", "newer"])
+async def test_two_writers_of_one_slice_leave_only_the_newer_collection(
+    pool: asyncpg.Pool, database_url: str, stalled: str
+) -> None:
+    first, second = PgStore(pool), PgStore(pool)
+    stall = first.pause_in_write = _Stall()
+    older = _slice("i-1", {"q-1": 1.0, "q-2": 2.0})
+    newer = _slice("i-1", {"q-3": 3.0}, at=older.collected_at + timedelta(seconds=1))
+    a, b = (older, newer) if stalled == "older" else (newer, older)
+    dbname = database_url.rsplit("/", 1)[-1]
+    second_done = anyio.Event()
+
+    async def second_write() -> None:
+        await second.write([b], None)
+        second_done.set()
+
+    async def second_finished_or_waits_for_a_lock() -> bool:
+        n = await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+                                " AND wait_event_type = 'Lock'", dbname)
+        return second_done.is_set() or bool(n)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first.write, [a], None)
+            await stall.reached.wait()  # the first writer is mid-write
+            tg.start_soon(second_write)
+            await wait_until(second_finished_or_waits_for_a_lock, 20)
+            stall.release.set()
+    assert await _stored(pool) == {("i-1", "q-3"): 3.0}  # the newer one, entirely: not a union
+    assert await pool.fetchval("SELECT rows FROM collected_slices") == 1
+    assert await pool.fetchval("SELECT last_collected_at FROM collected_slices") == newer.collected_at
+
+
+async def test_fencing_refuses_only_the_slices_of_lost_shards(pool: asyncpg.Pool) -> None:
+    store = PgStore(pool, replica="r-1")
+    await store.ensure_shards([A1, A2])
+    gens = await store.claim_leases("r-1", 30, 2)
+    # r-1 loses A2 to r-2 (it stalled past the TTL of that shard's lease) but still holds A1
+    await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second' WHERE account = $1", A2[0])
+    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1)).keys() == {A2}
+    held = _slice("i-held", {"q-1": 1.0}, (*A1, gens[A1]))
+    lost = _slice("i-lost", {"q-1": 1.0}, (*A2, gens[A2]))
+    unfenced = _slice("i-single", {"q-1": 1.0})  # a slice written outside any lease
+    result = await store.write([held, lost, unfenced], None)
+    assert result.fenced_keys == [lost.key]
+    assert result.rows == 2 and result.values == 2
+    assert set(await _stored(pool)) == {("i-held", "q-1"), ("i-single", "q-1")}
+    rows = await pool.fetch("SELECT i.instance_id FROM collected_slices c JOIN instances i ON i.ref = c.instance_ref")
+    assert {r["instance_id"] for r in rows} == {"i-held", "i-single"}
