@@ -53,15 +53,17 @@ async def _stored(pool: asyncpg.Pool) -> dict[tuple[str, str], float]:
 
 
 class _Stall:
-    """A writer that stops mid-write until released."""
+    """A writer that stops mid-write (at ``point``) until released."""
 
-    def __init__(self) -> None:
+    def __init__(self, point: str = "slices_locked") -> None:
+        self.point = point
         self.reached = anyio.Event()
         self.release = anyio.Event()
 
-    async def __call__(self) -> None:
-        self.reached.set()
-        await self.release.wait()
+    async def __call__(self, point: str) -> None:
+        if point == self.point:
+            self.reached.set()
+            await self.release.wait()
 
 
 async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool: asyncpg.Pool) -> None:
@@ -88,6 +90,38 @@ async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool:
     assert results["new"].fenced == () and results["new"].rows == 1
     assert await _stored(pool) == {("i-1", "q-new"): 2.0}  # the new owner's rows stand
     assert await pool.fetchval("SELECT rows FROM collected_slices") == 1
+
+
+async def test_no_takeover_commits_between_the_fence_check_and_the_write(pool: asyncpg.Pool) -> None:
+    old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
+    await old.ensure_shards([A1])
+    gen = (await old.claim_leases("r-old", 30, 1))[A1]
+    locked, checked = _Stall("slices_locked"), _Stall("fences_checked")
+
+    async def stalls(point: str) -> None:
+        await locked(point)
+        await checked(point)
+
+    old.pause_in_write = stalls
+    mine = _slice("i-1", {"q-1": 1.0}, (*A1, gen))
+    results: list[WriteResult] = []
+
+    async def write() -> None:
+        results.append(await old.write([mine], None))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            await locked.reached.wait()
+            # the lease runs out while r-old is mid-write (still valid when its check runs)
+            await pool.execute("UPDATE shard_leases SET expires_at = clock_timestamp()")
+            locked.release.set()
+            await checked.reached.wait()  # checked and still the owner; stalled before writing
+            assert await new.claim_leases("r-new", 30, 1) == {}  # the lease row is locked by the write
+            checked.release.set()
+    assert results[0].fenced == () and results[0].rows == 1  # written while the lease was held
+    assert await new.claim_leases("r-new", 30, 1) == {A1: gen + 1}  # then the takeover goes through
+    assert (await old.write([mine], None)).fenced_keys == [mine.key]  # and r-old writes no more
 
 
 @pytest.mark.parametrize("stalled", ["older", "newer"])

@@ -93,9 +93,9 @@ class PgStore:
         self._metric_sets: dict[MetricSet, int] = {}
         self._dims: dict[Dims, int] = {}
         self._partitions: set[date] = set()
-        # Test seam: awaited inside the write transaction once the batch's slices are locked
-        # and before its leases are checked (a writer stalled mid-write).
-        self.pause_in_write: Callable[[], Awaitable[None]] | None = None
+        # Test seam: awaited inside the write transaction at "slices_locked" (before the
+        # leases are checked) and "fences_checked" (after): a writer stalled mid-write.
+        self.pause_in_write: Callable[[str], Awaitable[None]] | None = None
 
     # -- registry ------------------------------------------------------------------
     async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int:
@@ -244,7 +244,7 @@ class PgStore:
                 # One writer of a slice at a time; a fixed lock order avoids deadlocks.
                 await conn.execute(q("lock_slices"), locks)
                 if self.pause_in_write is not None:
-                    await self.pause_in_write()
+                    await self.pause_in_write("slices_locked")
                 fenced: list[tuple[SliceKey, str]] = []
                 fences = {s.fence for s in batch if s.fence is not None}
                 if fences:
@@ -265,6 +265,8 @@ class PgStore:
                     if fenced:
                         lost = {k for k, _r in fenced}
                         prepared = [p for p in prepared if p[0].key not in lost]
+                if self.pause_in_write is not None:
+                    await self.pause_in_write("fences_checked")
                 # A slice already stored from a newer collection is left as it is.
                 stored = {
                     (r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["last_collected_at"]
