@@ -194,8 +194,8 @@ class PgStore:
     async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
         """COPY the batch into staging, then delete stale rows and upsert, in one transaction.
 
-        Writers of one slice are serialised (a transaction-scoped advisory lock per slice,
-        taken in a fixed order), and a slice whose stored collection is newer than this
+        Writers of one slice are serialised (transaction-scoped advisory locks per instance,
+        profile and day, taken in a fixed order), and a slice whose stored collection is newer than this
         one is left alone, so the newest collection replaces older ones entirely. Slices
         whose shard lease moved on are refused (``WriteResult.fenced``); the lease rows are
         locked until commit, so a takeover cannot slip in between the check and the write.
@@ -241,7 +241,8 @@ class PgStore:
         locks = sorted({_slice_lock(*p[1]) for p in prepared})
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                # One writer of a slice at a time; a fixed lock order avoids deadlocks.
+                # One writer of a slice at a time (locks per instance/profile/day); a fixed
+                # lock order avoids deadlocks.
                 await conn.execute(q("lock_slices"), locks)
                 if self.pause_in_write is not None:
                     await self.pause_in_write("slices_locked")
@@ -451,8 +452,10 @@ class PgStore:
 
 
 def _slice_lock(iref: int, start: datetime, secs: int, pid: int) -> int:
-    """The advisory lock key of one slice: a stable signed 64-bit hash of its identity."""
-    raw = f"{iref}/{start.timestamp()}/{secs}/{pid}".encode()
+    """The advisory lock key that serialises writers of a slice: a stable signed 64-bit hash
+    of its instance, profile, length and UTC day. One lock per day, not per slice, keeps a
+    backfill batch of thousands of small slices inside Postgres' lock table."""
+    raw = f"{iref}/{pid}/{secs}/{start.astimezone(UTC).date().isoformat()}".encode()
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
 
 

@@ -259,7 +259,8 @@ ORDER BY s.account, s.region
 FOR SHARE OF s;
 
 -- name: lock_slices
--- Serialises writers of the same slices; the keys come sorted (no deadlocks).
+-- Serialises writers of the same slices (keys per instance, profile, length and day);
+-- the keys come sorted (no deadlocks).
 SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k;
 
 -- name: cluster_state
