@@ -273,10 +273,10 @@ class PgStore:
                     (r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["last_collected_at"]
                     for r in await conn.fetch(q("collected_at_of"), *_slice_columns(p[1] for p in prepared))
                 } if prepared else {}
-                newer = [p for p in prepared if p[1] in stored and stored[p[1]] > p[0].collected_at]
+                newer = {p[1] for p in prepared if p[1] in stored and stored[p[1]] > p[0].collected_at}
                 if newer:
-                    log.info("slices_superseded", slices=[str(p[0].key) for p in newer])
-                    prepared = [p for p in prepared if p not in newer]
+                    log.info("slices_superseded", slices=len(newer))
+                    prepared = [p for p in prepared if p[1] not in newer]
                 records = [r for p in prepared for r in p[2]]
                 values = sum(p[3] for p in prepared)
                 keys = _slice_columns(p[1] for p in prepared)
