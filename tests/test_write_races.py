@@ -173,3 +173,48 @@ async def test_fencing_refuses_only_the_slices_of_lost_shards(pool: asyncpg.Pool
     assert set(await _stored(pool)) == {("i-held", "q-1"), ("i-single", "q-1")}
     rows = await pool.fetch("SELECT i.instance_id FROM collected_slices c JOIN instances i ON i.ref = c.instance_ref")
     assert {r["instance_id"] for r in rows} == {"i-held", "i-single"}
+
+
+async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
+    start_sim, pool: asyncpg.Pool
+) -> None:
+    import dataclasses
+    import random
+
+    from collector.adapters.connect import BotocoreConnect
+    from collector.clock import SystemClock
+    from collector.config import CollectionSettings
+    from collector.model import Target
+    from collector.pipeline import PipelineOptions, run_collection
+    from collector.planner import plan
+    from collector.ratelimit import Limiters
+    from collector.simulator import FleetSpec, SimulatorConfig
+    from tests.helpers import utc_floor
+
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=3), throttle=False))
+    store = PgStore(pool, replica="r-1")
+    shards = sorted({(i.account, i.region) for i in h.sim.fleet.instances.values()})
+    await store.ensure_shards(shards)
+    gens = await store.claim_leases("r-1", 30, 2)
+    kept, lost = shards
+    await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'"
+                       " WHERE account = $1", lost[0])
+    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1)).keys() == {lost}
+    targets = [Target(i.id, i.region, i.account, tuple(i.queues), lease=gens[(i.account, i.region)])
+               for i in h.sim.fleet.instances.values()]
+    now = datetime.now(UTC)
+    end = utc_floor(now - timedelta(minutes=20), 900)
+    coll = CollectionSettings(metrics=["CONTACTS_HANDLED"], service_levels=[])
+    works = plan(targets, coll, end - timedelta(hours=1), end, now)
+    # one batch holds the slices of both shards (flushed when the fetchers are done)
+    opts = dataclasses.replace(PipelineOptions(), batch_rows=10**9, batch_seconds=3600)
+    async with BotocoreConnect() as source:
+        summary = await run_collection(works, source=source, sink=store, limiters=Limiters(),
+                                       clock=SystemClock(), opts=opts, rng=random.Random(1))
+    by_account = {t.instance_id: t.account for t in targets}
+    failed = {key for key, _reason in summary.failures}
+    assert failed == {str(w.key) for w in works if by_account[w.key.instance_id] == lost[0]}
+    assert all("moved on" in reason for _k, reason in summary.failures)
+    assert summary.slices_done == 4 and summary.slices_failed == 4
+    rows = await pool.fetch("SELECT i.instance_id FROM collected_slices c JOIN instances i ON i.ref = c.instance_ref")
+    assert sorted(by_account[r["instance_id"]] for r in rows) == [kept[0]] * 4  # the held shard's, all of them
