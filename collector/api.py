@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+import orjson
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from collector import errors
 from collector.logs import redact
+
+MAX_BODY = 64 * 1024  # bytes; a collection request is a few hundred
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RunStatus = Literal["queued", "running", "succeeded", "partial", "failed", "interrupted"]
 
@@ -69,6 +79,77 @@ def _unprocessable(field: str, message: str) -> JSONResponse:
     )
 
 
+class RequestGuard:
+    """ASGI middleware in front of the routes: the token of a write is checked from the
+    headers before a byte of its body is read, and a body over ``max_body`` is refused
+    with 413 as soon as it is announced (Content-Length) or has grown past the limit
+    (chunked), never read whole. Refusals close the connection."""
+
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.token = token
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        if self.token is not None and scope["method"] not in _SAFE_METHODS:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self.token.encode()):
+                await _refuse(send, 401, "a valid bearer token is required", {"www-authenticate": "Bearer"})
+                return
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                await _refuse(send, 400, "Content-Length is not a number")
+                return
+            if int(length) > self.max_body:
+                await _refuse(send, 413, f"the body is larger than {self.max_body} bytes")
+                return
+            if int(length) == 0:
+                await self.app(scope, receive, send)
+                return
+        elif "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await _refuse(send, 413, f"the body is larger than {self.max_body} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # only a disconnect can come now
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, status: int, detail: str, extra: dict[str, str] | None = None) -> None:
+    payload = orjson.dumps({"detail": detail})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+               (b"connection", b"close")]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
 def create_app(
     *,
     token: str | None,
@@ -78,21 +159,17 @@ def create_app(
     list_runs: Callable[[str | None, int | None, int], Awaitable[list[dict[str, Any]]]],
     ready: Callable[[], Awaitable[None]],
     cluster: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    max_body: int = MAX_BODY,
 ) -> FastAPI:
+    """The API. ``submit`` queues a one-off run and returns its id, or raises
+    :class:`errors.QueueFull` (answered 429 with Retry-After) when the queue is full."""
+    if token is not None and not token.strip():
+        raise errors.ConfigError("api.token is empty; set a token, or leave it out to turn authentication off")
     app = FastAPI(
         title="connect-collector",
         description="Amazon Connect historical metrics into PostgreSQL.",
         version="1",
     )
-
-    def require_token(request: Request) -> None:
-        if token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(status_code=401, detail="a valid bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -103,14 +180,19 @@ def create_app(
         return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.post("/collections", status_code=202, response_model=Accepted,
-              dependencies=[Depends(require_token)],
-              responses={401: {"description": "missing or wrong token"}, 422: {"description": "invalid body"}})
+              responses={401: {"description": "missing or wrong token"}, 413: {"description": "body too large"},
+                         422: {"description": "invalid body"},
+                         429: {"description": "too many queued runs; retry after Retry-After seconds"}})
     async def post_collection(body: CollectionRequest) -> Any:
         try:
             validate(body)
         except errors.BadInput as e:
             return _unprocessable(e.field, str(e))
-        run_id = await submit(body)
+        try:
+            run_id = await submit(body)
+        except errors.QueueFull as e:
+            return JSONResponse(status_code=429, content={"detail": str(e)},
+                                headers={"Retry-After": str(e.retry_after)})
         return Accepted(id=run_id, status="queued", url=f"/collections/{run_id}")
 
     @app.get("/collections/{run_id}", response_model=Run, responses={404: {"description": "no such run"}})
@@ -155,6 +237,7 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(RequestGuard, token=token, max_body=max_body)
     return app
 
 

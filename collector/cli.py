@@ -321,10 +321,14 @@ Stop with Ctrl-C.
 
 
 def _apply_api_args(settings: object, args: argparse.Namespace) -> None:
-    from collector.config import Settings
+    from collector.config import Settings, check_api_exposure
 
     assert isinstance(settings, Settings)
     if args.host:
         settings.api.host = args.host
     if args.port:
         settings.api.port = args.port
+    try:
+        check_api_exposure(settings.api)
+    except ValueError as e:
+        raise errors.ConfigError(f"--host: {e}") from None

@@ -306,6 +306,36 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None
+    allow_unauthenticated: bool = False  # true: serve a non-loopback host without a token
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty; set a token, or leave it out to turn authentication off")
+        return v
+
+    @model_validator(mode="after")
+    def _exposed_needs_token(self) -> ApiSettings:
+        check_api_exposure(self)
+        return self
+
+
+def check_api_exposure(api: ApiSettings) -> None:
+    """A non-loopback address without a token must be asked for (``allow_unauthenticated``).
+    Raises :class:`ValueError` (a validator's error); call it again after changing ``host``."""
+    import ipaddress
+
+    host = api.host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and api.token is None and not api.allow_unauthenticated:
+        raise ValueError(
+            f"api.host {api.host!r} is reachable from other machines but no api.token is set; "
+            "set one (or COLLECTOR_API_TOKEN), or set api.allow_unauthenticated = true if that is meant"
+        )
 
 
 class Settings(BaseSettings):
@@ -407,7 +437,7 @@ def _short_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     data = _overlay_env(data, environ)
     if url := environ.get("COLLECTOR_DATABASE_URL"):
         data.setdefault("database", {})["dsn"] = url
-    if token := environ.get("COLLECTOR_API_TOKEN"):
+    if (token := environ.get("COLLECTOR_API_TOKEN")) is not None:  # "" is an error, not "auth off"
         data.setdefault("api", {})["token"] = token
     return data
 

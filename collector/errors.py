@@ -72,6 +72,14 @@ class MalformedResponse(CollectorError):
     """The Connect API answered with a body the collector cannot read:"""
 
 
+class QueueFull(CollectorError):
+    """Too many one-off collections are queued; try again later:"""
+
+    def __init__(self, detail: str = "", *, retry_after: int = 30) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class StorageError(CollectorError):
     """PostgreSQL failed:"""
 

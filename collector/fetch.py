@@ -59,6 +59,23 @@ async def _call(
         raise SliceFailure(f"gave up after {policy.max_attempts} attempts: {e}") from None
 
 
+_DIMENSION_NAMES = ("Queue", "Channel", "RoutingProfile", "AgentStatus", "RoutingStepExpression",
+                    "Subtype", "ValidationTestType")
+
+
+def _check_unique_groups(pages: list[tuple[MetricSet, list[tuple[Dims, list[float | None]]]]]) -> None:
+    """A dimension group appears once per metric set in a slice; a response that repeats
+    one is malformed (storing it would collide with itself)."""
+    seen: dict[MetricSet, set[Dims]] = {}
+    for ms, rows in pages:
+        groups = seen.setdefault(ms, set())
+        for d, _v in rows:
+            if d in groups:
+                named = ", ".join(f"{n}={v}" for n, v in zip(_DIMENSION_NAMES, d, strict=False) if v is not None)
+                raise SliceFailure(f"the response repeats the dimension group {{{named or 'no dimensions'}}}")
+            groups.add(d)
+
+
 async def collect_slice(
     work: SliceWork,
     *,
@@ -99,6 +116,7 @@ async def collect_slice(
         raise SliceFailure(str(e)) from None
     except (errors.ApiError, errors.MalformedResponse) as e:
         raise SliceFailure(str(e)) from None
+    _check_unique_groups(pages)
     t = work.target
     fence = (t.account, t.region, t.lease) if t.lease is not None else None
     return CompletedSlice(work.key, pages, clock.now(), fence)

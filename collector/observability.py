@@ -18,10 +18,10 @@ CHANNEL_DEPTH = Gauge("collector_channel_depth", "completed slices waiting for t
 LAG = Gauge(
     "collector_collection_lag_seconds",
     "now minus the end of the newest collected slice",
-    ["instance", "profile"],
+    ["connect_instance", "profile"],
 )
 GAPS = Counter(
-    "collector_gaps", "slices that aged out of the lookback before collection", ["instance", "profile"]
+    "collector_gaps", "slices that aged out of the lookback before collection", ["connect_instance", "profile"]
 )
 RUN_DURATION = Histogram(
     "collector_run_duration_seconds", "collection run durations", ["kind", "status"],

@@ -18,7 +18,6 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from collector import errors
 from collector.fetch import SliceFailure, collect_slice
 from collector.model import RunSummary, SliceKey, SliceWork
 from collector.observability import (
@@ -29,7 +28,7 @@ from collector.observability import (
     SLICES,
     VALUES_WRITTEN,
 )
-from collector.ports import Clock, CompletedSlice, ConnectSource, MetricSink
+from collector.ports import Clock, CompletedSlice, ConnectSource, MetricSink, WriteResult
 from collector.ratelimit import Limiters
 from collector.retry import Counters, RetryPolicy, retry
 
@@ -67,7 +66,7 @@ async def _write_with_retry(
     opts: PipelineOptions,
     clock: Clock,
     rng: random.Random,
-) -> tuple[int, int]:
+) -> WriteResult:
     return await retry(
         lambda: sink.write(batch, run_id),
         operation="write",
@@ -98,27 +97,28 @@ async def writer_loop(
         nonlocal batch, rows
         if not batch:
             return
-        try:
-            written_rows, written_values = await _write_with_retry(sink, batch, run_id, opts, clock, rng)
-        except errors.LeaseLost as e:
-            # Another replica owns these shards now and collects them; writing would put
-            # stale results over its newer ones.
+        result = await _write_with_retry(sink, batch, run_id, opts, clock, rng)
+        if result.fenced:
+            # Another replica owns these slices' shards now and collects them; writing would
+            # put stale results over its newer ones. Slices of shards still held were written.
             FENCED.inc()
-            for s in batch:
+            for key, reason in result.fenced:
                 summary.slices_failed += 1
-                summary.failures.append((str(s.key), str(e)))
-                progress.slice_failed(s.key, str(e))
-            log.warning("batch_fenced", slices=len(batch), reason=str(e))
-            batch, rows = [], 0
-            return
+                summary.failures.append((str(key), reason))
+                progress.slice_failed(key, reason)
+            log.warning("slices_fenced", slices=len(result.fenced), reason=result.fenced[0][1])
+        lost = set(result.fenced_keys)
+        written = [s for s in batch if s.key not in lost]
+        written_rows, written_values = result.rows, result.values
         summary.rows_written += written_rows
         summary.values_written += written_values
-        summary.slices_done += len(batch)
+        summary.slices_done += len(written)
         ROWS_WRITTEN.inc(written_rows)
         VALUES_WRITTEN.inc(written_values)
-        SLICES.labels("written").inc(len(batch))
-        log.info("batch_written", slices=len(batch), rows=written_rows, values=written_values)
-        progress.slices_written([s.key for s in batch], written_rows)
+        SLICES.labels("written").inc(len(written))
+        log.info("batch_written", slices=len(written), rows=written_rows, values=written_values)
+        if written:
+            progress.slices_written([s.key for s in written], written_rows)
         batch, rows = [], 0
 
     async with receive:

@@ -128,12 +128,25 @@ class PartRecord:
 # -- storage: ports ---------------------------------------------------------------------
 
 
-class MetricSink(Protocol):
-    """Stores completed slices atomically: all of a batch, or none of it."""
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a write stored; ``fenced`` lists the slices refused because their shard's lease
+    had moved on to another replica, each with the reason."""
 
-    async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
-        """Returns (rows, values) written."""
-        ...
+    rows: int = 0
+    values: int = 0
+    fenced: tuple[tuple[SliceKey, str], ...] = ()
+
+    @property
+    def fenced_keys(self) -> list[SliceKey]:
+        return [k for k, _reason in self.fenced]
+
+
+class MetricSink(Protocol):
+    """Stores completed slices atomically: every slice of a batch whose lease is still held
+    (or that has no lease), or none of them."""
+
+    async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult: ...
 
 
 class Registry(Protocol):

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector import errors
 from collector.model import Dims, MetricDataRequest, RunSummary, Target
 from collector.ports import (
     CompletedSlice,
@@ -21,6 +20,7 @@ from collector.ports import (
     RunRecord,
     Shard,
     Store,
+    WriteResult,
 )
 
 SliceId = tuple[str, str, int, datetime]  # (instance, profile, seconds, start)
@@ -54,14 +54,19 @@ class InMemoryStore:
     fail_writes: list[Exception] = field(default_factory=list)
 
     # -- MetricSink ---------------------------------------------------------------------------
-    async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
+    async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
         if self.fail_writes:
             raise self.fail_writes.pop(0)
-        fences = {s.fence for s in batch if s.fence is not None}
-        lost = [f for f in fences if self.leases.get((f[0], f[1])) != (self.replica, f[2])]
-        if lost:
-            raise errors.LeaseLost(f"{len(lost)} of {len(fences)} leases of this batch moved on")
-        self.writes.append(list(batch))
+        # Like Postgres: only the slices whose shard's lease moved on are refused.
+        fenced = tuple(
+            (s.key, f"the lease of {s.fence[0]}/{s.fence[1]} moved on to another replica")
+            for s in batch
+            if s.fence is not None and self.leases.get((s.fence[0], s.fence[1])) != (self.replica, s.fence[2])
+        )
+        lost = {k for k, _r in fenced}
+        batch = [s for s in batch if s.key not in lost]
+        if batch:
+            self.writes.append(list(batch))
         rows = values = 0
         for s in batch:
             k = s.key
@@ -78,7 +83,7 @@ class InMemoryStore:
             r.slices_done += len(batch)
             r.rows_written += rows
             r.values_written += values
-        return rows, values
+        return WriteResult(rows, values, fenced)
 
     # -- Registry -------------------------------------------------------------------------------
     async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int:

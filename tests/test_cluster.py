@@ -13,7 +13,6 @@ import pytest
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
 from collector.config import Settings, load_settings
-from collector.errors import LeaseLost
 from collector.model import SliceKey
 from collector.planner import metric_chunks
 from collector.ports import CompletedSlice
@@ -177,8 +176,8 @@ async def test_a_replica_that_lost_its_lease_writes_nothing(database_url: str) -
             [(ms, [(("q", "VOICE", None, None, None, None, None), [1.0])])],
             datetime.now(UTC), ("111111111111", "us-east-1", gen),
         )
-        with pytest.raises(LeaseLost):
-            await old.write([stale], None)
+        refused = await old.write([stale], None)
+        assert refused.fenced_keys == [stale.key] and refused.rows == 0
         assert await pool.fetchval("SELECT count(*) FROM collected_slices") == 0
         assert await pool.fetchval("SELECT count(*) FROM historical_metrics") == 0
         fresh = CompletedSlice(stale.key, stale.pages, stale.collected_at, ("111111111111", "us-east-1", gen + 1))

@@ -62,3 +62,29 @@ def test_every_alert_rule_says_what_to_do_and_has_a_runbook_entry() -> None:
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for metric in ("collector_collection_lag_seconds", "collector_api_throttles_total", "collector_gaps_total"):
         assert metric in exprs
+
+
+def test_every_alert_rule_passes_its_promtool_unit_tests() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is needed (Debian/Ubuntu: apt-get install prometheus; .ci/run installs it)"
+    tests_dir = ROOT / "ops/prometheus/tests"
+    files = sorted(tests_dir.glob("*.yml"))
+    rules = {r["alert"] for g in yaml.safe_load((ROOT / "ops/prometheus/alerts.yml").read_text())["groups"]
+             for r in g["rules"]}
+    tested = {t["alertname"] for f in files for case in yaml.safe_load(f.read_text())["tests"]
+              for t in case.get("alert_rule_test", [])}
+    assert rules == tested  # every rule has its unit test, and no test names a rule that is gone
+    out = subprocess.run([promtool, "check", "rules", str(ROOT / "ops/prometheus/alerts.yml")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run([promtool, "test", "rules", *map(str, files)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_connect_instance_label_does_not_collide_with_prometheus_instance() -> None:
+    from collector.observability import GAPS, LAG
+
+    for metric in (GAPS, LAG):
+        assert "instance" not in metric._labelnames and "connect_instance" in metric._labelnames
+    dashboard = (ROOT / "ops/grafana/connect-collector.json").read_text()
+    assert "by (instance)" not in dashboard and "{{instance}}" not in dashboard

@@ -8,6 +8,7 @@ to every public method), so nothing above the adapter catches ``Exception``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,10 +19,18 @@ import asyncpg
 import orjson
 import structlog
 
-from collector.errors import LeaseLost, MigrationError, StorageError
-from collector.model import Dims, MetricSet, RunSummary
+from collector.errors import MigrationError, StorageError
+from collector.model import Dims, MetricSet, RunSummary, SliceKey
 from collector.observability import DB_METER, TAKEOVERS
-from collector.ports import Clock, CompletedSlice, PartRecord, QueueInfo, RunRecord, Shard
+from collector.ports import (
+    Clock,
+    CompletedSlice,
+    PartRecord,
+    QueueInfo,
+    RunRecord,
+    Shard,
+    WriteResult,
+)
 from collector.retry import RetryPolicy, retry
 from collector.sqlfiles import migrations, q
 
@@ -140,6 +149,9 @@ class PgStore:
         self._metric_sets: dict[MetricSet, int] = {}
         self._dims: dict[Dims, int] = {}
         self._partitions: set[date] = set()
+        # Test seam: awaited inside the write transaction at "slices_locked" (before the
+        # leases are checked) and "fences_checked" (after): a writer stalled mid-write.
+        self.pause_in_write: Callable[[str], Awaitable[None]] | None = None
 
     # -- registry ------------------------------------------------------------------
     async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int:
@@ -233,14 +245,21 @@ class PgStore:
         )
 
     # -- the writer ------------------------------------------------------------------
-    async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
-        """COPY the batch into staging, then delete stale rows and upsert, in one transaction."""
+    async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
+        """COPY the batch into staging, then delete stale rows and upsert, in one transaction.
+
+        Writers of one slice are serialised (transaction-scoped advisory locks per instance,
+        profile and day, taken in a fixed order), and a slice whose stored collection is newer than this
+        one is left alone, so the newest collection replaces older ones entirely. Slices
+        whose shard lease moved on are refused (``WriteResult.fenced``); the lease rows are
+        locked until commit, so a takeover cannot slip in between the check and the write.
+        """
         try:
             return await self._write(batch, run_id)
         except _PG_ERRORS as e:
             raise StorageError(f"{type(e).__name__}: {e}") from None
 
-    async def _write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> tuple[int, int]:
+    async def _write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
         all_dims: set[Dims] = set()
         for s in batch:
             for _ms, rows in s.pages:
@@ -254,61 +273,91 @@ class PgStore:
             except asyncpg.DuplicateTableError:
                 pass  # another writer created it at the same moment
             self._partitions.add(day)
-        records: list[tuple[Any, ...]] = []
-        slice_cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-        values = 0
         dims_cache = self._dims
+        prepared: list[tuple[CompletedSlice, tuple[int, datetime, int, int], list[tuple[Any, ...]], int]] = []
         for s in batch:
             k = s.key
             iref = await self.instance_ref(k.instance_id)
             pid = await self.profile_id(k.profile)
             secs = int((k.end - k.start).total_seconds())
+            records: list[tuple[Any, ...]] = []
+            values = 0
             for ms, rows in s.pages:
                 mid = await self.metric_set_id(ms)
                 for d, vals in rows:
                     records.append((k.start, iref, dims_cache[d], mid, secs, pid, s.collected_at, vals))
                     values += len(vals)
-            slice_cols[0].append(iref)
-            slice_cols[1].append(k.start)
-            slice_cols[2].append(secs)
-            slice_cols[3].append(pid)
-            slice_cols[4].append(s.rows)
-            slice_cols[5].append(run_id)
-            slice_cols[6].append(s.collected_at)
+            prepared.append((s, (iref, k.start, secs, pid), records, values))
         columns = [
             "slice_start", "instance_ref", "dims_id", "metric_set_id",
             "slice_seconds", "profile_id", "collected_at", "vals",
         ]
+        locks = sorted({_slice_lock(*p[1]) for p in prepared})
         async with self.pool.acquire() as conn:
             async with conn.transaction():
+                # One writer of a slice at a time (locks per instance/profile/day); a fixed
+                # lock order avoids deadlocks.
+                await conn.execute(q("lock_slices"), locks)
+                if self.pause_in_write is not None:
+                    await self.pause_in_write("slices_locked")
+                fenced: list[tuple[SliceKey, str]] = []
                 fences = {s.fence for s in batch if s.fence is not None}
                 if fences:
-                    # Fencing: refuse the whole batch if any of its leases moved on.
-                    held = await conn.fetchval(
-                        q("check_fences"), self.replica, [f[0] for f in fences], [f[1] for f in fences],
-                        [f[2] for f in fences],
-                    )
-                    if held != len(fences):
-                        raise LeaseLost(f"{len(fences) - held} of {len(fences)} leases of this batch moved on")
+                    # Fencing: the lease rows stay locked (FOR SHARE) until commit, so no
+                    # takeover can commit between this check and the write.
+                    held = {
+                        (r["account"], r["region"], r["generation"])
+                        for r in await conn.fetch(
+                            q("lock_fences"), self.replica, [f[0] for f in fences],
+                            [f[1] for f in fences], [f[2] for f in fences],
+                        )
+                    }
+                    for s, *_ in prepared:
+                        if s.fence is not None and s.fence not in held:
+                            account, region, gen = s.fence
+                            fenced.append((s.key, f"the lease of {account}/{region} (generation {gen})"
+                                                  " moved on to another replica"))
+                    if fenced:
+                        lost = {k for k, _r in fenced}
+                        prepared = [p for p in prepared if p[0].key not in lost]
+                if self.pause_in_write is not None:
+                    await self.pause_in_write("fences_checked")
+                # A slice already stored from a newer collection is left as it is.
+                stored = {
+                    (r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["last_collected_at"]
+                    for r in await conn.fetch(q("collected_at_of"), *_slice_columns(p[1] for p in prepared))
+                } if prepared else {}
+                newer = {p[1] for p in prepared if p[1] in stored and stored[p[1]] > p[0].collected_at}
+                if newer:
+                    log.info("slices_superseded", slices=len(newer))
+                    prepared = [p for p in prepared if p[1] not in newer]
+                records = [r for p in prepared for r in p[2]]
+                values = sum(p[3] for p in prepared)
+                keys = _slice_columns(p[1] for p in prepared)
                 # Slices never collected before (a backfill, the first collection of a
                 # new slice) have no rows to replace: COPY them straight into place.
-                fresh = records and not await conn.fetchval(q("any_collected"), *slice_cols[:4])
+                fresh = bool(records) and not any(p[1] in stored for p in prepared)
                 if fresh:
                     try:
-                        async with conn.transaction():  # a savepoint: a racing writer falls back
+                        async with conn.transaction():  # a savepoint: fall back to the upsert
                             await conn.copy_records_to_table("metric_values", records=records, columns=columns)
                     except asyncpg.UniqueViolationError:
                         fresh = False
-                if not fresh:
+                if not fresh and prepared:
                     await conn.execute(q("create_staging"))
                     if records:
                         await conn.copy_records_to_table("staging_values", records=records, columns=columns)
-                    await conn.execute(q("delete_stale"), *slice_cols[:4])
+                    await conn.execute(q("delete_stale"), *keys)
                     await conn.execute(q("upsert_values"))
-                await conn.execute(q("record_slices"), *slice_cols)
-                if run_id is not None:
-                    await conn.execute(q("run_progress"), run_id, len(batch), len(records), values)
-        return len(records), values
+                if prepared:
+                    await conn.execute(
+                        q("record_slices"), *keys, [p[0].rows for p in prepared], [run_id] * len(prepared),
+                        [p[0].collected_at for p in prepared],
+                    )
+                done = len(batch) - len(fenced)
+                if run_id is not None and done:
+                    await conn.execute(q("run_progress"), run_id, done, len(records), values)
+        return WriteResult(len(records), values, tuple(fenced))
 
     # -- scheduler state ---------------------------------------------------------------
     async def frontier(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
@@ -460,6 +509,24 @@ class PgStore:
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:
             await check_schema(conn)
+
+
+def _slice_lock(iref: int, start: datetime, secs: int, pid: int) -> int:
+    """The advisory lock key that serialises writers of a slice: a stable signed 64-bit hash
+    of its instance, profile, length and UTC day. One lock per day, not per slice, keeps a
+    backfill batch of thousands of small slices inside Postgres' lock table."""
+    raw = f"{iref}/{pid}/{secs}/{start.astimezone(UTC).date().isoformat()}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
+
+
+def _slice_columns(keys: Any) -> tuple[list[int], list[datetime], list[int], list[int]]:
+    cols: tuple[list[int], list[datetime], list[int], list[int]] = ([], [], [], [])
+    for iref, start, secs, pid in keys:
+        cols[0].append(iref)
+        cols[1].append(start)
+        cols[2].append(secs)
+        cols[3].append(pid)
+    return cols
 
 
 def _run(row: Any) -> RunRecord:

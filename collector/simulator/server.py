@@ -122,6 +122,7 @@ class Simulator:
         self.delay_next: list[float] = []  # seconds to stall the next GetMetricData answers
         self.reset_next = 0  # drop the connection halfway through the next N GetMetricData bodies
         self.corrupt_next: list[bytes] = []  # bodies to answer the next GetMetricData calls with
+        self.repeat_group_next = 0  # the next N GetMetricData pages repeat their first dimension group
         self.served: list[tuple[int, int, bool]] = []  # (start, end, provisional) of each GetMetricData page
         self.queues_asked: list[tuple[float, frozenset[str]]] = []  # (when, Queues filter) per page
 
@@ -278,6 +279,9 @@ class Simulator:
         frags, total = self.page_json(
             inst, int(start), int(end), groupings, filters, wanted, provisional, offset, max_results
         )
+        if self.repeat_group_next > 0 and frags:
+            self.repeat_group_next -= 1
+            frags.append(frags[0])  # a malformed page: one dimension group twice
         body_out = b'{"MetricResults":[' + b",".join(frags) + b"]"
         if offset + max_results < total:
             body_out += b',"NextToken":' + orjson.dumps(self._make_token(phash, offset + max_results))

@@ -202,13 +202,14 @@ WITH s AS (DELETE FROM collected_slices WHERE slice_start + make_interval(secs =
      g AS (DELETE FROM collection_gaps WHERE slice_start + make_interval(secs => slice_seconds) <= $1)
 SELECT 1;
 
--- name: any_collected
-SELECT EXISTS (
-    SELECT 1 FROM collected_slices c
-    JOIN unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[])
-         AS s(instance_ref, slice_start, slice_seconds, profile_id)
-      ON c.instance_ref = s.instance_ref AND c.slice_start = s.slice_start
-     AND c.slice_seconds = s.slice_seconds AND c.profile_id = s.profile_id);
+-- name: collected_at_of
+-- When each of these slices was last stored (slices never stored are left out).
+SELECT c.instance_ref, c.slice_start, c.slice_seconds, c.profile_id, c.last_collected_at
+FROM collected_slices c
+JOIN unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[])
+     AS s(instance_ref, slice_start, slice_seconds, profile_id)
+  ON c.instance_ref = s.instance_ref AND c.slice_start = s.slice_start
+ AND c.slice_seconds = s.slice_seconds AND c.profile_id = s.profile_id;
 
 -- name: heartbeat
 INSERT INTO replicas (id, api_url) VALUES ($1, $2)
@@ -251,11 +252,21 @@ RETURNING s.account, s.region, s.generation,
 UPDATE shard_leases SET owner = NULL, expires_at = now()
 WHERE owner = $1 AND ($2::text[] IS NULL OR (account || '/' || region) = ANY($2::text[]));
 
--- name: check_fences
-SELECT count(*) FROM shard_leases s
+-- name: lock_fences
+-- The batch's leases still held by this replica, locked until the write commits: a
+-- takeover (claim_leases, FOR UPDATE) waits for the write, or has already committed
+-- and then the generation no longer matches.
+SELECT s.account, s.region, s.generation FROM shard_leases s
 JOIN unnest($2::text[], $3::text[], $4::bigint[]) AS f(account, region, generation)
   ON s.account = f.account AND s.region = f.region
-WHERE s.owner = $1 AND s.generation = f.generation AND s.expires_at > now();
+WHERE s.owner = $1 AND s.generation = f.generation AND s.expires_at > now()
+ORDER BY s.account, s.region
+FOR SHARE OF s;
+
+-- name: lock_slices
+-- Serialises writers of the same slices (keys per instance, profile, length and day);
+-- the keys come sorted (no deadlocks).
+SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k;
 
 -- name: cluster_state
 SELECT r.id, r.api_url, r.started_at, r.heartbeat_at,

@@ -1,0 +1,220 @@
+"""The writer against races: takeovers mid-write, two writers of one slice, lost shards.
+
+Real Postgres; a writer is stalled inside its write transaction through the store's
+``pause_in_write`` seam, the way a SIGSTOP or a long GC pause would stall it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import asyncpg
+import pytest
+
+from collector.adapters.postgres import PgStore, connect_pool, migrate
+from collector.model import Dims, SliceKey
+from collector.planner import metric_chunks
+from collector.ports import CompletedSlice, WriteResult
+from tests.helpers import wait_until
+
+A1 = ("111111111111", "us-east-1")
+A2 = ("222222222222", "us-east-1")
+START = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+MS = metric_chunks(["CONTACTS_HANDLED"], [])[0]
+
+
+def _dims(queue: str) -> Dims:
+    return (queue, "VOICE", None, None, None, None, None)
+
+
+def _slice(instance: str, queues: dict[str, float], fence: tuple[str, str, int] | None = None,
+           at: datetime | None = None) -> CompletedSlice:
+    key = SliceKey("default", instance, START, START + timedelta(minutes=15))
+    rows: list[tuple[Dims, list[float | None]]] = [(_dims(q), [v]) for q, v in queues.items()]
+    return CompletedSlice(key, [(MS, rows)], at or datetime.now(UTC), fence)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await connect_pool(database_url, 4)
+    try:
+        async with p.acquire() as conn:
+            await migrate(conn)
+        yield p
+    finally:
+        await p.close()
+
+
+async def _stored(pool: asyncpg.Pool) -> dict[tuple[str, str], float]:
+    rows = await pool.fetch("SELECT instance_id, queue_id, value FROM historical_metrics")
+    return {(r["instance_id"], r["queue_id"]): r["value"] for r in rows}
+
+
+class _Stall:
+    """A writer that stops mid-write (at ``point``) until released."""
+
+    def __init__(self, point: str = "slices_locked") -> None:
+        self.point = point
+        self.reached = anyio.Event()
+        self.release = anyio.Event()
+
+    async def __call__(self, point: str) -> None:
+        if point == self.point:
+            self.reached.set()
+            await self.release.wait()
+
+
+async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool: asyncpg.Pool) -> None:
+    old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
+    await old.ensure_shards([A1])
+    gen = (await old.claim_leases("r-old", 30, 1))[A1]
+    stall = old.pause_in_write = _Stall()
+    stale = _slice("i-1", {"q-stale": 1.0}, (*A1, gen))
+    results: dict[str, WriteResult] = {}
+
+    async def write(name: str, store: PgStore, s: CompletedSlice) -> None:
+        results[name] = await store.write([s], None)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "old", old, stale)
+            await stall.reached.wait()  # r-old is inside its write transaction, stalled
+            await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'")
+            assert await new.claim_leases("r-new", 30, 1) == {A1: gen + 1}  # the takeover commits
+            tg.start_soon(write, "new", new, _slice("i-1", {"q-new": 2.0}, (*A1, gen + 1)))
+            stall.release.set()  # r-old wakes up and carries on with its write
+    assert results["old"].fenced_keys == [stale.key] and results["old"].rows == 0
+    assert "moved on" in results["old"].fenced[0][1]
+    assert results["new"].fenced == () and results["new"].rows == 1
+    assert await _stored(pool) == {("i-1", "q-new"): 2.0}  # the new owner's rows stand
+    assert await pool.fetchval("SELECT rows FROM collected_slices") == 1
+
+
+async def test_no_takeover_commits_between_the_fence_check_and_the_write(pool: asyncpg.Pool) -> None:
+    old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
+    await old.ensure_shards([A1])
+    gen = (await old.claim_leases("r-old", 30, 1))[A1]
+    locked, checked = _Stall("slices_locked"), _Stall("fences_checked")
+
+    async def stalls(point: str) -> None:
+        await locked(point)
+        await checked(point)
+
+    old.pause_in_write = stalls
+    mine = _slice("i-1", {"q-1": 1.0}, (*A1, gen))
+    results: list[WriteResult] = []
+
+    async def write() -> None:
+        results.append(await old.write([mine], None))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            await locked.reached.wait()
+            # the lease runs out while r-old is mid-write (still valid when its check runs)
+            await pool.execute("UPDATE shard_leases SET expires_at = clock_timestamp()")
+            locked.release.set()
+            await checked.reached.wait()  # checked and still the owner; stalled before writing
+            assert await new.claim_leases("r-new", 30, 1) == {}  # the lease row is locked by the write
+            checked.release.set()
+    assert results[0].fenced == () and results[0].rows == 1  # written while the lease was held
+    assert await new.claim_leases("r-new", 30, 1) == {A1: gen + 1}  # then the takeover goes through
+    assert (await old.write([mine], None)).fenced_keys == [mine.key]  # and r-old writes no more
+
+
+@pytest.mark.parametrize("stalled", ["older", "newer"])
+async def test_two_writers_of_one_slice_leave_only_the_newer_collection(
+    pool: asyncpg.Pool, database_url: str, stalled: str
+) -> None:
+    first, second = PgStore(pool), PgStore(pool)
+    stall = first.pause_in_write = _Stall()
+    older = _slice("i-1", {"q-1": 1.0, "q-2": 2.0})
+    newer = _slice("i-1", {"q-3": 3.0}, at=older.collected_at + timedelta(seconds=1))
+    a, b = (older, newer) if stalled == "older" else (newer, older)
+    dbname = database_url.rsplit("/", 1)[-1]
+    second_done = anyio.Event()
+
+    async def second_write() -> None:
+        await second.write([b], None)
+        second_done.set()
+
+    async def second_finished_or_waits_for_a_lock() -> bool:
+        n = await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+                                " AND wait_event_type = 'Lock'", dbname)
+        return second_done.is_set() or bool(n)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first.write, [a], None)
+            await stall.reached.wait()  # the first writer is mid-write
+            tg.start_soon(second_write)
+            await wait_until(second_finished_or_waits_for_a_lock, 20)
+            stall.release.set()
+    assert await _stored(pool) == {("i-1", "q-3"): 3.0}  # the newer one, entirely: not a union
+    assert await pool.fetchval("SELECT rows FROM collected_slices") == 1
+    assert await pool.fetchval("SELECT last_collected_at FROM collected_slices") == newer.collected_at
+
+
+async def test_fencing_refuses_only_the_slices_of_lost_shards(pool: asyncpg.Pool) -> None:
+    store = PgStore(pool, replica="r-1")
+    await store.ensure_shards([A1, A2])
+    gens = await store.claim_leases("r-1", 30, 2)
+    # r-1 loses A2 to r-2 (it stalled past the TTL of that shard's lease) but still holds A1
+    await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second' WHERE account = $1", A2[0])
+    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1)).keys() == {A2}
+    held = _slice("i-held", {"q-1": 1.0}, (*A1, gens[A1]))
+    lost = _slice("i-lost", {"q-1": 1.0}, (*A2, gens[A2]))
+    unfenced = _slice("i-single", {"q-1": 1.0})  # a slice written outside any lease
+    result = await store.write([held, lost, unfenced], None)
+    assert result.fenced_keys == [lost.key]
+    assert result.rows == 2 and result.values == 2
+    assert set(await _stored(pool)) == {("i-held", "q-1"), ("i-single", "q-1")}
+    rows = await pool.fetch("SELECT i.instance_id FROM collected_slices c JOIN instances i ON i.ref = c.instance_ref")
+    assert {r["instance_id"] for r in rows} == {"i-held", "i-single"}
+
+
+async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
+    start_sim, pool: asyncpg.Pool
+) -> None:
+    import dataclasses
+    import random
+
+    from collector.adapters.connect import BotocoreConnect
+    from collector.clock import SystemClock
+    from collector.config import CollectionSettings
+    from collector.model import Target
+    from collector.pipeline import PipelineOptions, run_collection
+    from collector.planner import plan
+    from collector.ratelimit import Limiters
+    from collector.simulator import FleetSpec, SimulatorConfig
+    from tests.helpers import utc_floor
+
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=3), throttle=False))
+    store = PgStore(pool, replica="r-1")
+    shards = sorted({(i.account, i.region) for i in h.sim.fleet.instances.values()})
+    await store.ensure_shards(shards)
+    gens = await store.claim_leases("r-1", 30, 2)
+    kept, lost = shards
+    await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'"
+                       " WHERE account = $1", lost[0])
+    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1)).keys() == {lost}
+    targets = [Target(i.id, i.region, i.account, tuple(i.queues), lease=gens[(i.account, i.region)])
+               for i in h.sim.fleet.instances.values()]
+    now = datetime.now(UTC)
+    end = utc_floor(now - timedelta(minutes=20), 900)
+    coll = CollectionSettings(metrics=["CONTACTS_HANDLED"], service_levels=[])
+    works = plan(targets, coll, end - timedelta(hours=1), end, now)
+    # one batch holds the slices of both shards (flushed when the fetchers are done)
+    opts = dataclasses.replace(PipelineOptions(), batch_rows=10**9, batch_seconds=3600)
+    async with BotocoreConnect() as source:
+        summary = await run_collection(works, source=source, sink=store, limiters=Limiters(),
+                                       clock=SystemClock(), opts=opts, rng=random.Random(1))
+    by_account = {t.instance_id: t.account for t in targets}
+    failed = {key for key, _reason in summary.failures}
+    assert failed == {str(w.key) for w in works if by_account[w.key.instance_id] == lost[0]}
+    assert all("moved on" in reason for _k, reason in summary.failures)
+    assert summary.slices_done == 4 and summary.slices_failed == 4
+    rows = await pool.fetch("SELECT i.instance_id FROM collected_slices c JOIN instances i ON i.ref = c.instance_ref")
+    assert sorted(by_account[r["instance_id"]] for r in rows) == [kept[0]] * 4  # the held shard's, all of them
