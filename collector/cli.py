@@ -1,4 +1,8 @@
-"""The ``collector`` command line. Exit codes: 0 done, 1 failed slices, 2 bad input."""
+"""The ``collector`` command line.
+
+Exit codes: 0 done, 1 finished with failed slices, 2 bad input or config, 3 the
+environment (database unreachable, port busy, no AWS credentials, schema mismatch).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from collector.config import load_settings
 from collector.logs import configure
 from collector.pipeline import Progress
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ENVIRONMENT = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Collect Amazon Connect historical metrics (GetMetricData) into PostgreSQL, "
             "exactly once per slice."
         ),
-        epilog="Exit codes: 0 done, 1 finished with failed slices (listed), 2 bad input.",
+        epilog="Exit codes: 0 done, 1 finished with failed slices (listed), 2 bad input or config, "
+        "3 the environment (database unreachable, port busy, no AWS credentials).",
     )
     p.add_argument("--version", action="version", version=f"connect-collector {__version__}")
     p.add_argument("--log-level", default=os.environ.get("COLLECTOR_LOG_LEVEL", "warning"),
@@ -123,23 +128,59 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_simulate, args)
         if args.command == "sandbox":
             return anyio.run(_sandbox, args)
-    except errors.BadInput as e:
-        return _fail(str(e), EXIT_BAD_INPUT)
-    except errors.CollectorError as e:
-        return _fail(str(e), EXIT_FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_FAILED)
+    except BaseException as e:
+        err = _collector_error(e)
+        if err is None:
+            raise
+        return _fail(_one_line(err), exit_code(err))
     return EXIT_BAD_INPUT
+
+
+def exit_code(e: errors.CollectorError) -> int:
+    """2 for bad input or config; 3 for the environment (database, port, credentials,
+    schema); 1 for anything else that stopped the run."""
+    if isinstance(e, errors.BadInput):
+        return EXIT_BAD_INPUT
+    if isinstance(e, errors.EnvironmentProblem | errors.StorageError):
+        return EXIT_ENVIRONMENT
+    return EXIT_FAILED
+
+
+def _collector_error(e: BaseException) -> errors.CollectorError | None:
+    """The CollectorError behind ``e``, also when a task group wrapped it in a group."""
+    if isinstance(e, errors.CollectorError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            if (found := _collector_error(inner)) is not None:
+                return found
+    return None
+
+
+def _one_line(e: errors.CollectorError) -> str:
+    text = " ".join(str(e).split())
+    if isinstance(e, errors.StorageError) and not isinstance(e, errors.MigrationError):
+        text += " (the database is [database] dsn in the config, or COLLECTOR_DATABASE_URL)"
+    return text
 
 
 async def _migrate(args: argparse.Namespace) -> int:
     from collector.adapters.postgres import connect_pool, migrate
+    from collector.sqlfiles import check_versions, migrations
     from collector.wiring import database_dsn
 
     settings = load_settings(args.config)
+    known = [m.version for m in migrations()]
+    check_versions(known, known)  # no migrations at all: a broken install
     pool = await connect_pool(await anyio.to_thread.run_sync(database_dsn, settings), 1)
     try:
         async with pool.acquire() as conn:
+            have: list[int] = []
+            if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+                have = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+            check_versions(known, have)  # a database newer than this code: refuse
             applied = await migrate(conn)
     finally:
         await pool.close()

@@ -1,0 +1,60 @@
+"""SQL ships inside the package; `migrate` refuses broken installs and newer schemas."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from collector import __version__, errors
+from collector.cli import exit_code
+from collector.sqlfiles import check_versions, migrations, queries
+from tests.cli_run import cli_env, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_migrations_load_from_the_package_and_match_the_one_copy_in_git() -> None:
+    shipped = sorted(p.name for p in files("collector.migrations").iterdir() if p.name.endswith(".sql"))
+    in_git = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
+    assert shipped == in_git
+    assert [f"{m.version:03d}_{m.name}.sql" for m in migrations()] == in_git
+    assert not (ROOT / "collector" / "migrations").exists()  # no second copy in the source tree
+    assert "upsert_instance" in queries()
+
+
+def test_no_migrations_at_all_is_an_environment_error() -> None:
+    with pytest.raises(errors.MigrationError, match="no migrations found") as e:
+        check_versions([], [])
+    assert exit_code(e.value) == 3
+
+
+def test_a_database_newer_than_the_code_is_refused() -> None:
+    with pytest.raises(errors.MigrationError, match=r"newer than this connect-collector .*upgrade") as e:
+        check_versions([1, 2, 3], [1, 2, 3, 4])
+    assert exit_code(e.value) == 3
+    check_versions([1, 2, 3], [1, 2])  # older: migrate applies the rest
+
+
+async def test_version_flag() -> None:
+    out = await run_cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"connect-collector {__version__}"
+
+
+async def test_migrate_refuses_a_newer_schema_with_one_line_and_exit_3(database_url: str) -> None:
+    env = cli_env({"COLLECTOR_DATABASE_URL": database_url})
+    first = await run_cli("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "migrations applied: [1," in first.stdout
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'from_the_future')")
+    finally:
+        await conn.close()
+    out = await run_cli("migrate", env=env)
+    assert out.returncode == 3
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[999]" in lines[0] and "upgrade connect-collector" in lines[0], out.stderr
