@@ -104,6 +104,67 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+_API_PORT_FIX = ("--port N or COLLECTOR_API__PORT=N", "--host/--port or COLLECTOR_API__HOST/COLLECTOR_API__PORT")
+
+
+def check_port(host: str, port: int, what: str = "API", fix: tuple[str, str] = _API_PORT_FIX) -> None:
+    """Refuse a busy port before anything starts (the database is not touched)."""
+    import errno
+    import socket
+
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        raise errors.ConfigError(f"{what} host {host!r} does not resolve: {e.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise errors.PortInUse(
+                f"{what} {host}:{port} (is another collector running?); pick another port with "
+                    f"{fix[0]}"
+                ) from None
+            raise errors.PortInUse(
+                f"cannot bind the {what} to {host}:{port}: {e.strerror}; pick another with {fix[1]}"
+            ) from None
+
+
+_CREDENTIALS_FIX = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for `collector simulate`, the values "
+    "it prints), or AWS_PROFILE, or run where an instance/container role provides them"
+)
+
+
+async def check_credentials(settings: object) -> None:
+    """AWS credentials for every profile the config uses, looked up once before any slice
+    is planned: missing credentials are the environment's problem, not a transient failure
+    of every request."""
+    from aiobotocore.session import AioSession
+    from botocore.exceptions import BotoCoreError
+
+    from collector.config import Settings
+
+    assert isinstance(settings, Settings)
+    profiles: set[str | None] = {i.aws_profile for i in settings.instances if i.account is None
+                                 or settings.account(i.account) is None}
+    profiles |= {a.aws_profile for a in settings.accounts}
+    profiles |= {a.aws_profile for i in settings.instances
+                 if i.account and (a := settings.account(i.account)) is not None}
+    for profile in sorted(profiles, key=lambda p: p or ""):
+        try:
+            creds = await AioSession(profile=profile).get_credentials()
+        except BotoCoreError as e:  # e.g. a profile that is not in ~/.aws/config
+            raise errors.NoCredentials(f"{e}; {_CREDENTIALS_FIX}") from None
+        if creds is None:
+            which = f"AWS profile {profile!r}" if profile else "the default credential chain"
+            raise errors.NoCredentials(f"{which} found none; {_CREDENTIALS_FIX}")
+
+
 def _tune_gc() -> None:
     """Decoded pages are many small acyclic objects; the default generation-0 threshold
     (700 allocations) would run the cyclic collector thousands of times a second."""
@@ -162,7 +223,7 @@ def _collector_error(e: BaseException) -> errors.CollectorError | None:
 def _one_line(e: errors.CollectorError) -> str:
     text = " ".join(str(e).split())
     if isinstance(e, errors.StorageError) and not isinstance(e, errors.MigrationError):
-        text += " (the database is [database] dsn in the config, or COLLECTOR_DATABASE_URL)"
+        text += "; check [database] dsn in the config or COLLECTOR_DATABASE_URL"
     return text
 
 
@@ -197,6 +258,7 @@ async def _collect(args: argparse.Namespace) -> int:
     start = parse_time(args.start, "--start")
     end = parse_time(args.end, "--end")
     check_collection(settings, start, end, args.instance, SystemClock().now(), args.profile)
+    await check_credentials(settings)
     show = not args.no_progress and sys.stderr.isatty()
     progress: Any
     if show:
@@ -237,13 +299,41 @@ class _Quiet(Progress):
         pass
 
 
+def simulator_env(url: str, sim: object) -> dict[str, str]:
+    """The environment that points botocore at the simulator. It reads the account from
+    the access key id (``SIM`` + the 12-digit account id); any secret signs."""
+    from collector.simulator import Simulator
+
+    assert isinstance(sim, Simulator)
+    return {
+        "AWS_ENDPOINT_URL_CONNECT": url,
+        "AWS_ACCESS_KEY_ID": f"SIM{sim.fleet.accounts[0]}",
+        "AWS_SECRET_ACCESS_KEY": "simulator",
+    }
+
+
 def _sandbox_simulator() -> Any:
     """The small simulated fleet of `make run`, and credentials that reach it."""
     from collector.simulator import FleetSpec, Simulator, SimulatorConfig
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "SIM100000000000")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "simulator")
-    return Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
+    sim = Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
+    for name, value in simulator_env("", sim).items():
+        if name.startswith("AWS_") and value:
+            os.environ.setdefault(name, value)
+    return sim
+
+
+def _sim_settings(sim: object, extra: str) -> Any:
+    """Settings for the simulated fleet, read from a temporary TOML that is removed at once."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="collector-sandbox-", suffix=".toml")
+    os.close(fd)
+    try:
+        _write_sim_config(path, sim, extra)
+        return load_settings(path)
+    finally:
+        os.unlink(path)
 
 
 def _write_sim_config(path: str, sim: object, extra: str = "") -> None:
@@ -272,16 +362,20 @@ async def _simulate(args: argparse.Namespace) -> int:
     sim = Simulator(cfg)
     if args.write_config:
         _write_sim_config(args.write_config, sim)
+    check_port(args.host, args.port, "simulator", ("--port N", "--host/--port"))
     async with running_simulator(sim, args.host, args.port) as url:
         print(f"simulator listening on {url} ({len(sim.fleet.instances)} instances)", flush=True)
-        print(f"export AWS_ENDPOINT_URL_CONNECT={url}", flush=True)
+        print("Point the collector at it with this environment:", flush=True)
+        for name, value in simulator_env(url, sim).items():
+            print(f"  export {name}={value}", flush=True)
+        if args.write_config:
+            print(f"then: collector collect --config {args.write_config} --start ... --end ...",
+                  flush=True)
         await anyio.sleep_forever()
     return EXIT_OK
 
 
 async def _sandbox(args: argparse.Namespace) -> int:
-    import tempfile
-
     from collector.clock import SystemClock
     from collector.planner import floor_to
     from collector.simulator import running_simulator
@@ -290,10 +384,7 @@ async def _sandbox(args: argparse.Namespace) -> int:
     sim = _sandbox_simulator()
     async with running_simulator(sim) as url:
         os.environ["AWS_ENDPOINT_URL_CONNECT"] = url
-        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-            path = f.name
-        _write_sim_config(path, sim, f'[database]\ndata_dir = "{args.data_dir}"\n')
-        settings = load_settings(path)
+        settings = _sim_settings(sim, f'[database]\ndata_dir = "{args.data_dir}"\n')
         end = floor_to(SystemClock().now() - timedelta(minutes=15), 900)
         start = end - timedelta(hours=args.hours)
         print(f"simulator at {url}: {len(sim.fleet.instances)} instances; collecting {start:%H:%M}-{end:%H:%M} UTC")
@@ -313,32 +404,30 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    import tempfile
-
     from collector.service import serve
 
     if not args.sandbox:
         settings = load_settings(args.config)
         _apply_api_args(settings, args)
+        check_port(settings.api.host, settings.api.port)
+        await check_credentials(settings)
         configure(settings.log_format, args.log_level if args.log_level != "warning" else "info")
         await serve(settings)
         return EXIT_OK
 
     from collector.simulator import running_simulator
 
+    extra = '[database]\ndata_dir = ".data/pg"\n\n[scheduler]\ninitial_backfill = "6h"\n'
+    base = load_settings(args.config)  # the file (if any) and COLLECTOR_* overrides
+    if base.database.dsn:
+        extra = f'[database]\ndsn = "{base.database.dsn}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
+    _apply_api_args(base, args)
+    check_port(base.api.host, base.api.port)  # before the simulator or the database start
     sim = _sandbox_simulator()
     configure("console", args.log_level if args.log_level != "warning" else "info")
     async with running_simulator(sim) as url:
         os.environ["AWS_ENDPOINT_URL_CONNECT"] = url
-        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-            path = f.name
-        extra = '[database]\ndata_dir = ".data/pg"\n\n[scheduler]\ninitial_backfill = "6h"\n'
-        if args.config:
-            base = load_settings(args.config)
-            if base.database.dsn:
-                extra = f'[database]\ndsn = "{base.database.dsn}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
-        _write_sim_config(path, sim, extra)
-        settings = load_settings(path)
+        settings = _sim_settings(sim, extra)
         _apply_api_args(settings, args)
 
         def ready(api_url: str | None) -> None:

@@ -85,7 +85,7 @@ class EnvironmentProblem(CollectorError):
 
 
 class PortInUse(EnvironmentProblem):
-    """The API port is already in use:"""
+    """The port is already in use:"""
 
 
 class NoCredentials(EnvironmentProblem, ApiError):
