@@ -75,27 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TOML config file (env COLLECTOR_CONFIG)")
 
     s = sub.add_parser("simulate", help="run the built-in Connect simulator",
-                       description="Serve a simulated Amazon Connect fleet on 127.0.0.1. Point the "
-                       "collector at it with AWS_ENDPOINT_URL_CONNECT=http://127.0.0.1:PORT.")
-    s.add_argument("--port", type=int, default=8700)
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--accounts", type=int, default=1)
+                       description="Serve a simulated Amazon Connect fleet on 127.0.0.1 and print "
+                       "the environment that points the collector at it (AWS_ENDPOINT_URL_CONNECT, "
+                       "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).")
+    s.add_argument("--port", type=int, default=8700, help="port (default 8700; 0 picks a free one)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--accounts", type=int, default=1, help="simulated AWS accounts")
     s.add_argument("--regions", default="us-east-1", help="comma-separated Regions")
     s.add_argument("--instances", type=int, default=1, help="instances per account and Region")
     s.add_argument("--queues", type=int, default=10, help="STANDARD queues per instance")
     s.add_argument("--rate", type=float, default=5.0, help="GetMetricData req/s per account+Region")
-    s.add_argument("--burst", type=int, default=8)
+    s.add_argument("--burst", type=int, default=8, help="token-bucket burst per account+Region")
     s.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500")
     s.add_argument("--latency", type=float, default=0.0, help="seconds added to each response")
-    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--seed", type=int, default=7, help="fleet and data seed (default 7)")
     s.add_argument("--write-config", metavar="FILE",
                    help="write a collector config listing the simulated instances")
 
     sb = sub.add_parser("sandbox", help="simulator + embedded Postgres + a collection of the last hours",
                         description="Start the built-in simulator, collect the last --hours into the "
                         "configured (or embedded) Postgres, and print how to query the result.")
-    sb.add_argument("--hours", type=int, default=3)
-    sb.add_argument("--data-dir", default=".data/pg")
+    sb.add_argument("--hours", type=int, default=3, help="hours to collect, ending 15 min ago")
+    sb.add_argument("--data-dir", default=".data/pg",
+                    help="embedded Postgres data directory (unless COLLECTOR_DATABASE_URL is set)")
     return p
 
 
