@@ -58,3 +58,46 @@ async def test_migrate_refuses_a_newer_schema_with_one_line_and_exit_3(database_
     assert out.returncode == 3
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "[999]" in lines[0] and "upgrade connect-collector" in lines[0], out.stderr
+
+
+def _third_party_imports() -> set[str]:
+    import ast
+    import sys
+
+    names: set[str] = set()
+    for path in (ROOT / "collector").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("collector", "__future__")}
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+# imported directly but pinned by the dependency that brings it (declaring it too could conflict)
+TRANSITIVE = {"botocore": "aiobotocore"}
+
+
+def test_runtime_dependencies_are_exactly_what_the_code_imports() -> None:
+    import re
+    from importlib.metadata import packages_distributions, requires
+
+    declared = {_norm(re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0])
+                for r in requires("connect-collector") or [] if "extra ==" not in r}
+    providers = packages_distributions()
+    imported: dict[str, str] = {}
+    for module in _third_party_imports():
+        dists = {_norm(d) for d in providers.get(module, [])}
+        assert dists, f"{module} is imported but no installed distribution provides it"
+        if module in TRANSITIVE:
+            assert TRANSITIVE[module] in declared
+            continue
+        hit = dists & declared
+        assert hit, f"collector imports {module} ({dists}) but pyproject.toml does not declare it"
+        imported[module] = hit.pop()
+    unused = declared - set(imported.values())
+    assert not unused, f"declared but never imported by collector/: {sorted(unused)}"
