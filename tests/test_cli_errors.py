@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
@@ -130,7 +131,9 @@ async def test_an_unreachable_database_is_one_line_exit_3(tmp_path: Path, comman
 
 
 async def test_a_database_that_does_not_exist_is_one_line_exit_3(database_url: str) -> None:
-    out = await run_cli("migrate", env=cli_env({"COLLECTOR_DATABASE_URL": database_url + "_missing"}))
+    p = urlsplit(database_url)
+    missing = urlunsplit((p.scheme, p.netloc, p.path + "_missing", p.query, p.fragment))
+    out = await run_cli("migrate", env=cli_env({"COLLECTOR_DATABASE_URL": missing}))
     assert out.returncode == 3
     assert "does not exist" in _one_line(out)
 

@@ -101,3 +101,29 @@ def test_runtime_dependencies_are_exactly_what_the_code_imports() -> None:
         imported[module] = hit.pop()
     unused = declared - set(imported.values())
     assert not unused, f"declared but never imported by collector/: {sorted(unused)}"
+
+
+async def test_migrate_with_no_migrations_in_the_install_is_one_line_exit_3(
+    tmp_path: Path, database_url: str
+) -> None:
+    """An install whose package lost its SQL (what `pip install .` used to produce)."""
+    import sys
+
+    import anyio
+
+    empty = tmp_path / "no-migrations"
+    empty.mkdir()
+    code = ("import pathlib, sys; import collector.sqlfiles as s; "
+            "s.migrations_dir = lambda: pathlib.Path(sys.argv[1]); "
+            "from collector.cli import main; raise SystemExit(main(['migrate']))")
+    done = await anyio.run_process([sys.executable, "-c", code, str(empty)], check=False,
+                                   env=cli_env({"COLLECTOR_DATABASE_URL": database_url}))
+    err = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 3
+    assert len(err) == 1 and "no migrations found in the installed package" in err[0]
+    assert "reinstall" in err[0]
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
+    finally:
+        await conn.close()
