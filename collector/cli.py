@@ -128,8 +128,8 @@ def check_port(host: str, port: int, what: str = "API", fix: tuple[str, str] = _
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise errors.PortInUse(
-                f"{what} {host}:{port} (is another collector running?); pick another port with "
-                    f"{fix[0]}"
+                    f"{what} {host}:{port} (is another collector running?); "
+                    f"pick another port with {fix[0]}"
                 ) from None
             raise errors.PortInUse(
                 f"cannot bind the {what} to {host}:{port}: {e.strerror}; pick another with {fix[1]}"
@@ -152,11 +152,12 @@ async def check_credentials(settings: object) -> None:
     from collector.config import Settings
 
     assert isinstance(settings, Settings)
-    profiles: set[str | None] = {i.aws_profile for i in settings.instances if i.account is None
-                                 or settings.account(i.account) is None}
-    profiles |= {a.aws_profile for a in settings.accounts}
-    profiles |= {a.aws_profile for i in settings.instances
-                 if i.account and (a := settings.account(i.account)) is not None}
+    # the credentials each request starts from (as collector.wiring picks them): the
+    # instance's profile, else its account's (the AssumeRole source), else the default chain
+    profiles: set[str | None] = {a.aws_profile for a in settings.accounts}
+    for i in settings.instances:
+        acct = settings.account(i.account) if i.account else None
+        profiles.add(i.aws_profile or (acct.aws_profile if acct else None))
     for profile in sorted(profiles, key=lambda p: p or ""):
         try:
             creds = await AioSession(profile=profile).get_credentials()
