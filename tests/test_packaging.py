@@ -60,6 +60,27 @@ async def test_migrate_refuses_a_newer_schema_with_one_line_and_exit_3(database_
     assert len(lines) == 1 and "[999]" in lines[0] and "upgrade connect-collector" in lines[0], out.stderr
 
 
+async def test_collect_refuses_a_newer_schema_too(tmp_path: Path, database_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    env = cli_env({"COLLECTOR_DATABASE_URL": database_url, "AWS_ACCESS_KEY_ID": "SIM100000000000",
+                   "AWS_SECRET_ACCESS_KEY": "simulator"})
+    assert (await run_cli("migrate", env=env)).returncode == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'from_the_future')")
+    finally:
+        await conn.close()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[instances]]\nid = "i-1"\nregion = "us-east-1"\n')
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    out = await run_cli("collect", "--config", str(cfg), "--start", (end - timedelta(hours=1)).isoformat(),
+                        "--end", end.isoformat(), env=env)
+    assert out.returncode == 3
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "newer than this connect-collector" in lines[0], out.stderr
+
+
 def _third_party_imports() -> set[str]:
     import ast
     import sys
