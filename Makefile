@@ -1,35 +1,66 @@
 # connect-collector: `make run` and `make test` do all the set-up on a fresh machine.
+#   make run [PORT=8081]   runtime dependencies only, then the sandbox service
+#   make test              + test tools; ruff, mypy and the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+# --no-compile: byte-compiling every dependency at install time costs more than compiling
+# the modules a run actually imports, on first import.
+PIP_INSTALL ?= $(PIP) install -q --no-compile --disable-pip-version-check
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 STAMP  := $(VENV)/.installed-stamp
+PORT   ?=
+# The embedded-Postgres smoke subset (.ci/run runs it with COLLECTOR_TEST_DATABASE_URL unset).
+SMOKE  ?= tests/test_storage.py tests/test_packaging.py tests/test_end_to_end.py \
+          tests/test_faults.py::test_database_connections_dropped_mid_collection \
+          tests/test_cli_errors.py::test_sandbox_removes_its_temporary_config
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit unit-fast smoke-embedded wheel-check bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+
+## the runtime dependencies and the package (editable), nothing for tests
+$(RUNTIME_STAMP): pyproject.toml setup.py | $(BIN)/python
+	$(PIP_INSTALL) -e .
+	touch $@
+
+## + the test and lint tools
+$(STAMP): $(RUNTIME_STAMP)
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@
 
 ## run: the collector on its embedded defaults (embedded Postgres + built-in simulator)
-run: $(STAMP)
-	$(BIN)/collector serve --sandbox
+run: $(RUNTIME_STAMP)
+	$(BIN)/collector serve --sandbox $(if $(PORT),--port $(PORT))
 
 ## test: lint, type-check and the whole test suite against a real Postgres
-test: $(STAMP) lint typecheck unit
+test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check collector tests
+	$(BIN)/ruff check collector tests .ci
 
 typecheck: $(STAMP)
-	$(BIN)/mypy collector
+	$(BIN)/mypy collector tests
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## unit-fast: the fast tier alone (in-memory fakes; no Postgres, no simulator), in seconds
+unit-fast: $(STAMP)
+	$(BIN)/pytest -m unit tests/unit
+
+## smoke-embedded: a smoke subset on the embedded Postgres (as on a fresh machine)
+smoke-embedded: $(STAMP)
+	env -u COLLECTOR_TEST_DATABASE_URL $(BIN)/pytest $(SMOKE)
+
+## wheel-check: build the wheel, install it (not editable) in a fresh venv, migrate, collect
+wheel-check: $(STAMP)
+	$(BIN)/python .ci/wheel_check.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data build .pytest_cache .mypy_cache .ruff_cache

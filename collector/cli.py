@@ -1,4 +1,8 @@
-"""The ``collector`` command line. Exit codes: 0 done, 1 failed slices, 2 bad input."""
+"""The ``collector`` command line.
+
+Exit codes: 0 done, 1 finished with failed slices, 2 bad input or config, 3 the
+environment (database unreachable, port busy, no AWS credentials, schema mismatch).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from collector.config import load_settings
 from collector.logs import configure
 from collector.pipeline import Progress
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ENVIRONMENT = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Collect Amazon Connect historical metrics (GetMetricData) into PostgreSQL, "
             "exactly once per slice."
         ),
-        epilog="Exit codes: 0 done, 1 finished with failed slices (listed), 2 bad input.",
+        epilog="Exit codes: 0 done, 1 finished with failed slices (listed), 2 bad input or config, "
+        "3 the environment (database unreachable, port busy, no AWS credentials).",
     )
     p.add_argument("--version", action="version", version=f"connect-collector {__version__}")
     p.add_argument("--log-level", default=os.environ.get("COLLECTOR_LOG_LEVEL", "warning"),
@@ -70,33 +75,97 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TOML config file (env COLLECTOR_CONFIG)")
 
     s = sub.add_parser("simulate", help="run the built-in Connect simulator",
-                       description="Serve a simulated Amazon Connect fleet on 127.0.0.1. Point the "
-                       "collector at it with AWS_ENDPOINT_URL_CONNECT=http://127.0.0.1:PORT.")
-    s.add_argument("--port", type=int, default=8700)
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--accounts", type=int, default=1)
+                       description="Serve a simulated Amazon Connect fleet on 127.0.0.1 and print "
+                       "the environment that points the collector at it (AWS_ENDPOINT_URL_CONNECT, "
+                       "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).")
+    s.add_argument("--port", type=int, default=8700, help="port (default 8700; 0 picks a free one)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--accounts", type=int, default=1, help="simulated AWS accounts")
     s.add_argument("--regions", default="us-east-1", help="comma-separated Regions")
     s.add_argument("--instances", type=int, default=1, help="instances per account and Region")
     s.add_argument("--queues", type=int, default=10, help="STANDARD queues per instance")
     s.add_argument("--rate", type=float, default=5.0, help="GetMetricData req/s per account+Region")
-    s.add_argument("--burst", type=int, default=8)
+    s.add_argument("--burst", type=int, default=8, help="token-bucket burst per account+Region")
     s.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500")
     s.add_argument("--latency", type=float, default=0.0, help="seconds added to each response")
-    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--seed", type=int, default=7, help="fleet and data seed (default 7)")
     s.add_argument("--write-config", metavar="FILE",
                    help="write a collector config listing the simulated instances")
 
     sb = sub.add_parser("sandbox", help="simulator + embedded Postgres + a collection of the last hours",
                         description="Start the built-in simulator, collect the last --hours into the "
                         "configured (or embedded) Postgres, and print how to query the result.")
-    sb.add_argument("--hours", type=int, default=3)
-    sb.add_argument("--data-dir", default=".data/pg")
+    sb.add_argument("--hours", type=int, default=3, help="hours to collect, ending 15 min ago")
+    sb.add_argument("--data-dir", default=".data/pg",
+                    help="embedded Postgres data directory (unless COLLECTOR_DATABASE_URL is set)")
     return p
 
 
 def _fail(message: str, code: int) -> int:
     print(f"collector: {message}", file=sys.stderr)
     return code
+
+
+_API_PORT_FIX = ("--port N or COLLECTOR_API__PORT=N", "--host/--port or COLLECTOR_API__HOST/COLLECTOR_API__PORT")
+
+
+def check_port(host: str, port: int, what: str = "API", fix: tuple[str, str] = _API_PORT_FIX) -> None:
+    """Refuse a busy port before anything starts (the database is not touched)."""
+    import errno
+    import socket
+
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        raise errors.ConfigError(f"{what} host {host!r} does not resolve: {e.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise errors.PortInUse(
+                    f"{what} {host}:{port} (is another collector running?); "
+                    f"pick another port with {fix[0]}"
+                ) from None
+            raise errors.PortInUse(
+                f"cannot bind the {what} to {host}:{port}: {e.strerror}; pick another with {fix[1]}"
+            ) from None
+
+
+_CREDENTIALS_FIX = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for `collector simulate`, the values "
+    "it prints), or AWS_PROFILE, or run where an instance/container role provides them"
+)
+
+
+async def check_credentials(settings: object) -> None:
+    """AWS credentials for every profile the config uses, looked up once before any slice
+    is planned: missing credentials are the environment's problem, not a transient failure
+    of every request."""
+    from aiobotocore.session import AioSession
+    from botocore.exceptions import BotoCoreError
+
+    from collector.config import Settings
+
+    assert isinstance(settings, Settings)
+    # the credentials each request starts from (as collector.wiring picks them): the
+    # instance's profile, else its account's (the AssumeRole source), else the default chain
+    profiles: set[str | None] = {a.aws_profile for a in settings.accounts}
+    for i in settings.instances:
+        acct = settings.account(i.account) if i.account else None
+        profiles.add(i.aws_profile or (acct.aws_profile if acct else None))
+    for profile in sorted(profiles, key=lambda p: p or ""):
+        try:
+            creds = await AioSession(profile=profile).get_credentials()
+        except BotoCoreError as e:  # e.g. a profile that is not in ~/.aws/config
+            raise errors.NoCredentials(f"{e}; {_CREDENTIALS_FIX}") from None
+        if creds is None:
+            which = f"AWS profile {profile!r}" if profile else "the default credential chain"
+            raise errors.NoCredentials(f"{which} found none; {_CREDENTIALS_FIX}")
 
 
 def _tune_gc() -> None:
@@ -123,24 +192,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_simulate, args)
         if args.command == "sandbox":
             return anyio.run(_sandbox, args)
-    except errors.BadInput as e:
-        return _fail(str(e), EXIT_BAD_INPUT)
-    except errors.CollectorError as e:
-        return _fail(str(e), EXIT_FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_FAILED)
+    except BaseException as e:
+        err = _collector_error(e)
+        if err is None:
+            raise
+        return _fail(_one_line(err), exit_code(err))
     return EXIT_BAD_INPUT
+
+
+def exit_code(e: errors.CollectorError) -> int:
+    """2 for bad input or config; 3 for the environment (database, port, credentials,
+    schema); 1 for anything else that stopped the run."""
+    if isinstance(e, errors.BadInput):
+        return EXIT_BAD_INPUT
+    if isinstance(e, errors.EnvironmentProblem | errors.StorageError):
+        return EXIT_ENVIRONMENT
+    return EXIT_FAILED
+
+
+def _collector_error(e: BaseException) -> errors.CollectorError | None:
+    """The CollectorError behind ``e``, also when a task group wrapped it in a group."""
+    if isinstance(e, errors.CollectorError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            if (found := _collector_error(inner)) is not None:
+                return found
+    return None
+
+
+def _one_line(e: errors.CollectorError) -> str:
+    text = " ".join(str(e).split())
+    if isinstance(e, errors.StorageError) and not isinstance(e, errors.MigrationError):
+        text += "; check [database] dsn in the config or COLLECTOR_DATABASE_URL"
+    return text
 
 
 async def _migrate(args: argparse.Namespace) -> int:
     from collector.adapters.postgres import connect_pool, migrate
+    from collector.sqlfiles import check_versions, migrations
     from collector.wiring import database_dsn
 
     settings = load_settings(args.config)
+    known = [m.version for m in migrations()]
+    check_versions(known, known)  # no migrations at all: a broken install; nothing touched
     pool = await connect_pool(await anyio.to_thread.run_sync(database_dsn, settings), 1)
     try:
         async with pool.acquire() as conn:
-            applied = await migrate(conn)
+            applied = await migrate(conn)  # refuses a database newer than this code
     finally:
         await pool.close()
     print(f"migrations applied: {applied or 'none (schema is current)'}")
@@ -156,6 +257,7 @@ async def _collect(args: argparse.Namespace) -> int:
     start = parse_time(args.start, "--start")
     end = parse_time(args.end, "--end")
     check_collection(settings, start, end, args.instance, SystemClock().now(), args.profile)
+    await check_credentials(settings)
     show = not args.no_progress and sys.stderr.isatty()
     progress: Any
     if show:
@@ -196,13 +298,41 @@ class _Quiet(Progress):
         pass
 
 
+def simulator_env(url: str, sim: object) -> dict[str, str]:
+    """The environment that points botocore at the simulator. It reads the account from
+    the access key id (``SIM`` + the 12-digit account id); any secret signs."""
+    from collector.simulator import Simulator
+
+    assert isinstance(sim, Simulator)
+    return {
+        "AWS_ENDPOINT_URL_CONNECT": url,
+        "AWS_ACCESS_KEY_ID": f"SIM{sim.fleet.accounts[0]}",
+        "AWS_SECRET_ACCESS_KEY": "simulator",
+    }
+
+
 def _sandbox_simulator() -> Any:
     """The small simulated fleet of `make run`, and credentials that reach it."""
     from collector.simulator import FleetSpec, Simulator, SimulatorConfig
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "SIM100000000000")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "simulator")
-    return Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
+    sim = Simulator(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=20)))
+    for name, value in simulator_env("", sim).items():
+        if name.startswith("AWS_") and value:
+            os.environ.setdefault(name, value)
+    return sim
+
+
+def _sim_settings(sim: object, extra: str) -> Any:
+    """Settings for the simulated fleet, read from a temporary TOML that is removed at once."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="collector-sandbox-", suffix=".toml")
+    os.close(fd)
+    try:
+        _write_sim_config(path, sim, extra)
+        return load_settings(path)
+    finally:
+        os.unlink(path)
 
 
 def _write_sim_config(path: str, sim: object, extra: str = "") -> None:
@@ -231,16 +361,20 @@ async def _simulate(args: argparse.Namespace) -> int:
     sim = Simulator(cfg)
     if args.write_config:
         _write_sim_config(args.write_config, sim)
+    check_port(args.host, args.port, "simulator", ("--port N", "--host/--port"))
     async with running_simulator(sim, args.host, args.port) as url:
         print(f"simulator listening on {url} ({len(sim.fleet.instances)} instances)", flush=True)
-        print(f"export AWS_ENDPOINT_URL_CONNECT={url}", flush=True)
+        print("Point the collector at it with this environment:", flush=True)
+        for name, value in simulator_env(url, sim).items():
+            print(f"  export {name}={value}", flush=True)
+        if args.write_config:
+            print(f"then: collector collect --config {args.write_config} --start ... --end ...",
+                  flush=True)
         await anyio.sleep_forever()
     return EXIT_OK
 
 
 async def _sandbox(args: argparse.Namespace) -> int:
-    import tempfile
-
     from collector.clock import SystemClock
     from collector.planner import floor_to
     from collector.simulator import running_simulator
@@ -249,10 +383,7 @@ async def _sandbox(args: argparse.Namespace) -> int:
     sim = _sandbox_simulator()
     async with running_simulator(sim) as url:
         os.environ["AWS_ENDPOINT_URL_CONNECT"] = url
-        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-            path = f.name
-        _write_sim_config(path, sim, f'[database]\ndata_dir = "{args.data_dir}"\n')
-        settings = load_settings(path)
+        settings = _sim_settings(sim, f'[database]\ndata_dir = "{args.data_dir}"\n')
         end = floor_to(SystemClock().now() - timedelta(minutes=15), 900)
         start = end - timedelta(hours=args.hours)
         print(f"simulator at {url}: {len(sim.fleet.instances)} instances; collecting {start:%H:%M}-{end:%H:%M} UTC")
@@ -272,32 +403,30 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    import tempfile
-
     from collector.service import serve
 
     if not args.sandbox:
         settings = load_settings(args.config)
         _apply_api_args(settings, args)
+        check_port(settings.api.host, settings.api.port)
+        await check_credentials(settings)
         configure(settings.log_format, args.log_level if args.log_level != "warning" else "info")
         await serve(settings)
         return EXIT_OK
 
     from collector.simulator import running_simulator
 
+    extra = '[database]\ndata_dir = ".data/pg"\n\n[scheduler]\ninitial_backfill = "6h"\n'
+    base = load_settings(args.config)  # the file (if any) and COLLECTOR_* overrides
+    if base.database.dsn:
+        extra = f'[database]\ndsn = "{base.database.dsn}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
+    _apply_api_args(base, args)
+    check_port(base.api.host, base.api.port)  # before the simulator or the database start
     sim = _sandbox_simulator()
     configure("console", args.log_level if args.log_level != "warning" else "info")
     async with running_simulator(sim) as url:
         os.environ["AWS_ENDPOINT_URL_CONNECT"] = url
-        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-            path = f.name
-        extra = '[database]\ndata_dir = ".data/pg"\n\n[scheduler]\ninitial_backfill = "6h"\n'
-        if args.config:
-            base = load_settings(args.config)
-            if base.database.dsn:
-                extra = f'[database]\ndsn = "{base.database.dsn}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
-        _write_sim_config(path, sim, extra)
-        settings = load_settings(path)
+        settings = _sim_settings(sim, extra)
         _apply_api_args(settings, args)
 
         def ready(api_url: str | None) -> None:

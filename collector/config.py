@@ -7,6 +7,7 @@ Every option has an environment variable: ``COLLECTOR_<SECTION>__<KEY>``
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -14,12 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from collector import catalog
 from collector.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$", re.IGNORECASE)
 
 
 def parse_duration(text: str | int) -> int:
@@ -29,7 +29,7 @@ def parse_duration(text: str | int) -> int:
     m = _DURATION.match(str(text))
     if not m:
         raise ValueError(f"{text!r} is not a duration like '15m', '1h' or '900s'")
-    n, unit = int(m.group(1)), m.group(2) or "s"
+    n, unit = int(m.group(1)), (m.group(2) or "s").lower()
     return n * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
@@ -37,10 +37,40 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _keyword(v: Any, word: str, what: str) -> Any:
+    """``"all"`` (any case) or a list; anything else is refused in plain words."""
+    if isinstance(v, str):
+        if v.strip().lower() == word:
+            return word
+        raise ValueError(f'must be "{word}" or a list of {what}, e.g. [{v.strip()!r}]'.replace("'", '"'))
+    if not isinstance(v, list):
+        raise ValueError(f'must be "{word}" or a list of {what}')
+    return v
+
+
+def _upper(v: Any) -> Any:
+    """Enum values are upper case in the API; accept any case where that is unambiguous."""
+    return [x.strip().upper() if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+
+
+def _suggest(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name.upper(), list(known), n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {' or '.join(close)}?"
+    return f"; known: {', '.join(sorted(known))}"
+
+
 class DatabaseSettings(_Section):
     dsn: str | None = None
     data_dir: str = ".data/pg"
     pool_size: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^postgres(ql)?://", v):
+            raise ValueError("is not a PostgreSQL URL like postgresql://user@host:5432/db")
+        return v or None
 
 
 class CollectionSettings(_Section):
@@ -66,12 +96,22 @@ class CollectionSettings(_Section):
             raise ValueError(f"{v!r} is not under 24 hours")
         return v
 
+    @field_validator("groupings", "channels", mode="before")
+    @classmethod
+    def _any_case(cls, v: Any) -> Any:
+        return _upper(v)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _all_or_list(cls, v: Any) -> Any:
+        return _keyword(v, "all", "metric names")
+
     @field_validator("groupings")
     @classmethod
     def _groupings(cls, v: list[str]) -> list[str]:
         for g in v:
             if g not in catalog.GROUPINGS:
-                raise ValueError(f"unknown grouping {g!r}; known: {', '.join(catalog.GROUPINGS)}")
+                raise ValueError(f"unknown grouping {g!r}{_suggest(g, catalog.GROUPINGS)}")
             if g in catalog.V1_UNSUPPORTED_GROUPINGS:
                 raise ValueError(
                     f"grouping {g!r} is not valid for GetMetricData (v1); use GetMetricDataV2"
@@ -100,10 +140,11 @@ class CollectionSettings(_Section):
         if v == "all":
             return v
         out: list[str] = []
-        for name in v:
-            name = catalog.METRIC_ALIASES.get(name, name)
+        for given in v:
+            name = given.strip().upper() if given.strip().upper() in catalog.METRICS else given
+            name = catalog.METRIC_ALIASES.get(name.upper(), name)
             if name not in catalog.METRICS:
-                raise ValueError(f"unknown metric {name!r}")
+                raise ValueError(f"unknown metric {name!r}{_suggest(name, catalog.METRICS)}")
             if name not in out:
                 out.append(name)
         if not out:
@@ -182,6 +223,11 @@ class InstanceSettings(_Section):
     aws_profile: str | None = None
     name: str | None = None
 
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _all_or_list(cls, v: Any) -> Any:
+        return _keyword(v, "all", "queue IDs or ARNs")
+
     @field_validator("queues")
     @classmethod
     def _queues(cls, v: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
@@ -220,6 +266,11 @@ class AccountSettings(_Section):
     get_metric_data_rate: float | None = Field(default=None, gt=0)
     get_metric_data_burst: int | None = Field(default=None, ge=1)
     list_queues_rate: float | None = Field(default=None, gt=0)
+
+    @field_validator("instances", mode="before")
+    @classmethod
+    def _discover_or_list(cls, v: Any) -> Any:
+        return v if v is None else _keyword(v, "discover", "instance IDs")
 
     @model_validator(mode="after")
     def _consistent(self) -> AccountSettings:
@@ -338,10 +389,9 @@ def check_api_exposure(api: ApiSettings) -> None:
         )
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="COLLECTOR_", env_nested_delimiter="__", extra="forbid"
-    )
+class Settings(_Section):
+    """Everything, from the TOML file with ``COLLECTOR_*`` environment overrides laid
+    over it by :func:`load_settings` (which also knows where each value came from)."""
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     collection: CollectionSettings = Field(default_factory=CollectionSettings)
@@ -355,6 +405,11 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     log_format: Literal["json", "console"] = "json"
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _unique_instances(self) -> Settings:
@@ -391,19 +446,6 @@ class Settings(BaseSettings):
     def all_profiles(self) -> list[tuple[str, CollectionSettings]]:
         return [("default", self.collection), *[(p.name, p) for p in self.profiles]]
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() has already laid the environment over the file (so a test can
-        # pass its own environment); the values arrive as init values.
-        return (init_settings,)
-
 
 def _env_value(raw: str) -> Any:
     """JSON where it parses (lists, numbers, booleans), else the plain string."""
@@ -415,9 +457,12 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
-def _overlay_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+Origins = dict[tuple[str, ...], str]  # settings path -> the environment variable that set it
+
+
+def _overlay_env(data: dict[str, Any], environ: dict[str, str], origins: Origins) -> dict[str, Any]:
     """``COLLECTOR_SECTION__KEY=value`` over the file's ``[section] key``."""
-    for name, raw in environ.items():
+    for name, raw in sorted(environ.items()):
         if not name.startswith("COLLECTOR_") or "__" not in name:
             continue
         path = name.removeprefix("COLLECTOR_").lower().split("__")
@@ -425,21 +470,34 @@ def _overlay_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any
         for part in path[:-1]:
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise ConfigError(f"{name}: {part} is not a table")
+                raise ConfigError(f"environment variable {name}: {part} is not a table")
             node = nxt
         node[path[-1]] = _env_value(raw)
+        origins[tuple(path)] = name
     if (level := environ.get("COLLECTOR_LOG_FORMAT")) is not None:
         data["log_format"] = level
+        origins[("log_format",)] = "COLLECTOR_LOG_FORMAT"
     return data
 
 
-def _short_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    data = _overlay_env(data, environ)
+def _short_env(data: dict[str, Any], environ: dict[str, str], origins: Origins) -> dict[str, Any]:
+    data = _overlay_env(data, environ, origins)
     if url := environ.get("COLLECTOR_DATABASE_URL"):
         data.setdefault("database", {})["dsn"] = url
+        origins[("database", "dsn")] = "COLLECTOR_DATABASE_URL"
     if (token := environ.get("COLLECTOR_API_TOKEN")) is not None:  # "" is an error, not "auth off"
         data.setdefault("api", {})["token"] = token
+        origins[("api", "token")] = "COLLECTOR_API_TOKEN"
     return data
+
+
+def _origin(loc: tuple[Any, ...], origins: Origins) -> str | None:
+    """The environment variable that set the value at ``loc`` (or a table above it)."""
+    keys = tuple(str(k).lower() for k in loc if isinstance(k, str))
+    for n in range(len(keys), 0, -1):
+        if keys[:n] in origins:
+            return origins[keys[:n]]
+    return None
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
@@ -462,7 +520,7 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return None
 
 
-def _format_errors(exc: ValidationError, source: str, text: str) -> str:
+def _format_errors(exc: ValidationError, source: str, text: str, origins: Origins | None = None) -> str:
     parts = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
@@ -470,8 +528,9 @@ def _format_errors(exc: ValidationError, source: str, text: str) -> str:
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown key"
-        line = _line_of(text, loc) if text else None
-        where = f"{source}:{line}" if line else source
+        var = _origin(loc, origins or {})
+        line = _line_of(text, loc) if text and var is None else None
+        where = f"environment variable {var}" if var else f"{source}:{line}" if line else source
         parts.append(f"{where}: {key or '(root)'}: {msg}")
     return "; ".join(parts)
 
@@ -494,8 +553,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str,
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    data = _short_env(data, env)
+    origins: Origins = {}
+    data = _short_env(data, env, origins)
     try:
         return Settings(**data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source, text)) from None
+        raise ConfigError(_format_errors(e, source, text, origins)) from None

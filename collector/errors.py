@@ -90,3 +90,15 @@ class MigrationError(StorageError):
 
 class LeaseLost(CollectorError):
     """This replica no longer holds the lease; the batch was not written (fencing):"""
+
+
+class EnvironmentProblem(CollectorError):
+    """The environment is not ready:"""
+
+
+class PortInUse(EnvironmentProblem):
+    """The port is already in use:"""
+
+
+class NoCredentials(EnvironmentProblem, ApiError):
+    """No AWS credentials found:"""

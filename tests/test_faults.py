@@ -42,16 +42,17 @@ async def test_database_connections_dropped_mid_collection(start_sim, database_u
     settings = load_settings(cfg)
     start, end = _range(3)
     progress = _FirstWrite()
-    dbname = database_url.rsplit("/", 1)[-1].split("?")[0]
     killed: list[int] = []
 
     async def kill_connections() -> None:
         await progress.written.wait()
         admin = await asyncpg.connect(database_url)
         try:
+            # current_database(): the embedded server's URL keeps its socket path in the
+            # query string, so the name is not the URL's last path segment
             rows = await admin.fetch(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = $1 AND pid <> pg_backend_pid()", dbname)
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
             killed.append(len(rows))
         finally:
             await admin.close()

@@ -25,6 +25,9 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
 )
 from botocore.parsers import ResponseParserError
 
@@ -197,8 +200,8 @@ class BotocoreConnect:
         return c
 
     async def _invoke(self, target: Target, op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        client = await self.client(target)
         try:
+            client = await self.client(target)
             result: dict[str, Any] = await getattr(client, op)(**kwargs)
             return result
         except ClientError as e:
@@ -209,6 +212,9 @@ class BotocoreConnect:
             raise
         except HTTPClientError as e:
             raise errors.TransientApiError(f"{type(e).__name__}: {e}") from None
+        except (NoCredentialsError, PartialCredentialsError, ProfileNotFound) as e:
+            # not transient: retrying cannot find credentials that are not there
+            raise errors.NoCredentials(f"{e} (target {target.account}/{target.region})") from None
         except BotoCoreError as e:
             raise errors.TransientApiError(f"{type(e).__name__}: {e}") from None
         except (OSError, TimeoutError) as e:

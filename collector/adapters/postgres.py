@@ -32,7 +32,7 @@ from collector.ports import (
     WriteResult,
 )
 from collector.retry import RetryPolicy, retry
-from collector.sqlfiles import migrations, q
+from collector.sqlfiles import check_versions, migrations, q
 
 log = structlog.get_logger("collector.postgres")
 
@@ -101,6 +101,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        check_versions([m.version for m in migrations()], done)  # none shipped, or DB newer
         for m in migrations():
             if m.version in done:
                 continue

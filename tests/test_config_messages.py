@@ -1,0 +1,88 @@
+"""Config errors point to the fix: the env variable or file line, the closest valid name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.config import load_settings
+from collector.errors import ConfigError
+
+INSTANCE = '[[instances]]\nid = "i-1"\nregion = "us-east-1"\n'
+
+
+def _cfg(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(body)
+    return p
+
+
+def test_an_env_override_error_names_the_variable_not_a_file_line(tmp_path: Path) -> None:
+    p = _cfg(tmp_path, f'[collection]\ngranularity = "15m"\n\n{INSTANCE}')
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, environ={"COLLECTOR_COLLECTION__GRANULARITY": "1x"})
+    msg = str(e.value)
+    assert msg.startswith("Invalid configuration: environment variable COLLECTOR_COLLECTION__GRANULARITY:")
+    assert "'1x' is not a duration" in msg
+    assert f"{p}:" not in msg
+
+
+def test_a_bad_database_url_names_the_variable(tmp_path: Path) -> None:
+    p = _cfg(tmp_path, INSTANCE)
+    with pytest.raises(ConfigError, match=r"environment variable COLLECTOR_DATABASE_URL: database\.dsn: "
+                                          r"is not a PostgreSQL URL"):
+        load_settings(p, environ={"COLLECTOR_DATABASE_URL": "mysql://db"})
+
+
+def test_an_unknown_env_key_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"environment variable COLLECTOR_API__PROT: api\.prot: unknown key"):
+        load_settings(_cfg(tmp_path, INSTANCE), environ={"COLLECTOR_API__PROT": "9000"})
+
+
+def test_an_unknown_metric_suggests_the_closest(tmp_path: Path) -> None:
+    p = _cfg(tmp_path, f'[collection]\nmetrics = ["HANDLE_TIMES"]\n\n{INSTANCE}')
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, environ={})
+    assert f"{p}:2: collection.metrics: unknown metric 'HANDLE_TIMES'; did you mean HANDLE_TIME" in str(e.value)
+
+
+def test_an_unknown_grouping_suggests_the_closest(tmp_path: Path) -> None:
+    p = _cfg(tmp_path, f'[collection]\ngroupings = ["QUEUES"]\n\n{INSTANCE}')
+    with pytest.raises(ConfigError, match=r"unknown grouping 'QUEUES'; did you mean QUEUE\?"):
+        load_settings(p, environ={})
+
+
+def test_enum_values_are_case_insensitive(tmp_path: Path) -> None:
+    p = _cfg(tmp_path, '[collection]\nmetrics = "ALL"\ngroupings = ["queue", "Channel"]\n'
+                       'channels = ["voice"]\ngranularity = "15M"\n\n'
+                       '[[instances]]\nid = "i-1"\nregion = "us-east-1"\nqueues = "All"\n')
+    s = load_settings(p, environ={"COLLECTOR_LOG_FORMAT": "CONSOLE"})
+    assert s.collection.metrics == "all"
+    assert s.collection.groupings == ["QUEUE", "CHANNEL"]
+    assert s.collection.channels == ["VOICE"]
+    assert s.collection.granularity_seconds == 900
+    assert s.instances[0].queues == "all"
+    assert s.log_format == "console"
+    p.write_text('[collection]\nmetrics = ["handle_time", "avg_hold_time"]\n\n' + INSTANCE)
+    assert load_settings(p, environ={}).collection.metrics == ["HANDLE_TIME", "HOLD_TIME"]
+
+
+@pytest.mark.parametrize("value, needle", [
+    ('"HANDLE_TIME"', 'collection.metrics: must be "all" or a list of metric names, e.g. ["HANDLE_TIME"]'),
+    ("5", 'collection.metrics: must be "all" or a list of metric names'),
+])
+def test_metrics_neither_all_nor_a_list_is_refused_in_plain_words(tmp_path: Path, value: str, needle: str) -> None:
+    p = _cfg(tmp_path, f"[collection]\nmetrics = {value}\n\n{INSTANCE}")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, environ={})
+    assert needle in str(e.value)
+    assert "literal" not in str(e.value).lower() and "input should" not in str(e.value).lower()
+
+
+def test_discover_is_case_insensitive_and_anything_else_is_refused(tmp_path: Path) -> None:
+    body = '[[accounts]]\nid = "123456789012"\nregions = ["us-east-1"]\ninstances = "{}"\n'
+    s = load_settings(_cfg(tmp_path, body.format("Discover")), environ={})
+    assert s.accounts[0].instances == "discover"
+    with pytest.raises(ConfigError, match=r'accounts\[0\]\.instances: must be "discover" or a list of instance IDs'):
+        load_settings(_cfg(tmp_path, body.format("everything")), environ={})
