@@ -138,3 +138,23 @@ class CompletedSliceV2:
     @property
     def rows(self) -> int:
         return sum(len(r) for _m, r in self.pages)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """An agent (ListUsers). Names come from DescribeUser/SearchUsers; None when not read."""
+
+    id: str
+    arn: str
+    username: str
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    """A routing profile (ListRoutingProfiles) or user hierarchy group (ListUserHierarchyGroups)."""
+
+    id: str
+    arn: str
+    name: str
