@@ -248,6 +248,22 @@ async def test_listings_page_through_the_real_client(start_sim) -> None:
                 if not token:
                     break
             assert len(got) == n and len({x["Id"] for x in got}) == n and pages == -(-n // 7)
+        got, token, pages = [], None, 0
+        while True:
+            kw = {"InstanceId": target.instance_id, "MaxResults": 9}
+            if token:
+                kw["NextToken"] = token
+            out = await client.search_users(**kw)
+            got += out["Users"]
+            pages += 1
+            token = out.get("NextToken")
+            if not token:
+                break
+        assert pages == 5 and len({u["Id"] for u in got}) == 40
+        found, token = await source.search_users(target, None)
+        assert token is None and len(found) == 40
+        a = found[3]
+        assert a.first_name and a.last_name and a.routing_profile_id in inst.routing_profiles and a.hierarchy_group_id
         users, token = await source.list_users(target, None)
         assert token is None and len(users) == 40 and users[0].username == "agent000"
         rps, _ = await source.list_routing_profiles(target, None)

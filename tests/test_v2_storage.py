@@ -72,7 +72,11 @@ async def _run(sim: Simulator, store2: PgStoreV2, profile: V2ProfileSettings, ta
                start: dt.datetime, end: dt.datetime, now: dt.datetime) -> list[V2Window]:
     async with BotocoreConnect() as source:
         keys = [k for k, v in profile.api_filters().items() if v == "all"]
-        found = (await discover(source, target, keys)).filter_values()
+        disc = await discover(source, target, keys)
+        await store2.save_agents(target.instance_id, target.region, target.account, disc.agents)
+        await store2.save_routing_profiles(target.instance_id, target.region, target.account,
+                                           disc.routing_profiles)
+        found = disc.filter_values()
         windows = plan([target], profile, start, end, now, {target.instance_id: found})
         for w in windows:
             slices = await collect_window(source, w, now, now)
@@ -126,6 +130,12 @@ async def test_agent_and_queue_15m_over_3_days_lands_exactly(start_sim, stores) 
         # primary-key entry, here shared by 4 values; v1's 25-metric rows come to ~16 bytes a value
         assert size / len(got) < 64
         before = await conn.fetch(f"SELECT {COLS}, collected_at FROM historical_metrics ORDER BY 1,2,4,7,8,13")
+        # joins: the per-agent report of the README names every agent
+        named = await conn.fetch(
+            "SELECT DISTINCT a.username, a.first_name, a.last_name FROM historical_metrics h "
+            "JOIN instances i ON i.instance_id = h.instance_id "
+            "JOIN agents a ON a.instance_ref = i.ref AND a.agent_id = h.agent_id WHERE h.api = 'v2'")
+        assert len(named) == 40 and all(r["first_name"] and r["last_name"] for r in named)
         # a second run changes nothing
         await _run(sim, store2, profile, target, start, end, now)
         after = await conn.fetch(f"SELECT {COLS}, collected_at FROM historical_metrics ORDER BY 1,2,4,7,8,13")

@@ -301,6 +301,22 @@ class BotocoreConnect:
         items, token = await self._list(target, "list_users", "UserSummaryList", next_token)
         return [AgentInfo(u["Id"], u.get("Arn", ""), u.get("Username", "")) for u in items], token
 
+    async def search_users(self, target: Target, next_token: str | None) -> tuple[list[AgentInfo], str | None]:
+        """Like :meth:`list_users`, with first and last names, routing profile and hierarchy group."""
+        kwargs: dict[str, Any] = {"InstanceId": target.instance_id, "MaxResults": 500}
+        if next_token:
+            kwargs["NextToken"] = next_token
+        out = await self._invoke(target, "search_users", kwargs)
+        users = [
+            AgentInfo(
+                u["Id"], u.get("Arn", ""), u.get("Username", ""),
+                (u.get("IdentityInfo") or {}).get("FirstName"), (u.get("IdentityInfo") or {}).get("LastName"),
+                u.get("RoutingProfileId"), u.get("HierarchyGroupId"),
+            )
+            for u in out.get("Users") or []
+        ]
+        return users, out.get("NextToken") or None
+
     async def list_routing_profiles(
         self, target: Target, next_token: str | None
     ) -> tuple[list[ResourceInfo], str | None]:

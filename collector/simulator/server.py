@@ -144,6 +144,7 @@ class Simulator:
                 "ListInstances": (c.list_instances_rate, c.list_instances_burst),
                 "GetMetricDataV2": (c.metric_data_v2_rate, c.metric_data_v2_burst),
                 "ListUsers": (c.list_v2_rate, c.list_v2_burst),
+                "SearchUsers": (c.list_v2_rate, c.list_v2_burst),
                 "ListRoutingProfiles": (c.list_v2_rate, c.list_v2_burst),
                 "ListUserHierarchyGroups": (c.list_v2_rate, c.list_v2_burst),
             }[op]
@@ -462,6 +463,7 @@ class Simulator:
         app.router.add_get("/instance", self._h_list_instances)
         app.router.add_post("/metrics/data", self._h_get_metric_data_v2)
         app.router.add_get("/users-summary/{instance_id}", self._h_list_v2)
+        app.router.add_post("/search-users", self._h_search_users)
         app.router.add_get("/routing-profiles-summary/{instance_id}", self._h_list_v2)
         app.router.add_get("/user-hierarchy-groups-summary/{instance_id}", self._h_list_v2)
         app.router.add_get("/_sim/stats", self._h_stats)
@@ -571,6 +573,28 @@ class Simulator:
                 raise ApiFault(f.status, f.code, f.message) from None
 
         return await self._respond("GetMetricDataV2", run)
+
+    async def _h_search_users(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+
+        def run() -> dict[str, Any]:
+            akid, region = self._caller(request)
+            try:
+                body = orjson.loads(raw or b"{}")
+            except orjson.JSONDecodeError:
+                raise ApiFault(400, "SerializationException", "The request body is not JSON") from None
+            iid = str(body.get("InstanceId", "")) if isinstance(body, dict) else ""
+            inst = self.fleet.instances.get(iid)
+            self._check_caller(akid, inst)
+            account = inst.account if inst else self.account_for_key(akid)
+            self._gate("SearchUsers", account, region)
+            inst = self._instance(iid, region)
+            try:
+                return simv2.search_users(inst, self.v2.world(inst), body)
+            except simv2.V2Fault as f:
+                raise ApiFault(f.status, f.code, f.message) from None
+
+        return await self._respond("SearchUsers", run)
 
     async def _h_list_v2(self, request: web.Request) -> web.Response:
         iid = request.match_info["instance_id"]

@@ -476,6 +476,37 @@ def users(inst: Instance, w: World) -> list[dict[str, Any]]:
     ]
 
 
+def search_users(inst: Instance, w: World, body: Any) -> dict[str, Any]:
+    """SearchUsers without criteria: every user with names, routing profile and hierarchy group."""
+    if not isinstance(body, dict):
+        raise _bad("The request body is not a JSON object")
+    max_results = body.get("MaxResults", 100)
+    if not isinstance(max_results, int) or isinstance(max_results, bool) or not 1 <= max_results <= 500:
+        raise _bad("MaxResults must be between 1 and 500")
+    if body.get("SearchCriteria") or body.get("SearchFilter"):
+        raise _bad("SearchCriteria and SearchFilter are not modelled by the simulator")
+    offset = 0
+    if tok := body.get("NextToken"):
+        try:
+            offset = int(base64.urlsafe_b64decode(str(tok).encode()).decode())
+        except Exception:
+            raise _bad("The NextToken is not valid") from None
+    page = w.agents[offset : offset + max_results]
+    out: dict[str, Any] = {
+        "Users": [
+            {"Id": a.id, "Arn": f"{inst.arn}/agent/{a.id}", "Username": a.username,
+             "IdentityInfo": {"FirstName": a.first_name, "LastName": a.last_name},
+             "RoutingProfileId": a.routing_profile, "HierarchyGroupId": a.hierarchy[-1],
+             "SecurityProfileIds": [], "Tags": {}}
+            for a in page
+        ],
+        "ApproximateTotalCount": len(w.agents),
+    }
+    if offset + max_results < len(w.agents):
+        out["NextToken"] = base64.urlsafe_b64encode(str(offset + max_results).encode()).decode()
+    return out
+
+
 def routing_profiles(inst: Instance) -> list[dict[str, Any]]:
     return [
         {"Id": r, "Arn": inst.routing_profile_arn(r), "Name": f"routing-profile-{i}",

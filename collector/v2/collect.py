@@ -38,6 +38,8 @@ class V2Source(Protocol):
 
     async def list_users(self, target: Target, next_token: str | None) -> tuple[list[AgentInfo], str | None]: ...
 
+    async def search_users(self, target: Target, next_token: str | None) -> tuple[list[AgentInfo], str | None]: ...
+
     async def list_routing_profiles(
         self, target: Target, next_token: str | None
     ) -> tuple[list[ResourceInfo], str | None]: ...
@@ -70,8 +72,9 @@ class Discovered:
         return out
 
 
-async def discover(source: V2Source, target: Target, keys: Sequence[str]) -> Discovered:
-    """List what the ``"all"`` filters ``keys`` need (every page)."""
+async def discover(source: V2Source, target: Target, keys: Sequence[str], names: bool = True) -> Discovered:
+    """List what the ``"all"`` filters ``keys`` need (every page); with ``names``, the
+    agents always (through SearchUsers), for the ``agents`` table."""
     found = Discovered()
     wanted = set(keys)
     if catalog.QUEUE in wanted:
@@ -81,10 +84,11 @@ async def discover(source: V2Source, target: Target, keys: Sequence[str]) -> Dis
             found.queues += [x for x in qs if x.queue_type == "STANDARD"]
             if not token:
                 break
-    if catalog.AGENT in wanted:
+    if catalog.AGENT in wanted or names:
         token = None
         while True:
-            users, token = await source.list_users(target, token)
+            # SearchUsers also gives names, routing profile and hierarchy group (for the joins)
+            users, token = await (source.search_users if names else source.list_users)(target, token)
             found.agents += users
             if not token:
                 break

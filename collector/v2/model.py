@@ -142,13 +142,16 @@ class CompletedSliceV2:
 
 @dataclass(frozen=True, slots=True)
 class AgentInfo:
-    """An agent (ListUsers). Names come from DescribeUser/SearchUsers; None when not read."""
+    """An agent: ListUsers gives id, ARN and username; SearchUsers also names, routing
+    profile and hierarchy group (None where not read)."""
 
     id: str
     arn: str
     username: str
     first_name: str | None = None
     last_name: str | None = None
+    routing_profile_id: str | None = None
+    hierarchy_group_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
