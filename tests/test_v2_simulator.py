@@ -128,6 +128,8 @@ def test_msgspec_rows_equal_rows_from_botocore_parsed_bodies() -> None:
         decode_v2.decode_page(b'{"MetricResults":[{"Collections":[]}]}', req.metrics, index)  # no MetricInterval
     with pytest.raises(errors.MalformedResponse):
         decode_v2.decode_page(b'{"MetricResults":[', req.metrics, index)
+    with pytest.raises(errors.MalformedResponse, match="2500"):
+        decode_v2.decode_page(b'{"MetricResults":[],"NextToken":"' + b"x" * 2501 + b'"}', req.metrics, index)
 
 
 async def test_additive_metrics_sum_across_groupings_and_intervals(start_sim) -> None:

@@ -279,7 +279,7 @@ class BotocoreConnect:
         if not self.fast_path:
             out = await self._invoke(target, "get_metric_data_v2", request.to_api(next_token))
             rows = decode_v2.rows_of(out.get("MetricResults"), index)
-            return PageV2(request.metrics, rows, out.get("NextToken") or None)
+            return PageV2(request.metrics, rows, decode_v2.next_token(out.get("NextToken")))
         fast = _FastPageV2(request.metrics, index)
         reset = _FAST_PAGE_V2.set(fast)
         try:

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from collector.errors import MalformedResponse
+from collector.v2.catalog import NEXT_TOKEN_MAX
 from collector.v2.model import DimsV2, MetricKey, MetricSetV2, PageV2, RowV2, metric_key
 
 
@@ -178,4 +179,13 @@ def decode_page(body: bytes, metrics: MetricSetV2, index: MetricIndex) -> PageV2
         else:
             dims = ()
         out.append((int(mi.StartTime), int(mi.EndTime), (dims, values)))
-    return PageV2(metrics, out, page.NextToken or None)
+    return PageV2(metrics, out, next_token(page.NextToken))
+
+
+def next_token(token: Any) -> str | None:
+    """The page's NextToken, refused if the API could not take it back (over 2,500 characters)."""
+    if not token:
+        return None
+    if not isinstance(token, str) or len(token) > NEXT_TOKEN_MAX:
+        raise MalformedResponse(f"NextToken is not a string of at most {NEXT_TOKEN_MAX} characters")
+    return token
