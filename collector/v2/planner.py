@@ -110,6 +110,13 @@ def oldest_start(now: datetime, interval: str, time_zone: str, margin: int = 0) 
     return ceil_boundary(edge, interval, time_zone)
 
 
+def nominal_seconds(interval: str) -> int:
+    """A period's nominal length (a day is 86400 even when DST makes it 23 or 25 hours):
+    the key for per-profile bookkeeping such as watermarks. Stored slices carry their
+    real length, so ``interval_end`` is exact."""
+    return {**catalog.INTERVAL_SECONDS, "DAY": 86400, "WEEK": 7 * 86400}[interval]
+
+
 def newest_end(now: datetime, interval: str, time_zone: str) -> datetime:
     return floor_boundary(now, interval, time_zone)
 
