@@ -21,6 +21,7 @@ from collector.v2.planner import (
     check_request,
     filter_batches,
     newest_end,
+    nominal_seconds,
     oldest_start,
     plan,
     slices,
@@ -149,6 +150,7 @@ def test_day_slices_follow_local_midnight_across_dst() -> None:
     weeks = slices(datetime(2026, 3, 2, 5, tzinfo=UTC), datetime(2026, 3, 16, 4, tzinfo=UTC), "WEEK", tz)
     assert [(e - s).total_seconds() / 3600 for s, e in weeks] == [167, 168]
     assert all(s.astimezone(ZoneInfo(tz)).weekday() == 0 for s, _e in weeks)
+    assert (nominal_seconds("DAY"), nominal_seconds("WEEK"), nominal_seconds("HOUR")) == (86400, 604800, 3600)
     with pytest.raises(PlanError, match="not on a DAY boundary in America/New_York"):
         slices(datetime(2026, 3, 6, 0, tzinfo=UTC), end, "DAY", tz)
     # HOUR in a half-hour zone aligns to the local hour
