@@ -101,6 +101,11 @@ DEFAULT_QUOTAS: Final[dict[str, tuple[float, int]]] = {
     "GetMetricDataV2": (10.0, 10),
     "ListQueues": (10.0, 10),
     "ListInstances": (2.0, 5),
+    # V2 discovery (published defaults: 2/s, burst 5 for Connect's listing APIs)
+    "ListUsers": (2.0, 5),
+    "SearchUsers": (2.0, 5),
+    "ListRoutingProfiles": (2.0, 5),
+    "ListUserHierarchyGroups": (2.0, 5),
 }
 
 THROTTLING_CODES: Final = frozenset(

@@ -255,6 +255,10 @@ class AwsSettings(_Section):
     get_metric_data_rate: float = Field(default=5.0, gt=0)
     get_metric_data_burst: int = Field(default=8, ge=1)
     list_queues_rate: float = Field(default=10.0, gt=0)
+    # GetMetricDataV2's own quota per (account, Region); the default is the catalog's
+    # (the published value is not certain: the adaptive limiter finds a lower real one)
+    get_metric_data_v2_rate: float = Field(default=catalog.DEFAULT_QUOTAS["GetMetricDataV2"][0], gt=0)
+    get_metric_data_v2_burst: int = Field(default=catalog.DEFAULT_QUOTAS["GetMetricDataV2"][1], ge=1)
     rate_headroom: float = Field(default=1.0, gt=0, le=1)  # share of the quota actually used
 
 
@@ -275,6 +279,8 @@ class AccountSettings(_Section):
     get_metric_data_rate: float | None = Field(default=None, gt=0)
     get_metric_data_burst: int | None = Field(default=None, ge=1)
     list_queues_rate: float | None = Field(default=None, gt=0)
+    get_metric_data_v2_rate: float | None = Field(default=None, gt=0)
+    get_metric_data_v2_burst: int | None = Field(default=None, ge=1)
 
     @field_validator("instances", mode="before")
     @classmethod

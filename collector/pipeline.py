@@ -13,6 +13,8 @@ import random
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -28,7 +30,7 @@ from collector.observability import (
     SLICES,
     VALUES_WRITTEN,
 )
-from collector.ports import Clock, CompletedSlice, ConnectSource, MetricSink, WriteResult
+from collector.ports import Clock, ConnectSource, WriteResult
 from collector.ratelimit import Limiters
 from collector.retry import Counters, RetryPolicy, retry
 
@@ -46,6 +48,87 @@ class PipelineOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
+class Stored(Protocol):
+    """A completed slice as the writer sees it (``CompletedSlice``, ``CompletedSliceV2``)."""
+
+    @property
+    def key(self) -> SliceKey: ...
+
+    @property
+    def rows(self) -> int: ...
+
+
+class Sink(Protocol):
+    """Stores a batch of completed slices atomically (``PgStore``, ``PgStoreV2``)."""
+
+    async def write(self, batch: Sequence[Any], run_id: int | None) -> WriteResult: ...
+
+
+@dataclass
+class FetchContext:
+    """What a unit of fetch work gets from the pipeline: the one retry path's pieces."""
+
+    source: ConnectSource
+    limiters: Limiters
+    policy: RetryPolicy
+    clock: Clock
+    rng: random.Random
+    counters: Counters
+
+
+class FetchUnit(Protocol):
+    """A unit of fetch work: every request of it paged to the end through the retry path,
+    under the limiter of (``limiter_key``, ``api``); ``fetch`` returns the slices it
+    completed, written together in one batch, or raises :class:`SliceFailure` (which
+    fails every slice of ``slice_keys``). A v1 :class:`SliceWork` is one slice; a V2
+    window is many (:class:`collector.v2.work.WindowUnit`)."""
+
+    @property
+    def limiter_key(self) -> tuple[str, str]: ...
+
+    @property
+    def api(self) -> str: ...
+
+    @property
+    def order(self) -> tuple[datetime, str]: ...
+
+    @property
+    def slice_keys(self) -> Sequence[SliceKey]: ...
+
+    async def fetch(self, ctx: FetchContext) -> Sequence[Stored]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SliceUnit:
+    """A v1 slice as a :class:`FetchUnit`."""
+
+    work: SliceWork
+    api: str = "GetMetricData"
+
+    @property
+    def limiter_key(self) -> tuple[str, str]:
+        return self.work.target.limiter_key
+
+    @property
+    def order(self) -> tuple[datetime, str]:
+        return (self.work.key.start, self.work.key.instance_id)
+
+    @property
+    def slice_keys(self) -> Sequence[SliceKey]:
+        return (self.work.key,)
+
+    async def fetch(self, ctx: FetchContext) -> Sequence[Stored]:
+        done = await collect_slice(
+            self.work, source=ctx.source, limiters=ctx.limiters, policy=ctx.policy,
+            clock=ctx.clock, rng=ctx.rng, counters=ctx.counters,
+        )
+        return (done,)
+
+
+def as_unit(work: SliceWork | FetchUnit) -> FetchUnit:
+    return SliceUnit(work) if isinstance(work, SliceWork) else work
+
+
 class Progress:
     """Callbacks for progress; the default does nothing."""
 
@@ -60,8 +143,8 @@ class Progress:
 
 
 async def _write_with_retry(
-    sink: MetricSink,
-    batch: list[CompletedSlice],
+    sink: Sink,
+    batch: list[Stored],
     run_id: int | None,
     opts: PipelineOptions,
     clock: Clock,
@@ -80,8 +163,8 @@ async def _write_with_retry(
 
 
 async def writer_loop(
-    receive: MemoryObjectReceiveStream[CompletedSlice],
-    sink: MetricSink,
+    receive: MemoryObjectReceiveStream[Sequence[Stored]],
+    sink: Sink,
     run_id: int | None,
     opts: PipelineOptions,
     clock: Clock,
@@ -89,7 +172,7 @@ async def writer_loop(
     progress: Progress,
     rng: random.Random,
 ) -> None:
-    batch: list[CompletedSlice] = []
+    batch: list[Stored] = []  # whole units only: a unit's slices are written together
     rows = 0
     first_at = 0.0
 
@@ -124,7 +207,7 @@ async def writer_loop(
     async with receive:
         closed = False
         while not closed:
-            item: CompletedSlice | None = None
+            item: Sequence[Stored] | None = None
             timeout = opts.batch_seconds - (clock.monotonic() - first_at) if batch else None
             with anyio.move_on_after(max(0.0, timeout) if timeout is not None else None):
                 try:
@@ -134,8 +217,8 @@ async def writer_loop(
             if item is not None:
                 if not batch:
                     first_at = clock.monotonic()
-                batch.append(item)
-                rows += item.rows
+                batch.extend(item)
+                rows += sum(s.rows for s in item)
             if batch and (
                 closed
                 or rows >= opts.batch_rows
@@ -146,10 +229,10 @@ async def writer_loop(
 
 
 async def run_collection(
-    works: Sequence[SliceWork],
+    works: Sequence[SliceWork | FetchUnit],
     *,
     source: ConnectSource,
-    sink: MetricSink,
+    sink: Sink,
     limiters: Limiters,
     clock: Clock,
     opts: PipelineOptions | None = None,
@@ -158,41 +241,43 @@ async def run_collection(
     stop: anyio.Event | None = None,
     rng: random.Random | None = None,
 ) -> RunSummary:
-    """Collect every slice of ``works``; failed slices are listed, never dropped silently."""
+    """Collect every slice of ``works`` (v1 slices or other :class:`FetchUnit` s); failed
+    slices are listed, never dropped silently."""
     opts = opts or PipelineOptions()
     progress = progress or Progress()
     rng = rng or random.Random()
-    summary = RunSummary(slices_total=len(works))
+    units = [as_unit(w) for w in works]
+    summary = RunSummary(slices_total=sum(len(u.slice_keys) for u in units))
     counters = Counters()
-    queues: dict[tuple[str, str], deque[SliceWork]] = defaultdict(deque)
-    for w in sorted(works, key=lambda w: (w.key.start, w.key.instance_id)):
-        queues[w.target.limiter_key].append(w)
+    ctx = FetchContext(source, limiters, opts.retry, clock, rng, counters)
+    # one pool of workers per (account, Region, API): each API has its own quota
+    queues: dict[tuple[str, str, str], deque[FetchUnit]] = defaultdict(deque)
+    for u in sorted(units, key=lambda u: u.order):
+        queues[(*u.limiter_key, u.api)].append(u)
 
-    send: MemoryObjectSendStream[CompletedSlice]
-    send, receive = anyio.create_memory_object_stream[CompletedSlice](opts.channel_size)
+    send: MemoryObjectSendStream[Sequence[Stored]]
+    send, receive = anyio.create_memory_object_stream[Sequence[Stored]](opts.channel_size)
 
     inflight = anyio.Semaphore(opts.max_inflight)
 
-    async def worker(q: deque[SliceWork]) -> None:
+    async def worker(q: deque[FetchUnit]) -> None:
         while q and not (stop and stop.is_set()):
             async with inflight:  # memory: whole slices are held until the writer takes them
                 if not q:
                     return
                 await _one(q.popleft())
 
-    async def _one(work: SliceWork) -> None:
+    async def _one(work: FetchUnit) -> None:
         try:
-            done = await collect_slice(
-                work, source=source, limiters=limiters, policy=opts.retry,
-                clock=clock, rng=rng, counters=counters,
-            )
+            done = await work.fetch(ctx)
         except SliceFailure as e:
             reason = e.detail
-            summary.slices_failed += 1
-            summary.failures.append((str(work.key), reason))
-            log.error("slice_failed", slice=str(work.key), reason=reason)
-            progress.slice_failed(work.key, reason)
-            SLICES.labels("failed").inc()
+            for key in work.slice_keys:
+                summary.slices_failed += 1
+                summary.failures.append((str(key), reason))
+                log.error("slice_failed", slice=str(key), reason=reason)
+                progress.slice_failed(key, reason)
+            SLICES.labels("failed").inc(len(work.slice_keys))
             return
         finally:
             progress.counters(counters)

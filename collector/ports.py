@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collector.config import Settings
     from collector.pipeline import PipelineOptions
     from collector.ratelimit import Limiters
+    from collector.v2.ports import V2Ports
 
 Shard = tuple[str, str]  # (account, Region)
 
@@ -270,3 +271,4 @@ class Runtime:
     limiters: Limiters
     clock: Clock
     pipeline: PipelineOptions  # the pipeline's options, resolved from ``settings`` once
+    v2: V2Ports | None = None  # GetMetricDataV2's store and source (None: no V2 source plugged in)

@@ -15,9 +15,10 @@ from collector.config import InstanceSettings, Settings
 from collector.fleet import resolve, select_instances
 from collector.model import RunSummary, SliceWork
 from collector.observability import RUN_DURATION, RUNS
-from collector.pipeline import Progress, run_collection
+from collector.pipeline import FetchUnit, Progress, Sink, run_collection
 from collector.planner import DEFAULT_PROFILE, plan
 from collector.ports import PartRecord, Runtime
+from collector.v2 import runs as v2runs
 
 log = structlog.get_logger("collector.runs")
 
@@ -29,6 +30,8 @@ def check_collection(
     profile: str = DEFAULT_PROFILE,
 ) -> list[InstanceSettings]:
     """Refuse a collection that cannot be served, before any call or connection."""
+    if (v2 := v2runs.v2_profile(settings, profile)) is not None:
+        return v2runs.check_collection(settings, v2, start, end, instances, now)
     try:
         coll = settings.profile(profile)
     except errors.ConfigError as e:
@@ -58,7 +61,7 @@ def failed_summary(reason: str, where: str = "") -> RunSummary:
 
 async def execute(
     rt: Runtime,
-    works: Sequence[SliceWork],
+    works: Sequence[SliceWork | FetchUnit],
     *,
     run_id: int,
     lost: Sequence[tuple[str, str]] = (),
@@ -66,6 +69,7 @@ async def execute(
     stop: anyio.Event | None = None,
     kind: str = "oneoff",
     finish: Finish | None = None,
+    sink: Sink | None = None,
 ) -> RunSummary:
     """Collect planned slices under a run row; the run always ends with a status.
 
@@ -76,7 +80,7 @@ async def execute(
     started = rt.clock.monotonic()
     try:
         summary = await run_collection(
-            works, source=rt.source, sink=rt.store, limiters=rt.limiters, clock=rt.clock,
+            works, source=rt.source, sink=sink or rt.store, limiters=rt.limiters, clock=rt.clock,
             opts=rt.pipeline, run_id=run_id, progress=progress, stop=stop,
         )
         summary.slices_total += len(lost)
@@ -112,6 +116,9 @@ async def collect(
     run_id: int | None = None,
 ) -> tuple[int, RunSummary]:
     """Plan (refusing bad input before any call), record a run, collect, finish the run."""
+    if (v2 := v2runs.v2_profile(rt.settings, profile)) is not None:
+        return await v2runs.collect(rt, v2, start, end, instances=instances, requested_by=requested_by,
+                                    progress=progress, stop=stop, on_planned=on_planned, run_id=run_id)
     # Check the range before anything is discovered, so bad input costs no call.
     check_collection(rt.settings, start, end, instances, rt.clock.now(), profile)
     res = await resolve(rt, instances)
@@ -139,6 +146,8 @@ async def collect_part(
     run = part.run
     shard = part.shard
     assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
+    if (v2 := v2runs.v2_profile(rt.settings, run.profile)) is not None:
+        return await v2runs.collect_part(rt, v2, part, generation, stop)
     try:
         res = await resolve(rt, run.instances or (), owned={shard: generation})
         works, lost = res.planned(

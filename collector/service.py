@@ -36,6 +36,7 @@ from collector.ports import Clock, ConnectSource, RunRecord, Runtime
 from collector.ratelimit import Limiters
 from collector.runs import check_collection, collect, collect_part, execute, failed_summary
 from collector.scheduler import ProfileSpec, run_scheduler, sleep_or_stop
+from collector.v2 import schedule as v2_schedule
 from collector.wiring import runtime, schedule_options
 
 __all__ = ["Service", "schedule_options", "serve"]
@@ -102,6 +103,7 @@ class Service:
                 tg.start_soon(self.lease_loop)
                 tg.start_soon(self.parts_loop)
                 tg.start_soon(self.scheduler_loop)
+                tg.start_soon(v2_schedule.scheduler_loop, self)  # GetMetricDataV2 profiles
                 tg.start_soon(self.oneoff_loop)
                 tg.start_soon(self.retention_loop)
                 tg.start_soon(self._wake_on_stop)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import cast
 
 import anyio
 import structlog
@@ -15,6 +16,7 @@ import structlog
 from collector.adapters.connect import BotocoreConnect
 from collector.adapters.embedded import embedded_dsn
 from collector.adapters.postgres import PgStore, check_schema, connect_pool, migrate
+from collector.adapters.postgres_v2 import PgStoreV2
 from collector.clock import SystemClock
 from collector.config import Settings, parse_duration
 from collector.fleet import shards
@@ -24,6 +26,7 @@ from collector.ratelimit import Limiters
 from collector.retry import RetryPolicy
 from collector.runs import check_collection, collect
 from collector.scheduler import ScheduleOptions
+from collector.v2.ports import V2Ports, V2Source
 
 __all__ = [
     "Runtime", "check_collection", "collect", "database_dsn", "limiters_for", "pipeline_options",
@@ -47,6 +50,11 @@ def limiters_for(settings: Settings, clock: Clock | None = None) -> Limiters:
                 acct.get_metric_data_rate or a.get_metric_data_rate,
                 acct.get_metric_data_burst or a.get_metric_data_burst,
             )
+        if acct.get_metric_data_v2_rate is not None or acct.get_metric_data_v2_burst is not None:
+            per_account[(acct.id, "GetMetricDataV2")] = (
+                acct.get_metric_data_v2_rate or a.get_metric_data_v2_rate,
+                acct.get_metric_data_v2_burst or a.get_metric_data_v2_burst,
+            )
         if acct.list_queues_rate is not None:
             per_account[(acct.id, "ListQueues")] = (acct.list_queues_rate, max(1, int(acct.list_queues_rate)))
     return Limiters(
@@ -54,10 +62,18 @@ def limiters_for(settings: Settings, clock: Clock | None = None) -> Limiters:
         overrides={
             "GetMetricData": (a.get_metric_data_rate, a.get_metric_data_burst),
             "ListQueues": (a.list_queues_rate, max(1, int(a.list_queues_rate))),
+            "GetMetricDataV2": (a.get_metric_data_v2_rate, a.get_metric_data_v2_burst),
         },
         account_overrides=per_account,
         headroom=a.rate_headroom,
     )
+
+
+def v2_ports(store: PgStore, source: object) -> V2Ports | None:
+    """GetMetricDataV2's store and source, when the source speaks V2 (``BotocoreConnect`` does)."""
+    if not hasattr(source, "get_metric_data_v2"):
+        return None
+    return V2Ports(PgStoreV2(store), cast("V2Source", source))
 
 
 def schedule_options(settings: Settings) -> ScheduleOptions:
@@ -111,13 +127,15 @@ async def runtime(
                     )
                 )
             clock = clock or SystemClock()
+            store = PgStore(pool, clock=clock)
             yield Runtime(
                 settings=settings,
-                store=PgStore(pool, clock=clock),
+                store=store,
                 source=source,
                 limiters=limiters or limiters_for(settings, clock),
                 clock=clock,
                 pipeline=pipeline_options(settings),
+                v2=v2_ports(store, source),
             )
     finally:
         await pool.close()

@@ -11,6 +11,7 @@ delete-stale and upsert queries).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -154,3 +155,35 @@ class PgStoreV2:
             q2("upsert_hierarchy_groups"), ref, [g.id for g in items], [g.arn for g in items],
             [g.name for g in items], list(levels) if levels is not None else [None] * len(items),
         )
+
+    # -- the scheduler's lookups by slice start (a DST day is 23 or 25 hours) ------------
+    async def _refs(self, instance_id: str, profile: str) -> tuple[int, int]:
+        return await self.store.instance_ref(instance_id), await self.store.profile_id(profile)
+
+    async def collected_starts_v2(
+        self, instance_id: str, profile: str, start: datetime, end: datetime
+    ) -> set[datetime]:
+        rows = await self.pool.fetch(q2("collected_starts_v2"), *await self._refs(instance_id, profile), start, end)
+        return {r["slice_start"] for r in rows}
+
+    async def revisits_due_v2(
+        self, instance_id: str, profile: str, delays: list[int], now: datetime, oldest: datetime
+    ) -> list[datetime]:
+        rows = await self.pool.fetch(
+            q2("revisits_due_v2"), *await self._refs(instance_id, profile), delays, now, oldest
+        )
+        return [r["slice_start"] for r in rows]
+
+    async def next_revisit_v2(
+        self, instance_id: str, profile: str, delays: list[int], now: datetime, oldest: datetime
+    ) -> datetime | None:
+        value: datetime | None = await self.pool.fetchval(
+            q2("next_revisit_v2"), *await self._refs(instance_id, profile), delays, now, oldest
+        )
+        return value
+
+    async def newest_collected_v2(self, instance_id: str, profile: str) -> datetime | None:
+        value: datetime | None = await self.pool.fetchval(
+            q2("newest_collected_v2"), *await self._refs(instance_id, profile)
+        )
+        return value

@@ -38,3 +38,31 @@ SELECT $1, *, now() FROM unnest($2::text[], $3::text[], $4::text[], $5::smallint
 ON CONFLICT (instance_ref, group_id) DO UPDATE
 SET arn = EXCLUDED.arn, name = EXCLUDED.name, level = COALESCE(EXCLUDED.level, hierarchy_groups.level),
     seen_at = now();
+
+-- The V2 scheduler looks collected slices up by start alone: a profile's slices all
+-- have its interval, but a DST day is 23 or 25 hours (slice_seconds is the real length).
+
+-- name: collected_starts_v2
+SELECT slice_start FROM collected_slices
+WHERE instance_ref = $1 AND profile_id = $2 AND slice_start >= $3 AND slice_start < $4;
+
+-- name: revisits_due_v2
+SELECT DISTINCT c.slice_start FROM collected_slices c
+CROSS JOIN unnest($3::int[]) AS d(delay)
+WHERE c.instance_ref = $1 AND c.profile_id = $2
+  AND c.slice_start >= $5
+  AND c.slice_start + make_interval(secs => c.slice_seconds + d.delay) <= $4
+  AND c.last_collected_at < c.slice_start + make_interval(secs => c.slice_seconds + d.delay)
+ORDER BY c.slice_start;
+
+-- name: next_revisit_v2
+SELECT min(c.slice_start + make_interval(secs => c.slice_seconds + d.delay)) FROM collected_slices c
+CROSS JOIN unnest($3::int[]) AS d(delay)
+WHERE c.instance_ref = $1 AND c.profile_id = $2
+  AND c.slice_start >= $5
+  AND c.slice_start + make_interval(secs => c.slice_seconds + d.delay) > $4
+  AND c.last_collected_at < c.slice_start + make_interval(secs => c.slice_seconds + d.delay);
+
+-- name: newest_collected_v2
+SELECT max(slice_start + make_interval(secs => slice_seconds)) FROM collected_slices
+WHERE instance_ref = $1 AND profile_id = $2;

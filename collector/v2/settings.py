@@ -132,6 +132,19 @@ class V2ProfileSettings(_Strict):
     filters: dict[str, FilterValues] = Field(default_factory=dict)
     metrics: list[str | MetricSettings] = Field(min_length=1)
     max_results: int = Field(default=100, ge=1, le=catalog.MAX_RESULTS_MAX)
+    # how far back the scheduler starts a never-collected instance (up to 90d); default:
+    # scheduler.initial_backfill
+    initial_backfill: str | None = None
+
+    @field_validator("initial_backfill")
+    @classmethod
+    def _backfill(cls, v: str | None) -> str | None:
+        if v is not None:
+            from collector.config import parse_duration
+
+            if parse_duration(v) > catalog.LOOKBACK_SECONDS:
+                raise ValueError(f"initial_backfill {v!r} is beyond GetMetricDataV2's 90 days")
+        return v
 
     @field_validator("time_zone")
     @classmethod
