@@ -84,6 +84,8 @@ class Stats:
     # (account, region) -> times of GetMetricData calls that were served (not throttled)
     served_at: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     calls_by_account: Counter[str] = field(default_factory=Counter)
+    # (account, region) -> times of GetMetricDataV2 calls that were served (not throttled)
+    served_at_v2: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def count(self, op: str, status: int, code: str = "") -> None:
         self.by_status[status] += 1
@@ -99,6 +101,7 @@ class Stats:
             "bad_requests": self.bad_requests[-20:],
             "calls_by_account": dict(self.calls_by_account),
             "windows": {f"{a}/{r}": [min(t), max(t), len(t)] for (a, r), t in self.served_at.items() if t},
+            "windows_v2": {f"{a}/{r}": [min(t), max(t), len(t)] for (a, r), t in self.served_at_v2.items() if t},
         }
 
 
@@ -569,6 +572,7 @@ class Simulator:
                 raise ApiFault(f.status, f.code, f.message) from None
             self._check_caller(akid, inst)
             self._gate("GetMetricDataV2", inst.account, region)
+            self.stats.served_at_v2[(inst.account, region)].append(self.monotonic())
             self.stats.calls_by_account[inst.account] += 1
             try:
                 return self.v2.page(inst, body, self.now(), self._read_token,

@@ -437,7 +437,7 @@ class MetricDataV2:
                                req["groupings"], req["metrics"])
             frags = [orjson.dumps(r) for r in res]
             self._cache[phash] = frags
-            while len(self._cache) > 16:
+            while len(self._cache) > 64:  # a request per account and window at once (the bench: 20+)
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(phash)
