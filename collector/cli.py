@@ -47,14 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="collect a time range once, then exit",
                        description="Collect every slice of [--start, --end) for the configured "
                        "instances. Both times are ISO 8601 with an offset, on slice boundaries, "
-                       "within the last 24 hours.")
+                       "within the last 24 hours (a GetMetricDataV2 profile, --profile with api = \"v2\": "
+                       "on its interval's boundaries in its time zone, within the last 90 days).")
     c.add_argument("--config", default=os.environ.get("COLLECTOR_CONFIG"),
                    help="TOML config file (env COLLECTOR_CONFIG)")
     c.add_argument("--start", required=True, help="range start, e.g. 2026-01-01T10:00:00Z")
     c.add_argument("--end", required=True, help="range end (exclusive)")
     c.add_argument("--instance", action="append", default=[], metavar="ID",
                    help="collect only this instance (repeatable)")
-    c.add_argument("--profile", default="default", help="collection profile name")
+    c.add_argument("--profile", default="default",
+                   help="collection profile name (a V2 profile collects GetMetricDataV2)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sv = sub.add_parser("serve", help="run the long-lived service (scheduler + HTTP API)",

@@ -28,7 +28,7 @@ from collector import catalog
 from collector.errors import ConfigError
 from collector.v2.settings import V2ProfileSettings
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$", re.IGNORECASE)  # d: V2 backfills ("90d")
 
 
 def parse_duration(text: str | int) -> int:
@@ -39,7 +39,7 @@ def parse_duration(text: str | int) -> int:
     if not m:
         raise ValueError(f"{text!r} is not a duration like '15m', '1h' or '900s'")
     n, unit = int(m.group(1)), (m.group(2) or "s").lower()
-    return n * {"s": 1, "m": 60, "h": 3600}[unit]
+    return n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
 
 class _Section(BaseModel):

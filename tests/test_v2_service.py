@@ -335,3 +335,40 @@ async def _query(database_url: str, sql: str) -> list[int]:
         return []
     finally:
         await conn.close()
+
+
+async def test_post_collections_with_a_v2_profile_ten_days_back(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_http_api import _free_port, _with_service
+
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=4, agents_per_instance=6)))
+    port = _free_port()
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
+                       extra=DAILY_NY + f"\n[scheduler]\nenabled = false\n\n[api]\nport = {port}\n")
+    settings = load_settings(cfg)
+    now = dt.datetime.now(dt.UTC)
+    end = newest_end(now, "DAY", "America/New_York")
+    start = floor_boundary(end - dt.timedelta(days=10), "DAY", "America/New_York")
+
+    async def body(http: Any, wait_run: Any) -> None:
+        old = floor_boundary(start - dt.timedelta(days=85), "DAY", "America/New_York")
+        too_old = {"start": old.isoformat(), "end": end.isoformat(), "profile": "daily_ny"}
+        async with http.post("/collections", json=too_old) as r:
+            assert r.status == 422 and "90 days" in await r.text()
+        ok = {"start": start.isoformat(), "end": end.isoformat(), "profile": "daily_ny"}
+        async with http.post("/collections", json=ok) as r:
+            assert r.status == 202, await r.text()
+            run_id = (await r.json())["id"]
+        with anyio.fail_after(60):
+            await wait_run(run_id)
+        async with http.get(f"/collections/{run_id}") as r:
+            run = await r.json()
+        assert run["status"] == "succeeded" and run["slices_total"] == run["slices_done"] == 10, run
+
+    await _with_service(settings, body)
+    conn = await asyncpg.connect(database_url)
+    try:
+        got = await _stored(conn, "daily_ny")
+    finally:
+        await conn.close()
+    assert got == _expected(h.sim, await _windows(h.sim, settings, "daily_ny", start, end, now), now)
+    _no_refusals(h.sim)
