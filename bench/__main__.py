@@ -268,7 +268,12 @@ def main() -> int:
     peer = naive(workdir, server, 23, 18703)
     print("  naive peer, 23 h backfill: done", flush=True)
     w = asyncio.run(writer(server))
-    print("  writer vs raw COPY: done\n", flush=True)
+    print("  writer vs raw COPY: done", flush=True)
+    from bench.v2 import collect_v2
+    from bench.v2 import report as report_v2
+
+    v2 = collect_v2(workdir, server, 18704)
+    print("  collector, GetMetricDataV2 (bench/v2.py): done\n", flush=True)
 
     def line(name: str, value: str, target: str, ok: bool) -> None:
         print(f"  {name:<44} {value:>22}   {target:<14} {'ok' if ok else 'MISSED'}")
@@ -291,6 +296,7 @@ def main() -> int:
          f">= {0.9 * ACCOUNTS:.0f}x", speedup >= 0.9 * ACCOUNTS)
     line("bytes on disk per stored value", f"{big['bytes_per_value']:.1f}", "<= 16", big["bytes_per_value"] <= 16)
     line("  naive peer, one row per value", f"{peer['bytes_per_value']:.1f}", "", True)
+    report_v2(v2, line)
     print(f"\n(naive peer stored {peer['values']:,} values; the collector {big['values']:,} for the same range)")
     return 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ class MetricDataV2:
         self.seed = seed
         self._worlds: dict[str, World] = {}
         self._cache: OrderedDict[str, list[bytes]] = OrderedDict()
+        self._lock = threading.Lock()
         self.calls = 0
 
     def world(self, inst: Instance) -> World:
@@ -431,16 +433,18 @@ class MetricDataV2:
         offset = 0
         if (token := body.get("NextToken")) is not None:
             offset = read_token(str(token), phash)
-        frags = self._cache.get(phash)
+        with self._lock:  # pages may be answered on worker threads (the server's V2 handler)
+            frags = self._cache.get(phash)
+            if frags is not None:
+                self._cache.move_to_end(phash)
         if frags is None:
             res = self.results(inst, req["start"], req["end"], req["period"], req["tz"], req["filters"],
                                req["groupings"], req["metrics"])
             frags = [orjson.dumps(r) for r in res]
-            self._cache[phash] = frags
-            while len(self._cache) > 64:  # a request per account and window at once (the bench: 20+)
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(phash)
+            with self._lock:
+                self._cache[phash] = frags
+                while len(self._cache) > 64:  # a request per account and window at once (the bench)
+                    self._cache.popitem(last=False)
         n = req["max_results"]
         out = b'{"MetricResults":[' + b",".join(frags[offset : offset + n]) + b"]"
         if offset + n < len(frags):
