@@ -103,7 +103,7 @@ class Service:
                 tg.start_soon(self.lease_loop)
                 tg.start_soon(self.parts_loop)
                 tg.start_soon(self.scheduler_loop)
-                tg.start_soon(v2_schedule.scheduler_loop, self)  # GetMetricDataV2 profiles
+                tg.start_soon(v2_schedule.scheduler_loop, self, schedule_options(self.settings))  # V2 profiles
                 tg.start_soon(self.oneoff_loop)
                 tg.start_soon(self.retention_loop)
                 tg.start_soon(self._wake_on_stop)

@@ -271,7 +271,9 @@ agents = "all"
     assert v2.acquired == s2.requests == ops[("GetMetricDataV2", 200)] + ops[("GetMetricDataV2", 429)]
     assert ops[("GetMetricData", 429)] <= 1 + 0.02 * s1.requests
     assert ops[("GetMetricDataV2", 429)] <= 1 + 0.02 * s2.requests
-    assert v1.rate == v1.ceiling == 5.0 and v2.rate == v2.ceiling == 10.0  # neither stepped down
+    # each limiter heard only its own API's throttles, and has its own quota as ceiling
+    assert v1.throttles == ops[("GetMetricData", 429)] and v2.throttles == ops[("GetMetricDataV2", 429)]
+    assert (v1.ceiling, v2.ceiling) == (5.0, 10.0)
     _no_refusals(sim)
     got_v1 = Counter({k: n for k, n in (await stored_rows(database_url)).items() if k[-1] == "default"})
     # the v1 view columns of V2 rows: compare v1 rows only

@@ -243,17 +243,15 @@ class ServiceLike(Protocol):
     leases: LeaseManager | None
 
 
-async def scheduler_loop(service: ServiceLike) -> None:
+async def scheduler_loop(service: ServiceLike, opts: ScheduleOptions) -> None:
     """``collector serve``: schedule every V2 profile (started beside v1's scheduler loop)."""
-    from collector.runs import execute
-    from collector.service import schedule_options
+    from collector.runs import execute  # runs calls into collector.v2.runs: imported late
 
     rt, settings = service.rt, service.rt.settings
     profiles = settings.v2_profiles()
     if not profiles or not settings.scheduler.enabled or not settings.instances or rt.v2 is None:
         return
     ports = rt.v2
-    opts = schedule_options(settings)
     leases = service.leases
     if leases is not None:  # wake often enough to pick up shards as leases move
         opts = dataclasses.replace(opts, max_sleep=max(1, int(settings.cluster.lease_ttl / 3)))
