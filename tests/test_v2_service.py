@@ -374,3 +374,61 @@ async def test_post_collections_with_a_v2_profile_ten_days_back(start_sim, datab
         await conn.close()
     assert got == _expected(h.sim, await _windows(h.sim, settings, "daily_ny", start, end, now), now)
     _no_refusals(h.sim)
+
+
+async def test_a_one_off_v2_run_in_a_cluster_is_split_into_shard_parts(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import functools
+
+    import aiohttp
+
+    from collector.service import serve
+    from tests.helpers import lease_owners, query
+    from tests.test_http_api import _free_port
+
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=3, queues_per_instance=3, agents_per_instance=4)))
+    ports = [_free_port(), _free_port()]
+    replicas = [
+        load_settings(write_config(
+            tmp_path / f"r{i}.toml", database_url, h.sim,
+            extra=DAILY_NY + f'\n[scheduler]\nenabled = false\n\n[api]\nport = {port}\n'
+                             f'\n[cluster]\nenabled = true\nlease_ttl = 3.0\nreplica_id = "r{i}"\n'))
+        for i, port in enumerate(ports)
+    ]
+    now = dt.datetime.now(dt.UTC)
+    end = newest_end(now, "DAY", "America/New_York")
+    start = floor_boundary(end - dt.timedelta(days=5), "DAY", "America/New_York")
+    stops = [anyio.Event() for _ in replicas]
+    async with anyio.create_task_group() as tg:
+        for st, stop in zip(replicas, stops, strict=True):
+            tg.start_soon(functools.partial(serve, st, stop=stop, handle_signals=False))
+
+        async def split() -> bool:
+            return sorted((await lease_owners(database_url)).values()) == [1, 2]
+
+        await wait_until(split, 20)
+        async with aiohttp.ClientSession() as http:
+            body = {"start": start.isoformat(), "end": end.isoformat(), "profile": "daily_ny"}
+            async with http.post(f"http://127.0.0.1:{ports[0]}/collections", json=body) as r:
+                assert r.status == 202, await r.text()
+                run_id = (await r.json())["id"]
+
+            async def finished() -> bool:
+                async with http.get(f"http://127.0.0.1:{ports[1]}/collections/{run_id}") as r:
+                    return (await r.json())["status"] not in ("queued", "running")
+
+            await wait_until(finished, 60)
+            async with http.get(f"http://127.0.0.1:{ports[1]}/collections/{run_id}") as r:
+                run = await r.json()
+        for stop in stops:
+            stop.set()
+    assert run["status"] == "succeeded" and run["slices_done"] == 3 * 5, run
+    parts = await query(database_url, "SELECT claimed_by, status FROM run_parts")
+    assert len(parts) == 3 and {p["status"] for p in parts} == {"done"}
+    assert {p["claimed_by"] for p in parts} == {"r0", "r1"}
+    conn = await asyncpg.connect(database_url)
+    try:
+        got = await _stored(conn, "daily_ny")
+    finally:
+        await conn.close()
+    assert got == _expected(h.sim, await _windows(h.sim, replicas[0], "daily_ny", start, end, now), now)
+    _no_refusals(h.sim)
