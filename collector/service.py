@@ -257,7 +257,11 @@ class Service:
         async with anyio.create_task_group() as tg:
             while not self.stop.is_set():
                 free = [s for s in leases.owned if s not in busy]
-                part = await self.rt.store.claim_part(leases.replica, free, leases.ttl) if free else None
+                try:
+                    part = await self.rt.store.claim_part(leases.replica, free, leases.ttl) if free else None
+                except errors.StorageError as e:  # the database may be briefly away; keep trying
+                    log.error("claim_part_failed", error=str(e))
+                    part = None
                 if part is None:
                     await self._nap(leases.ttl / 3, self._parts_changed)
                     continue
