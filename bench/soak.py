@@ -265,7 +265,7 @@ async def oneoff_wall(pg: PrivatePostgres, work: Path, accounts: int = 6, replic
             await _until(split, 60, lambda: None)
             n = int((datetime.now(UTC) - timedelta(minutes=20)).timestamp())
             end = datetime.fromtimestamp(n - n % G, UTC)
-            start = end - timedelta(hours=12)
+            start = end - timedelta(hours=23)
             async with aiohttp.ClientSession() as http, http.post(
                 f"http://127.0.0.1:{reps[0].port}/collections",
                 json={"start": start.isoformat(), "end": end.isoformat()},
