@@ -559,8 +559,8 @@ class PgStore:
 
 
 async def _part_progress(
-    conn: asyncpg.Connection, run_id: int, batch: Sequence[CompletedSlice], fenced: Sequence[tuple[SliceKey, str]],
-    prepared: Sequence[tuple[CompletedSlice, Any, list[Any], int]],
+    conn: asyncpg.Connection, run_id: int, batch: Sequence[StoredSlice], fenced: Sequence[tuple[SliceKey, str]],
+    prepared: Sequence[Prepared],
 ) -> None:
     """Counts per shard for the run's parts (runs without parts match no row)."""
     lost = {k for k, _r in fenced}
