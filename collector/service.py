@@ -347,7 +347,10 @@ class Service:
             if self.leases is not None:  # hand the shards over now rather than after the TTL
                 await self.leases.release_all()
             else:  # its interrupted runs are resumed by the next start (or a live peer)
-                await self.rt.store.remove_replica(self.replica)
+                try:
+                    await self.rt.store.remove_replica(self.replica)
+                except errors.StorageError as e:  # then it counts as dead after the TTL
+                    log.error("replica_not_removed", error=str(e))
 
     # -- the HTTP API -----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -197,9 +197,12 @@ async def test_a_starting_replica_takes_over_only_its_own_and_dead_replicas_runs
             assert [(r["id"], r["status"], r["owner"], r["adopted_at"]) for r in after] == [
                 (r["id"], r["status"], r["owner"], r["adopted_at"]) for r in before]
             assert await _one(database_url, "SELECT count(*) FROM replicas WHERE id = 'p9'") == 0
-            p1_alive.set()  # p1 "crashes" and restarts at once under the same id
-        p1 = Replica(cfg, "p1", _free_port())  # joins while p0's run is in flight
-        await p1.ready()
+            # p1 restarts under the same id while p0's run is in flight; its predecessor
+            # counts as alive until then, so only p1 itself may take its run over.
+            p1 = Replica(cfg, "p1", _free_port())
+            await p1.ready()
+            p1_alive.set()
+        assert p1 is not None
 
         async def adopted() -> bool:
             return bool(await _one(database_url, "SELECT count(*) FROM collection_runs"
@@ -228,7 +231,7 @@ async def test_a_starting_replica_takes_over_only_its_own_and_dead_replicas_runs
         return [orjson.loads(line)["run_id"] for line in replica.output().splitlines()
                 if "run_interrupted_by_restart" in line]
 
-    assert taken(p0) == [ghost] and taken(p1) == [mine]
+    assert p1 is not None and taken(p0) == [ghost] and taken(p1) == [mine]
     want = expected_rows(h.sim, load_settings(cfg).collection, start, end, datetime.now(UTC))
     assert await stored_rows(database_url) == want
 
