@@ -41,6 +41,7 @@ PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 TTL = 3.0
 G = 900
 RATE = 5.0
+BURST = 8
 
 
 class Aborted(Exception):
@@ -248,7 +249,7 @@ async def soak(pg: PrivatePostgres, work: Path) -> dict[str, Any]:
 
 
 async def oneoff_wall(pg: PrivatePostgres, work: Path, accounts: int = 6, replicas: int = 3) -> dict[str, Any]:
-    sim = Simulator(SimulatorConfig(fleet=FleetSpec(accounts=accounts, queues_per_instance=5), rate=RATE, burst=8))
+    sim = Simulator(SimulatorConfig(fleet=FleetSpec(accounts=accounts, queues_per_instance=5), rate=RATE, burst=BURST))
     dsn = await _fresh_db(pg.dsn, "oneoff")
     async with running_simulator(sim) as url:
         cfg = write_config(
@@ -284,9 +285,11 @@ async def oneoff_wall(pg: PrivatePostgres, work: Path, accounts: int = 6, replic
     wall = (run["finished_at"] - run["created_at"]).total_seconds()
     busiest = max(sim.stats.calls_by_account.values())
     floor = busiest / RATE
+    floor_burst = (busiest - BURST) / RATE  # the simulator's bucket starts full
     return {"status": run["status"], "slices": f'{run["slices_done"]}/{run["slices_total"]}',
             "busiest_account_calls": busiest, "floor_s": round(floor, 1), "wall_s": round(wall, 1),
-            "wall_over_floor": round(wall / floor, 3), "target": "<= 1.25"}
+            "wall_over_floor": round(wall / floor, 3),
+            "wall_over_floor_less_burst": round(wall / floor_burst, 3), "target": "<= 1.25"}
 
 
 async def _main() -> int:
