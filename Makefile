@@ -16,7 +16,7 @@ SMOKE  ?= tests/test_storage.py tests/test_packaging.py tests/test_end_to_end.py
           tests/test_faults.py::test_database_connections_dropped_mid_collection \
           tests/test_cli_errors.py::test_sandbox_removes_its_temporary_config
 
-.PHONY: run test lint typecheck unit unit-fast smoke-embedded wheel-check bench clean
+.PHONY: run test lint typecheck unit unit-fast smoke-embedded wheel-check bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ wheel-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## soak: replicas under faults for a few minutes, then every slice checked (not in make test)
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .data build .pytest_cache .mypy_cache .ruff_cache

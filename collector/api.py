@@ -65,6 +65,7 @@ class Run(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     resumed_from: int | None = None
+    owner: str | None = None
 
 
 class RunPage(BaseModel):

@@ -5,7 +5,9 @@ account's quota at a time. Each replica heartbeats, renews its leases, claims fr
 or expired ones up to a fair share (``ceil(shards / live replicas)``) and hands back
 extras, so a new replica gets its share and a dead one's shards are taken over
 within the lease TTL. Every claim raises the shard's generation: the fencing token
-that writes carry (see :meth:`collector.adapters.postgres.PgStore.write`).
+that writes carry (see :meth:`collector.adapters.postgres.PgStore.write`). A shard handed
+back is first taken out of this replica's work: its in-flight fetches are cancelled and
+what they completed is written (``guard``), so the new owner's fence refuses nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import structlog
 
 from collector.errors import StorageError
 from collector.observability import LEASES_HELD
+from collector.pipeline import ShardGuard
 from collector.ports import Clock, LeaseStore
 
 log = structlog.get_logger("collector.leases")
@@ -35,6 +38,7 @@ class LeaseManager:
     api_url: str | None = None
     owned: dict[Shard, int] = field(default_factory=dict)  # shard -> generation
     changed: anyio.Event = field(default_factory=anyio.Event)
+    guard: ShardGuard = field(default_factory=ShardGuard)
 
     async def tick(self, shards: Sequence[Shard], claim: bool = True) -> None:
         await self.store.heartbeat(self.replica, self.api_url)
@@ -45,23 +49,35 @@ class LeaseManager:
         self.owned = await self.store.renew_leases(self.replica, self.ttl)
         for lost in before.keys() - self.owned.keys():
             log.warning("lease_lost", shard=f"{lost[0]}/{lost[1]}")
+        self.guard.revoke(before.keys() - self.owned.keys())  # its writes would be fenced: stop
         live = max(1, await self.store.live_replicas(self.ttl))
         share = math.ceil(len(shards) / live)
         if len(self.owned) < share:
             got = await self.store.claim_leases(self.replica, self.ttl, share - len(self.owned))
             for shard in got:
                 log.info("lease_acquired", shard=f"{shard[0]}/{shard[1]}", generation=got[shard])
+            self.guard.allow(got)
             self.owned.update(got)
         elif len(self.owned) > share:
-            extra = sorted(self.owned)[share:]
-            await self.store.release_leases(self.replica, extra)
-            for shard in extra:
-                self.owned.pop(shard, None)
-                log.info("lease_released", shard=f"{shard[0]}/{shard[1]}", reason="rebalance")
+            await self.hand_back(sorted(self.owned)[share:])
         LEASES_HELD.set(len(self.owned))
         if before != self.owned:
             self.changed.set()
             self.changed = anyio.Event()
+
+    async def hand_back(self, extra: Sequence[Shard]) -> None:
+        """Rebalance: stop working on ``extra`` (cancel, let the writer store what was
+        completed, within a third of the TTL so the lease is still held), then release."""
+        for shard in extra:
+            self.owned.pop(shard, None)
+        self.guard.revoke(extra)
+        with anyio.move_on_after(self.ttl / 3) as waited:
+            await self.guard.drained(extra)
+        if waited.cancelled_caught:
+            log.warning("handover_not_drained", shards=[f"{a}/{r}" for a, r in extra])
+        await self.store.release_leases(self.replica, extra)
+        for shard in extra:
+            log.info("lease_released", shard=f"{shard[0]}/{shard[1]}", reason="rebalance")
 
     async def run(self, shards_of: Callable[[], Awaitable[Sequence[Shard]]], stop: anyio.Event) -> None:
         from collector.scheduler import sleep_or_stop

@@ -112,3 +112,4 @@ class RunSummary:
     retries: int = 0
     throttles: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    handed_over: int = 0  # slices of shards handed to another replica mid-run (not in slices_total)

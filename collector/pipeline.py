@@ -8,10 +8,11 @@ time and stores each batch atomically.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
-from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -36,6 +37,61 @@ from collector.retry import Counters, RetryPolicy, retry
 
 log = structlog.get_logger("collector.pipeline")
 
+Shard = tuple[str, str]  # (account, Region)
+
+
+class ShardGuard:
+    """The shards this process may work on, and its work in flight per shard: revoking a
+    shard (its lease is handed back or lost) cancels that shard's fetchers in every pipeline,
+    and :meth:`drained` waits until what they completed has been written."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[Shard, set[anyio.CancelScope]] = defaultdict(set)
+        self._pending: Counter[Shard] = Counter()  # completed slices not yet written
+        self._revoked: set[Shard] = set()
+        self._changed = anyio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    @contextlib.contextmanager
+    def working(self, shard: Shard) -> Iterator[anyio.CancelScope]:
+        with anyio.CancelScope() as scope:
+            if shard in self._revoked:
+                scope.cancel()
+            self._scopes[shard].add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes[shard].discard(scope)
+                self._notify()
+
+    def sent(self, shard: Shard) -> None:
+        self._pending[shard] += 1
+
+    def written(self, shards: Iterable[Shard]) -> None:
+        for shard in shards:
+            self._pending[shard] -= 1
+        self._notify()
+
+    def revoke(self, shards: Iterable[Shard]) -> None:
+        for shard in shards:
+            self._revoked.add(shard)
+            for scope in list(self._scopes[shard]):
+                scope.cancel()
+
+    def allow(self, shards: Iterable[Shard]) -> None:
+        self._revoked.difference_update(shards)
+
+    def busy(self, shards: Iterable[Shard]) -> bool:
+        return any(self._scopes[s] or self._pending[s] > 0 for s in shards)
+
+    async def drained(self, shards: Sequence[Shard]) -> None:
+        """Until no fetcher of ``shards`` runs and their completed slices are written."""
+        while self.busy(shards):
+            await self._changed.wait()
+
 
 @dataclass
 class PipelineOptions:
@@ -56,6 +112,9 @@ class Stored(Protocol):
 
     @property
     def rows(self) -> int: ...
+
+    @property
+    def fence(self) -> tuple[str, str, int] | None: ...
 
 
 class Sink(Protocol):
@@ -171,6 +230,7 @@ async def writer_loop(
     summary: RunSummary,
     progress: Progress,
     rng: random.Random,
+    guard: ShardGuard | None = None,
 ) -> None:
     batch: list[Stored] = []  # whole units only: a unit's slices are written together
     rows = 0
@@ -180,7 +240,11 @@ async def writer_loop(
         nonlocal batch, rows
         if not batch:
             return
-        result = await _write_with_retry(sink, batch, run_id, opts, clock, rng)
+        try:
+            result = await _write_with_retry(sink, batch, run_id, opts, clock, rng)
+        finally:
+            if guard is not None:
+                guard.written((s.fence[0], s.fence[1]) for s in batch if s.fence is not None)
         if result.fenced:
             # Another replica owns these slices' shards now and collects them; writing would
             # put stale results over its newer ones. Slices of shards still held were written.
@@ -240,9 +304,12 @@ async def run_collection(
     progress: Progress | None = None,
     stop: anyio.Event | None = None,
     rng: random.Random | None = None,
+    guard: ShardGuard | None = None,
 ) -> RunSummary:
     """Collect every slice of ``works`` (v1 slices or other :class:`FetchUnit` s); failed
-    slices are listed, never dropped silently."""
+    slices are listed, never dropped silently. With a ``guard``, the slices of a shard it
+    revokes are handed over (``summary.handed_over``, left out of ``slices_total``): the
+    shard's new owner collects them."""
     opts = opts or PipelineOptions()
     progress = progress or Progress()
     rng = rng or random.Random()
@@ -259,13 +326,24 @@ async def run_collection(
     send, receive = anyio.create_memory_object_stream[Sequence[Stored]](opts.channel_size)
 
     inflight = anyio.Semaphore(opts.max_inflight)
+    handed = [0]
 
-    async def worker(q: deque[FetchUnit]) -> None:
-        while q and not (stop and stop.is_set()):
-            async with inflight:  # memory: whole slices are held until the writer takes them
-                if not q:
-                    return
-                await _one(q.popleft())
+    async def worker(q: deque[FetchUnit], shard: Shard) -> None:
+        with guard.working(shard) if guard is not None else anyio.CancelScope() as scope:
+            while q and not (stop and stop.is_set()):
+                async with inflight:  # memory: whole slices are held until the writer takes them
+                    if not q:
+                        return
+                    unit = q.popleft()
+                    ok = False
+                    try:
+                        await _one(unit)
+                        ok = True
+                    finally:  # cancelled mid-unit: its shard was handed back
+                        handed[0] += 0 if ok else len(unit.slice_keys)
+        if scope.cancelled_caught:
+            handed[0] += sum(len(u.slice_keys) for u in q)
+            q.clear()
 
     async def _one(work: FetchUnit) -> None:
         try:
@@ -282,14 +360,22 @@ async def run_collection(
         finally:
             progress.counters(counters)
         await send.send(done)
+        if guard is not None:
+            for s in done:
+                if s.fence is not None:
+                    guard.sent((s.fence[0], s.fence[1]))
         CHANNEL_DEPTH.set(send.statistics().current_buffer_used)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(writer_loop, receive, sink, run_id, opts, clock, summary, progress, rng)
+        tg.start_soon(writer_loop, receive, sink, run_id, opts, clock, summary, progress, rng, guard)
         async with send, anyio.create_task_group() as fetchers:
-            for q in queues.values():
+            for (account, region, _api), q in queues.items():
                 for _ in range(min(opts.workers_per_key, len(q))):
-                    fetchers.start_soon(worker, q)
+                    fetchers.start_soon(worker, q, (account, region))
+    if handed[0]:
+        summary.handed_over = handed[0]
+        summary.slices_total -= handed[0]
+        log.info("slices_handed_over", slices=handed[0])
     summary.requests = counters.requests
     summary.retries = counters.retries
     summary.throttles = counters.throttles

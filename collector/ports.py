@@ -102,6 +102,7 @@ class RunRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     resumed_from: int | None = None
+    owner: str | None = None  # the replica executing it (runs without parts)
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> RunRecord:
@@ -234,7 +235,10 @@ class RunStore(Protocol):
 
     async def list_runs(self, status: str | None, before: int | None, limit: int) -> list[RunRecord]: ...
 
-    async def interrupt_stale_runs(self) -> list[RunRecord]: ...
+    async def adopt_runs(self, replica: str, ttl: float, own: bool) -> list[RunRecord]:
+        """Unfinished runs of replicas dead by the heartbeat table (and, with ``own``, of
+        ``replica`` from before a restart), now ``interrupted``; each returned once."""
+        ...
 
     async def set_resumed_from(self, run_id: int, old_run_id: int) -> None: ...
 
@@ -242,7 +246,13 @@ class RunStore(Protocol):
 
     async def claim_part(self, replica: str, owned: Sequence[Shard], ttl: float) -> PartRecord | None: ...
 
-    async def part_started(self, run_id: int, slices: int) -> None: ...
+    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
+        """A part's attempt starts: counts of an earlier attempt leave the run's."""
+        ...
+
+    async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
+        """The part goes back to the queue for any replica (its calls stay counted)."""
+        ...
 
     async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
         """Ends the part; returns the run's final status once no part is left, else None."""
@@ -252,7 +262,7 @@ class RunStore(Protocol):
 class Store(MetricSink, Registry, SchedulerStore, LeaseStore, RunStore, Protocol):
     """Everything the core keeps: what :class:`collector.adapters.postgres.PgStore` implements."""
 
-    replica: str | None  # set when leases fence this replica's writes
+    replica: str | None  # this process's replica id: fences its writes, owns the runs it starts
 
     async def prune(self, cutoff: datetime) -> list[str]: ...
 

@@ -15,7 +15,7 @@ from collector.config import InstanceSettings, Settings
 from collector.fleet import resolve, select_instances
 from collector.model import RunSummary, SliceWork
 from collector.observability import RUN_DURATION, RUNS
-from collector.pipeline import FetchUnit, Progress, Sink, run_collection
+from collector.pipeline import FetchUnit, Progress, ShardGuard, Sink, run_collection
 from collector.planner import DEFAULT_PROFILE, plan
 from collector.ports import PartRecord, Runtime
 from collector.v2 import runs as v2runs
@@ -69,6 +69,7 @@ async def execute(
     stop: anyio.Event | None = None,
     kind: str = "oneoff",
     finish: Finish | None = None,
+    guard: ShardGuard | None = None,
     sink: Sink | None = None,
 ) -> RunSummary:
     """Collect planned slices under a run row; the run always ends with a status.
@@ -81,7 +82,7 @@ async def execute(
     try:
         summary = await run_collection(
             works, source=rt.source, sink=sink or rt.store, limiters=rt.limiters, clock=rt.clock,
-            opts=rt.pipeline, run_id=run_id, progress=progress, stop=stop,
+            opts=rt.pipeline, run_id=run_id, progress=progress, stop=stop, guard=guard,
         )
         summary.slices_total += len(lost)
         summary.slices_failed += len(lost)
@@ -139,21 +140,23 @@ async def collect(
 
 
 async def collect_part(
-    rt: Runtime, part: PartRecord, generation: int, stop: anyio.Event | None = None
+    rt: Runtime, part: PartRecord, generation: int, stop: anyio.Event | None = None,
+    guard: ShardGuard | None = None,
 ) -> str | None:
     """One (account, Region) part of a one-off run, on the replica holding that shard.
-    Returns the run's final status when this was its last part."""
+    Returns the run's final status when this was its last part. A part cut short (a
+    stop, its shard handed over) goes back to the queue for whichever replica holds the shard."""
     run = part.run
     shard = part.shard
     assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
     if (v2 := v2runs.v2_profile(rt.settings, run.profile)) is not None:
-        return await v2runs.collect_part(rt, v2, part, generation, stop)
+        return await v2runs.collect_part(rt, v2, part, generation, stop, guard)
     try:
         res = await resolve(rt, run.instances or (), owned={shard: generation})
         works, lost = res.planned(
             rt.settings.profile(run.profile), run.range_start, run.range_end, rt.clock.now(), run.profile
         )
-        await rt.store.part_started(run.id, len(works) + len(lost))
+        await rt.store.part_started(run.id, shard, len(works) + len(lost))
     except errors.CollectorError as e:
         return await rt.store.finish_part(
             run.id, shard, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")
@@ -161,7 +164,12 @@ async def collect_part(
     final: list[str | None] = [None]
 
     async def finish(status: str, summary: RunSummary) -> None:
+        if status == "interrupted" or summary.handed_over:
+            assert rt.store.replica is not None
+            await rt.store.requeue_part(run.id, shard, rt.store.replica, summary)
+            log.info("part_requeued", run_id=run.id, shard=f"{shard[0]}/{shard[1]}")
+            return
         final[0] = await rt.store.finish_part(run.id, shard, part_status(status), summary)
 
-    await execute(rt, works, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish)
+    await execute(rt, works, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish, guard=guard)
     return final[0]

@@ -7,13 +7,22 @@ is split into (account, Region) parts that the lease holders execute.
 
 Shutdown is staged: the stop event stops new work, in-flight slices get the
 grace period, the writer's flush is shielded, unfinished runs end as
-``interrupted``; the next start resumes from the watermarks.
+``interrupted`` (a cluster's unfinished parts go back to the queue); the next start
+resumes from the watermarks.
+
+Every process is a replica with an id (``cluster.replica_id``, default host name and
+process id) that heartbeats in ``replicas``, also on a single node; runs record the
+replica that executes them (``collection_runs.owner``). A replica takes over only its
+own unfinished runs (a restart under the same id) and those of replicas that are dead by
+the heartbeat table (no beat for ``cluster.lease_ttl``), at start-up and then every third
+of the TTL. A start binds the API port before it touches any run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import socket
@@ -29,10 +38,10 @@ from anyio.abc import TaskGroup
 from collector import errors
 from collector.api import CollectionRequest, create_app
 from collector.config import Settings, parse_duration
-from collector.fleet import Targets, shards
+from collector.fleet import Shard, Targets, shards
 from collector.leases import LeaseManager
 from collector.model import RunSummary, SliceWork
-from collector.ports import Clock, ConnectSource, RunRecord, Runtime
+from collector.ports import Clock, ConnectSource, PartRecord, RunRecord, Runtime
 from collector.ratelimit import Limiters
 from collector.runs import check_collection, collect, collect_part, execute, failed_summary
 from collector.scheduler import ProfileSpec, run_scheduler, sleep_or_stop
@@ -50,6 +59,27 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:  # the service owns signals, not uvicorn
         yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything else starts (uvicorn serves it)."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except OSError as e:
+        raise errors.ConfigError(f"API host {host!r} does not resolve: {e.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise errors.PortInUse(
+            f"API {host}:{port} ({e.strerror}; is another collector running?); "
+            "pick another port with --port N or COLLECTOR_API__PORT=N"
+        ) from None
+    return sock
 
 
 class Service:
@@ -73,28 +103,33 @@ class Service:
         # pending wake-up is enough, and submit never blocks on it).
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[None](1)
         self._work_done = anyio.Event()
+        self._parts_changed = anyio.Event()  # a part ended here: claim the next at once
         self.url: str | None = None
+        self._sock: socket.socket | None = None
+        self.replica = self.settings.cluster.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.ttl = self.settings.cluster.lease_ttl
+        rt.store.replica = self.replica  # owns the runs it starts, fences its writes
 
     # -- the table of contents ------------------------------------------------------------
     async def run(
         self, *, with_api: bool = True, handle_signals: bool = True,
         on_ready: Callable[[str | None], None] | None = None,
     ) -> None:
-        stale = await self.rt.store.interrupt_stale_runs()
-        await self.join_cluster()
-        await self.resume(stale)
-        server = self.api_server() if with_api else None
-        async with self._wake_send, self._wake_recv, anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(self.signals)
-            tg.start_soon(self.work)
-            if server is not None:
-                await self.serve_api(tg, server)
-            if on_ready:
-                on_ready(self.url)
-            await self.wait_for_stop()
-            await self.shutdown(tg, server)
-        await self.leave_cluster()
+        # The port first: a start that cannot bind it changes nothing in the database.
+        with self.listening(with_api) as server:
+            await self.join_cluster()
+            await self.resume(await self.rt.store.adopt_runs(self.replica, self.ttl, True))
+            async with self._wake_send, self._wake_recv, anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(self.signals)
+                tg.start_soon(self.work)
+                if server is not None:
+                    await self.serve_api(tg, server)
+                if on_ready:
+                    on_ready(self.url)
+                await self.wait_for_stop()
+                await self.shutdown(tg, server)
+            await self.leave_cluster()
         log.info("service_stopped")
 
     async def work(self) -> None:
@@ -106,6 +141,7 @@ class Service:
                 tg.start_soon(v2_schedule.scheduler_loop, self, schedule_options(self.settings))  # V2 profiles
                 tg.start_soon(self.oneoff_loop)
                 tg.start_soon(self.retention_loop)
+                tg.start_soon(self.adopt_loop)
                 tg.start_soon(self._wake_on_stop)
         finally:
             self._work_done.set()
@@ -135,7 +171,7 @@ class Service:
     async def resume(self, stale: list[RunRecord]) -> None:
         """Resume the one-off runs a crash or kill cut short (upserts make this safe)."""
         for r in stale:
-            log.warning("run_interrupted_by_restart", run_id=r.id)
+            log.warning("run_interrupted_by_restart", run_id=r.id, owner=r.owner)
             if r.requested_by == "scheduler" or r.range_start is None or r.range_end is None:
                 continue  # the scheduler picks its slices up from the watermarks
             body = CollectionRequest(start=r.range_start, end=r.range_end,
@@ -210,24 +246,70 @@ class Service:
             min(w.key.start for w in works), max(w.key.end for w in works),
             sorted({w.key.instance_id for w in works}), len(works),
         )
-        return await execute(self.rt, works, run_id=run_id, stop=self.stop, kind="scheduled")
+        guard = self.leases.guard if self.leases is not None else None
+        return await execute(self.rt, works, run_id=run_id, stop=self.stop, kind="scheduled", guard=guard)
 
     async def parts_loop(self) -> None:
-        """With leases: execute the parts of one-off runs whose shards this replica holds."""
+        """With leases: execute the parts of one-off runs whose shards this replica holds,
+        concurrently, one part per shard at a time (each paced by its shard's limiter)."""
         leases = self.leases
         if leases is None:
             return
+        busy: set[Shard] = set()
+        async with anyio.create_task_group() as tg:
+            while not self.stop.is_set():
+                free = [s for s in leases.owned if s not in busy]
+                try:
+                    part = await self.rt.store.claim_part(leases.replica, free, leases.ttl) if free else None
+                except errors.StorageError as e:  # the database may be briefly away; keep trying
+                    log.error("claim_part_failed", error=str(e))
+                    part = None
+                if part is None:
+                    await self._nap(leases.ttl / 3, self._parts_changed)
+                    continue
+                gen = leases.owned.get(part.shard)
+                if gen is None:  # the lease moved between claim and now: back to the queue
+                    await self.rt.store.requeue_part(part.run.id, part.shard, leases.replica, RunSummary())
+                    continue
+                busy.add(part.shard)
+                tg.start_soon(self._run_part, part, gen, busy)
+
+    async def _run_part(self, part: PartRecord, gen: int, busy: set[Shard]) -> None:
+        assert self.leases is not None
+        try:
+            final = await collect_part(self.rt, part, gen, self.stop, self.leases.guard)
+        finally:
+            busy.discard(part.shard)
+            self._parts_changed.set()
+            self._parts_changed = anyio.Event()
+        if final is not None and self.on_run_finished:
+            self.on_run_finished(part.run.id)
+
+    async def _nap(self, seconds: float, wake: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def woken() -> None:
+                await wake.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(woken)
+            await sleep_or_stop(self.rt.clock, seconds, self.stop)
+            tg.cancel_scope.cancel()
+
+    async def adopt_loop(self) -> None:
+        """Every third of the TTL: a single node heartbeats (a cluster's lease loop does),
+        and the unfinished runs of replicas that died since are taken over."""
+        store = self.rt.store
         while not self.stop.is_set():
-            part = await self.rt.store.claim_part(leases.replica, list(leases.owned), leases.ttl)
-            if part is None:
-                await sleep_or_stop(self.rt.clock, leases.ttl / 3, self.stop)
-                continue
-            gen = leases.owned.get(part.shard)
-            if gen is None:
-                continue  # the lease moved between claim and now; the part is requeued
-            final = await collect_part(self.rt, part, gen, self.stop)
-            if final is not None and self.on_run_finished:
-                self.on_run_finished(part.run.id)
+            with anyio.move_on_after(self.ttl / 3):  # wall time, as the heartbeats' now()
+                await self.stop.wait()
+                return
+            try:
+                if self.leases is None:
+                    await store.heartbeat(self.replica, self.url)
+                await self.resume(await store.adopt_runs(self.replica, self.ttl, False))
+            except errors.StorageError as e:  # the database may be briefly away; keep trying
+                log.error("adopt_failed", error=str(e))
 
     async def retention_loop(self) -> None:
         days = self.settings.storage.retention_days
@@ -244,10 +326,10 @@ class Service:
     async def join_cluster(self) -> None:
         """With ``[cluster]``: announce this replica (claims come with the first lease tick)."""
         cluster = self.settings.cluster
-        if not cluster.enabled:
+        replica = self.replica
+        if not cluster.enabled:  # a single node heartbeats too: its runs' owner is known alive
+            await self.rt.store.heartbeat(replica, None)
             return
-        replica = cluster.replica_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.rt.store.replica = replica
         self.leases = LeaseManager(self.rt.store, replica, cluster.lease_ttl, self.rt.clock,
                                    api_url=f"http://{self.settings.api.host}:{self.settings.api.port}")
         await self.leases.tick(shards(self.settings), claim=False)
@@ -263,11 +345,31 @@ class Service:
         await self.leases.run(all_shards, self.stop)
 
     async def leave_cluster(self) -> None:
-        if self.leases is not None:  # hand the shards over now rather than after the TTL
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if self.leases is not None:  # hand the shards over now rather than after the TTL
                 await self.leases.release_all()
+            else:  # its interrupted runs are resumed by the next start (or a live peer)
+                try:
+                    await self.rt.store.remove_replica(self.replica)
+                except errors.StorageError as e:  # then it counts as dead after the TTL
+                    log.error("replica_not_removed", error=str(e))
 
     # -- the HTTP API -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def listening(self, with_api: bool) -> Iterator[_Server | None]:
+        """The API server on a socket bound now (a busy port raises :class:`errors.PortInUse`)."""
+        if not with_api:
+            yield None
+            return
+        self._sock = bind(self.settings.api.host, self.settings.api.port)
+        with self._sock:
+            server = self.api_server()
+            try:
+                yield server
+            finally:  # uvicorn may have been cancelled mid-serve: unregister its listeners
+                for listener in getattr(server, "servers", []):  # from the loop before the close
+                    listener.close()
+
     def api_server(self) -> _Server:
         store = self.rt.store
 
@@ -287,11 +389,13 @@ class Service:
                                       access_log=False, lifespan="off"))
 
     async def serve_api(self, tg: TaskGroup, server: _Server) -> None:
-        tg.start_soon(server.serve)
+        assert self._sock is not None
+        tg.start_soon(functools.partial(server.serve, sockets=[self._sock]))
         # uvicorn exposes only a flag for "listening"; poll it briefly.
         while not server.started and not self.stop.is_set():  # noqa: ASYNC110
             await anyio.sleep(0.02)
-        self.url = f"http://{self.settings.api.host}:{self.settings.api.port}"
+        port = self._sock.getsockname()[1]
+        self.url = f"http://{self.settings.api.host}:{port}"
         log.info("api_listening", url=self.url)
 
     # -- stopping ---------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class InMemoryStore:
     gaps: dict[SliceId, str] = field(default_factory=dict)
     runs: dict[int, RunRecord] = field(default_factory=dict)
     parts: dict[tuple[int, str, str], str] = field(default_factory=dict)
+    part_counts: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # total, done, rows, values
+    adopted: set[int] = field(default_factory=set)
     leases: dict[Shard, tuple[str | None, int]] = field(default_factory=dict)  # owner, generation
     replicas: set[str] = field(default_factory=set)
     instances: dict[str, tuple[str, str | None]] = field(default_factory=dict)
@@ -83,6 +85,11 @@ class InMemoryStore:
             r.slices_done += len(batch)
             r.rows_written += rows
             r.values_written += values
+            for s in batch:
+                if s.fence is not None and (c := self.part_counts.get((run_id, s.fence[0], s.fence[1]))):
+                    c[1] += 1
+                    c[2] += s.rows
+                    c[3] += sum(len(v) for _m, page in s.pages for _d, v in page)
         return WriteResult(rows, values, fenced)
 
     # -- Registry -------------------------------------------------------------------------------
@@ -187,7 +194,7 @@ class InMemoryStore:
                  instances: list[str], status: str, slices: int = 0) -> int:
         run_id = len(self.runs) + 1
         self.runs[run_id] = RunRecord(run_id, requested_by, profile, start, end, list(instances), status,
-                                      slices_total=slices, created_at=datetime.now(UTC))
+                                      slices_total=slices, created_at=datetime.now(UTC), owner=self.replica)
         return run_id
 
     async def create_run(
@@ -207,7 +214,7 @@ class InMemoryStore:
     async def claim_queued_run(self) -> RunRecord | None:
         for r in self.runs.values():
             if r.status == "queued" and r.requested_by != "scheduler" and not self._has_parts(r.id):
-                r.status = "running"
+                r.status, r.owner = "running", self.replica
                 return dataclasses.replace(r)
         return None
 
@@ -222,6 +229,8 @@ class InMemoryStore:
     async def finish_run(self, run_id: int, status: str, summary: RunSummary) -> None:
         r = self.runs[run_id]
         r.status, r.slices_failed = status, summary.slices_failed
+        if summary.handed_over:
+            r.slices_total = summary.slices_total
         r.requests, r.retries, r.throttles = summary.requests, summary.retries, summary.throttles
         r.errors = [{"slice": k, "reason": v} if k else {"reason": v} for k, v in summary.failures]
 
@@ -234,11 +243,14 @@ class InMemoryStore:
               if (status is None or r.status == status) and (before is None or i < before)]
         return rs[:limit]
 
-    async def interrupt_stale_runs(self) -> list[RunRecord]:
+    async def adopt_runs(self, replica: str, ttl: float, own: bool) -> list[RunRecord]:
         out = []
         for r in self.runs.values():
-            if r.status in ("queued", "running"):
+            mine = own if r.owner == replica else r.owner not in self.replicas
+            if (r.status in ("queued", "running", "interrupted") and r.id not in self.adopted and mine
+                    and r.requested_by != "cli" and not self._has_parts(r.id)):
                 r.status = "interrupted"
+                self.adopted.add(r.id)
                 out.append(dataclasses.replace(r))
         return out
 
@@ -256,10 +268,20 @@ class InMemoryStore:
                 return PartRecord(a, g, dataclasses.replace(self.runs[run_id]))
         return None
 
-    async def part_started(self, run_id: int, slices: int) -> None:
+    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
         r = self.runs[run_id]
+        old = self.part_counts.get((run_id, *shard), [0, 0, 0, 0])
         r.status = "running"
-        r.slices_total += slices
+        r.slices_total += slices - old[0]
+        r.slices_done -= old[1]
+        r.rows_written -= old[2]
+        r.values_written -= old[3]
+        self.part_counts[(run_id, *shard)] = [slices, 0, 0, 0]
+
+    async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
+        if self.parts.get((run_id, *shard)) == "running":
+            self.parts[(run_id, *shard)] = "queued"
+            self.runs[run_id].requests += summary.requests
 
     async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
         self.parts[(run_id, *shard)] = status

@@ -55,7 +55,9 @@ async def test_sigterm_drains_and_kill_9_resumes_without_loss_or_duplicates(
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=5), rate=5, burst=8))
     cfg = write_config(
         tmp_path / "c.toml", database_url, h.sim,
-        extra='\n[scheduler]\ninitial_backfill = "6h"\nrevisits = []\ncatchup_batch = 4\n\n[api]\nport = 0\n',
+        # lease_ttl: how long a killed single node's heartbeat keeps its runs from the next start
+        extra=('\n[scheduler]\ninitial_backfill = "6h"\nrevisits = []\ncatchup_batch = 4\n\n[api]\nport = 0\n'
+               '\n[cluster]\nlease_ttl = 2\n'),
     )
     settings = load_settings(cfg)
     slices_sql = "SELECT count(*) FROM collected_slices"
@@ -84,7 +86,9 @@ async def test_sigterm_drains_and_kill_9_resumes_without_loss_or_duplicates(
         with anyio.fail_after(90):
             while True:
                 n = await _count(database_url, slices_sql)
-                if n >= 2 * 24:
+                interrupted = await _count(database_url, "SELECT count(*) FROM collection_runs WHERE status"
+                                           f" = 'interrupted' AND id = ANY('{{{','.join(map(str, cut_short))}}}')")
+                if n >= 2 * 24 and interrupted == len(cut_short):
                     break
                 await anyio.sleep(0.1)
         p.send_signal(signal.SIGTERM)
@@ -93,7 +97,8 @@ async def test_sigterm_drains_and_kill_9_resumes_without_loss_or_duplicates(
         if p.poll() is None:
             p.kill()
     conn = await asyncpg.connect(database_url)
-    try:  # the runs the kill cut short were marked interrupted by the next start
+    try:  # the runs the kill cut short were marked interrupted by the next start (once the
+        # killed process's heartbeat was older than lease_ttl)
         statuses = {r["status"] for r in await conn.fetch(
             "SELECT status FROM collection_runs WHERE id = ANY($1::bigint[])", cut_short)}
         assert statuses <= {"interrupted"}

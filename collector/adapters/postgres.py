@@ -245,7 +245,7 @@ class PgStore:
         instances: list[str], slices: int,
     ) -> int:
         run_id: int = await self.pool.fetchval(
-            q("create_run"), requested_by, profile, start, end, instances, slices
+            q("create_run"), requested_by, profile, start, end, instances, slices, self.replica
         )
         return run_id
 
@@ -262,7 +262,8 @@ class PgStore:
     @_translated
     async def _finish_run(self, run_id: int, status: str, s: RunSummary) -> None:
         await self.pool.execute(
-            q("finish_run"), run_id, status, s.slices_failed, s.requests, s.retries, s.throttles, _errors_of(s)
+            q("finish_run"), run_id, status, s.slices_failed, s.requests, s.retries, s.throttles, _errors_of(s),
+            s.slices_total if s.handed_over else None,
         )
 
     # -- the writer ------------------------------------------------------------------
@@ -389,6 +390,7 @@ class PgStore:
                 done = len(batch) - len(fenced)
                 if run_id is not None and done:
                     await conn.execute(q("run_progress"), run_id, done, len(records), values)
+                    await _part_progress(conn, run_id, batch, fenced, prepared)
         return WriteResult(len(records), values, tuple(fenced))
 
     # -- scheduler state ---------------------------------------------------------------
@@ -443,7 +445,9 @@ class PgStore:
     async def queue_run(
         self, requested_by: str, profile: str, start: datetime, end: datetime, instances: list[str]
     ) -> int:
-        run_id: int = await self.pool.fetchval(q("queue_run"), requested_by, profile, start, end, instances)
+        run_id: int = await self.pool.fetchval(
+            q("queue_run"), requested_by, profile, start, end, instances, self.replica
+        )
         return run_id
 
     async def start_run(self, run_id: int, slices: int, instances: list[str]) -> None:
@@ -457,12 +461,15 @@ class PgStore:
         rows = await self.pool.fetch(q("list_runs"), status, before, limit)
         return [_run(r) for r in rows]
 
-    async def interrupt_stale_runs(self) -> list[RunRecord]:
-        rows = await self.pool.fetch(q("interrupt_stale_runs"))
-        return [_run(r) for r in rows]
+    async def adopt_runs(self, replica: str, ttl: float, own: bool) -> list[RunRecord]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(q("adopt_runs"), replica, ttl, own)
+            if own:
+                await conn.execute(q("requeue_own_parts"), replica)
+        return sorted((_run(r) for r in rows), key=lambda r: r.id)
 
     async def claim_queued_run(self) -> RunRecord | None:
-        row = await self.pool.fetchrow(q("claim_queued_run"))
+        row = await self.pool.fetchrow(q("claim_queued_run"), self.replica)
         return _run(row) if row else None
 
     async def count_queued_runs(self) -> int:
@@ -515,8 +522,16 @@ class PgStore:
             run = await conn.fetchrow(q("get_run"), part["run_id"])
         return PartRecord(part["account"], part["region"], _run(run))
 
-    async def part_started(self, run_id: int, slices: int) -> None:
-        await self.pool.execute(q("part_started"), run_id, slices)
+    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(q("part_counts"), run_id, *shard)
+            await conn.execute(q("part_reset"), run_id, *shard, slices)
+            await conn.execute(q("part_started"), run_id, slices, *(old or (0, 0, 0, 0)))
+
+    async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
+        s = summary
+        await self.pool.execute(q("requeue_part"), run_id, shard[0], shard[1], replica,
+                                s.requests, s.retries, s.throttles)
 
     async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
         s = summary
@@ -541,6 +556,27 @@ class PgStore:
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:
             await check_schema(conn)
+
+
+async def _part_progress(
+    conn: asyncpg.Connection, run_id: int, batch: Sequence[StoredSlice], fenced: Sequence[tuple[SliceKey, str]],
+    prepared: Sequence[Prepared],
+) -> None:
+    """Counts per shard for the run's parts (runs without parts match no row)."""
+    lost = {k for k, _r in fenced}
+    per: dict[tuple[str, str], list[int]] = {}
+    for s in batch:
+        if s.fence is not None and s.key not in lost:
+            per.setdefault((s.fence[0], s.fence[1]), [0, 0, 0])[0] += 1
+    for s, _k, records, values in prepared:
+        if s.fence is not None:
+            c = per.setdefault((s.fence[0], s.fence[1]), [0, 0, 0])
+            c[1] += len(records)
+            c[2] += values
+    if per:
+        shards = list(per)
+        await conn.execute(q("part_progress"), run_id, [a for a, _r in shards], [r for _a, r in shards],
+                           *[[per[k][i] for k in shards] for i in range(3)])
 
 
 def _slice_lock(iref: int, start: datetime, secs: int, pid: int) -> int:

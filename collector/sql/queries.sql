@@ -94,14 +94,16 @@ SET slices_done = slices_done + $2, rows_written = rows_written + $3, values_wri
 WHERE id = $1;
 
 -- name: create_run
-INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status, slices_total, started_at)
-VALUES ($1, $2, $3, $4, $5, 'running', $6, now())
+INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status, slices_total,
+                             started_at, owner)
+VALUES ($1, $2, $3, $4, $5, 'running', $6, now(), $7)
 RETURNING id;
 
 -- name: finish_run
+-- slices_total: less the slices of shards handed to another replica mid-run.
 UPDATE collection_runs
 SET status = $2, slices_failed = $3, requests = $4, retries = $5, throttles = $6,
-    errors = $7::jsonb, finished_at = now()
+    errors = $7::jsonb, finished_at = now(), slices_total = coalesce($8, slices_total)
 WHERE id = $1;
 
 -- name: upsert_queues
@@ -152,25 +154,37 @@ WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR id < $2)
 ORDER BY id DESC LIMIT $3;
 
 -- name: queue_run
-INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status)
-VALUES ($1, $2, $3, $4, $5, 'queued')
+INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status, owner)
+VALUES ($1, $2, $3, $4, $5, 'queued', $6)
 RETURNING id;
 
 -- name: start_run
 UPDATE collection_runs SET status = 'running', slices_total = $2, instances = $3, started_at = now()
 WHERE id = $1;
 
--- name: interrupt_stale_runs
--- Their unfinished parts end too: a resumed run gets parts of its own.
-WITH r AS (
-    UPDATE collection_runs SET status = 'interrupted', finished_at = now()
-    WHERE status IN ('queued', 'running')
-    RETURNING *
-), p AS (
-    UPDATE run_parts SET status = 'failed', updated_at = now()
-    WHERE run_id IN (SELECT id FROM r) AND status IN ('queued', 'running')
-)
-SELECT * FROM r ORDER BY id;
+-- name: adopt_runs
+-- Unfinished runs (without parts, not a CLI's) of replicas that are dead by the heartbeat
+-- table ($2: the TTL), and at start-up ($3) this replica's own from before a restart under
+-- the same id: queued/running ones end interrupted; they and the runs a graceful stop left
+-- interrupted are returned once (adopted_at), to be resumed. Live replicas' runs are not touched.
+UPDATE collection_runs c
+SET status = 'interrupted', finished_at = coalesce(c.finished_at, now()), adopted_at = now()
+WHERE c.id IN (
+    SELECT r.id FROM collection_runs r
+    WHERE r.adopted_at IS NULL AND r.status IN ('queued', 'running', 'interrupted')
+      AND r.requested_by <> 'cli'
+      AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id)
+      AND CASE WHEN r.owner = $1 THEN $3
+               ELSE r.owner IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM replicas x
+                   WHERE x.id = r.owner AND x.heartbeat_at > now() - make_interval(secs => $2)) END
+    ORDER BY r.id FOR UPDATE SKIP LOCKED)
+RETURNING c.*;
+
+-- name: requeue_own_parts
+-- At start-up: parts this replica id was running before a restart go back to the queue.
+UPDATE run_parts SET status = 'queued', claimed_by = NULL, updated_at = now()
+WHERE status = 'running' AND claimed_by = $1;
 
 -- name: next_revisit
 SELECT min(c.slice_start + make_interval(secs => c.slice_seconds + d.delay)) FROM collected_slices c
@@ -302,10 +316,40 @@ FROM (SELECT run_id, account, region FROM run_parts
 WHERE p.run_id = c.run_id AND p.account = c.account AND p.region = c.region
 RETURNING p.run_id, p.account, p.region;
 
+-- name: part_counts
+SELECT slices_total, slices_done, rows_written, values_written FROM run_parts
+WHERE run_id = $1 AND account = $2 AND region = $3 FOR UPDATE;
+
+-- name: part_reset
+UPDATE run_parts SET slices_total = $4, slices_done = 0, rows_written = 0, values_written = 0,
+                     updated_at = now()
+WHERE run_id = $1 AND account = $2 AND region = $3;
+
 -- name: part_started
+-- A part's (new) attempt: the counts of an earlier attempt (put back, or taken over from a
+-- dead replica) leave the run's, so a resumed part is not counted twice.
 UPDATE collection_runs
-SET status = 'running', started_at = coalesce(started_at, now()), slices_total = slices_total + $2
+SET status = 'running', started_at = coalesce(started_at, now()), slices_total = slices_total + $2 - $3,
+    slices_done = slices_done - $4, rows_written = rows_written - $5, values_written = values_written - $6
 WHERE id = $1 AND status IN ('queued', 'running');
+
+-- name: part_progress
+-- What a write stored for the parts of a run (per shard), beside the run's own counts.
+UPDATE run_parts p
+SET slices_done = p.slices_done + x.n, rows_written = p.rows_written + x.r, values_written = p.values_written + x.v
+FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[]) AS x(account, region, n, r, v)
+WHERE p.run_id = $1 AND p.account = x.account AND p.region = x.region;
+
+-- name: requeue_part
+-- A part its replica stopped working on (SIGTERM, its shard handed over) goes back to the
+-- queue at once for any replica; the calls it made stay counted.
+WITH part AS (
+    UPDATE run_parts SET status = 'queued', claimed_by = NULL, updated_at = now()
+    WHERE run_id = $1 AND account = $2 AND region = $3 AND status = 'running' AND claimed_by = $4
+    RETURNING run_id
+)
+UPDATE collection_runs SET requests = requests + $5, retries = retries + $6, throttles = throttles + $7
+WHERE id IN (SELECT run_id FROM part);
 
 -- name: finish_part
 WITH part AS (
@@ -332,7 +376,7 @@ RETURNING r.status;
 
 -- name: claim_queued_run
 -- The one-off executor (single node) takes the oldest queued run that has no parts.
-UPDATE collection_runs SET status = 'running', started_at = now()
+UPDATE collection_runs SET status = 'running', started_at = now(), owner = $1
 WHERE id = (SELECT r.id FROM collection_runs r
             WHERE r.status = 'queued' AND r.requested_by <> 'scheduler'
               AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id)

@@ -276,8 +276,9 @@ async def scheduler_loop(service: ServiceLike, opts: ScheduleOptions) -> None:
             sorted({k.instance_id for k in keys_}), len(keys_),
         )
         lost = [(str(k), r) for k, r in rp.failed]
+        guard = leases.guard if leases is not None else None
         return await execute(rt, units, run_id=run_id, lost=lost, stop=service.stop, kind="scheduled",
-                             sink=ports.store)
+                             guard=guard, sink=ports.store)
 
     await run_scheduler(
         store=rt.store, v2=ports.store, targets=targets, resources=resources, profiles=profiles,
