@@ -4,10 +4,11 @@ refreshes every ``discovery_ttl`` or when this replica's leases change."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -127,6 +128,26 @@ class Resolution:
         return works, lost + list(self.failed_scopes)
 
 
+@contextlib.contextmanager
+def _one_error() -> Iterator[None]:
+    """A failure no instance or account is isolated from (the database went away) leaves
+    the resolution as one project error, not an ExceptionGroup, so callers can retry it."""
+    try:
+        yield
+    except BaseExceptionGroup as eg:
+        leaves: list[BaseException] = []
+        stack: list[BaseException] = [eg]
+        while stack:
+            e = stack.pop()
+            if isinstance(e, BaseExceptionGroup):
+                stack.extend(reversed(e.exceptions))
+            else:
+                leaves.append(e)
+        if leaves and all(isinstance(e, errors.CollectorError) for e in leaves):
+            raise leaves[0] from None
+        raise
+
+
 class _Resolver:
     """One resolution: instances (configured, listed, discovered), then their queues."""
 
@@ -194,14 +215,15 @@ class _Resolver:
             t0 = self.mine(target_for(settings, inst.id, inst.region, inst.account, aws_profile=inst.aws_profile))
             if t0 is not None:
                 self.specs[inst.id] = t0
-        async with anyio.create_task_group() as tg:
-            for acct in discovering(settings):
-                for region in acct.regions:
-                    tg.start_soon(self.discover, acct, region)
-        # Queue discovery runs for every instance at once; each account's limiter paces it.
-        async with anyio.create_task_group() as tg:
-            for t in self.specs.values():
-                tg.start_soon(self.queues_of, t)
+        with _one_error():
+            async with anyio.create_task_group() as tg:
+                for acct in discovering(settings):
+                    for region in acct.regions:
+                        tg.start_soon(self.discover, acct, region)
+            # Queue discovery runs for every instance at once; each account's limiter paces it.
+            async with anyio.create_task_group() as tg:
+                for t in self.specs.values():
+                    tg.start_soon(self.queues_of, t)
         order = list(self.specs)
         return Resolution(
             targets=[x for i in order if isinstance(x := self.resolved[i], Target)],

@@ -7,6 +7,7 @@ so a restart resumes where the last acknowledged write left off.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,9 +18,10 @@ import structlog
 from collector import catalog
 from collector.config import CollectionSettings
 from collector.model import RunSummary, SliceWork, Target
-from collector.observability import GAPS, LAG
+from collector.observability import DB_METER, GAPS, LAG
 from collector.planner import plan
 from collector.ports import Clock, SchedulerStore
+from collector.retry import OUTLAST, retry
 
 log = structlog.get_logger("collector.scheduler")
 
@@ -161,8 +163,12 @@ async def run_scheduler(
     stop: anyio.Event,
     until: datetime | None = None,
 ) -> None:
-    """Round after round until ``stop`` is set (or the clock passes ``until``)."""
-    while not stop.is_set() and (until is None or clock.now() < until):
+    """Round after round until ``stop`` is set (or the clock passes ``until``). A round the
+    database cut short (StorageError) is planned again after a capped backoff, for as long
+    as the database is away: progress lives in the database, so nothing is lost."""
+    rng = random.Random()
+
+    async def one_round() -> tuple[RoundPlan, bool, datetime]:
         ts = await targets()
         now = clock.now()
         rp = await plan_round(store, ts, profiles, opts, now)
@@ -172,10 +178,15 @@ async def run_scheduler(
             summary = await run_round(rp.works)
             failed = summary.slices_failed > 0
             await advance_frontiers(store, ts, profiles, clock.now(), opts)
-            if stop.is_set():
-                break
         else:
             await advance_frontiers(store, ts, profiles, now, opts)
+        return rp, failed, now
+
+    while not stop.is_set() and (until is None or clock.now() < until):
+        rp, failed, now = await retry(one_round, operation="scheduler_round", policy=OUTLAST, clock=clock,
+                                      rng=rng, meter=DB_METER)
+        if rp.works and stop.is_set():
+            break
         wake = rp.wake_at or now
         if failed:
             wake = max(wake, clock.now() + timedelta(seconds=opts.retry_after))

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
+import random
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import structlog
@@ -32,8 +34,10 @@ from collector.config import Settings, parse_duration
 from collector.fleet import Targets, shards
 from collector.leases import LeaseManager
 from collector.model import RunSummary, SliceWork
+from collector.observability import DB_METER
 from collector.ports import Clock, ConnectSource, RunRecord, Runtime
 from collector.ratelimit import Limiters
+from collector.retry import OUTLAST, retry
 from collector.runs import check_collection, collect, collect_part, execute, failed_summary
 from collector.scheduler import ProfileSpec, run_scheduler, sleep_or_stop
 from collector.wiring import runtime, schedule_options
@@ -41,6 +45,8 @@ from collector.wiring import runtime, schedule_options
 __all__ = ["Service", "schedule_options", "serve"]
 
 log = structlog.get_logger("collector.service")
+
+T = TypeVar("T")
 
 MAX_QUEUED_RUNS = 100  # one-off runs waiting on a single node; more are refused
 
@@ -72,6 +78,7 @@ class Service:
         # pending wake-up is enough, and submit never blocks on it).
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[None](1)
         self._work_done = anyio.Event()
+        self._rng = random.Random()
         self.url: str | None = None
 
     # -- the table of contents ------------------------------------------------------------
@@ -154,13 +161,19 @@ class Service:
         await self.stop.wait()
         self._wake()
 
+    async def outlast(self, call: Callable[[], Awaitable[T]], operation: str) -> T:
+        """``call()``, again after a capped backoff while the database is away (StorageError);
+        never given up while the service runs (shutdown cancels the wait)."""
+        return await retry(call, operation=operation, policy=OUTLAST, clock=self.rt.clock, rng=self._rng,
+                           meter=DB_METER)
+
     # -- the loops ------------------------------------------------------------------------
     async def oneoff_loop(self) -> None:
         """Single node: execute queued one-off runs, oldest first, one at a time."""
         if self.leases is not None:
             return  # in a cluster, parts_loop does this work
         while not self.stop.is_set():
-            run = await self.rt.store.claim_queued_run()
+            run = await self.outlast(self.rt.store.claim_queued_run, "claim_queued_run")
             if run is None:
                 await self._wake_recv.receive()
                 continue
@@ -168,9 +181,14 @@ class Service:
 
     async def run_oneoff(self, run: RunRecord) -> None:
         assert run.range_start is not None and run.range_end is not None
+        start, end = run.range_start, run.range_end
+
+        async def attempt() -> object:  # again while the database is away: upserts are idempotent
+            return await collect(self.rt, start, end, instances=run.instances, requested_by="api",
+                                 profile=run.profile, stop=self.stop, run_id=run.id)
+
         try:
-            await collect(self.rt, run.range_start, run.range_end, instances=run.instances,
-                          requested_by="api", profile=run.profile, stop=self.stop, run_id=run.id)
+            await self.outlast(attempt, "oneoff_run")
         except errors.CollectorError as e:
             log.error("run_failed", run_id=run.id, reason=str(e))
             await self.rt.store.finish_run(run.id, "failed", failed_summary(str(e)))
@@ -233,7 +251,7 @@ class Service:
             return
         while not self.stop.is_set():
             cutoff = self.rt.clock.now() - timedelta(days=days)
-            dropped = await self.rt.store.prune(cutoff)
+            dropped = await self.outlast(functools.partial(self.rt.store.prune, cutoff), "prune")
             if dropped:
                 log.info("partitions_dropped", partitions=dropped, cutoff=cutoff.isoformat())
             await sleep_or_stop(self.rt.clock, parse_duration(self.settings.storage.prune_every), self.stop)
@@ -336,6 +354,6 @@ async def serve(
     on_run_finished: Callable[[int], None] | None = None,
 ) -> None:
     """Run the service until ``stop`` (or a signal, or ``until`` on the clock)."""
-    async with runtime(settings, source=source, clock=clock, limiters=limiters) as rt:
+    async with runtime(settings, source=source, clock=clock, limiters=limiters, outlast=True) as rt:
         service = Service(rt, stop=stop, until=until, on_run_finished=on_run_finished)
         await service.run(with_api=with_api, handle_signals=handle_signals, on_ready=on_ready)

@@ -144,8 +144,9 @@ class ServeProcess:
         return self.proc.poll() is None
 
     def output(self) -> str:
-        self._out.flush()
-        self._err.flush()
+        for f in (self._out, self._err):
+            if not f.closed:
+                f.flush()
         return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
 
     async def get(self, path: str) -> tuple[int, bytes] | None:
