@@ -79,6 +79,7 @@ class Service:
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[None](1)
         self._work_done = anyio.Event()
         self._rng = random.Random()
+        self._queue_slots = anyio.Lock()
         self.url: str | None = None
 
     # -- the table of contents ------------------------------------------------------------
@@ -121,14 +122,14 @@ class Service:
 
     async def submit(self, body: CollectionRequest, resumed_from: int | None = None) -> int:
         """The one way a one-off run starts: queued, then split into parts (cluster) or
-        left for the one-off loop (single node)."""
+        left for the one-off loop (single node). A full queue raises :class:`errors.QueueFull`
+        (the API answers 429 with Retry-After) and records nothing; resumed runs always fit."""
         store = self.rt.store
-        if self.leases is None and resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
-            run_id = await store.queue_run("api", body.profile, body.start, body.end, body.instances or [])
-            await store.finish_run(run_id, "failed", failed_summary("too many queued runs"))
-            return run_id
         by = "api" if resumed_from is None else "resume"
-        run_id = await store.queue_run(by, body.profile, body.start, body.end, body.instances or [])
+        async with self._queue_slots:  # count and queue as one step: the cap holds under races
+            if self.leases is None and resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
+                raise errors.QueueFull(f"{MAX_QUEUED_RUNS} one-off collections are queued", retry_after=30)
+            run_id = await store.queue_run(by, body.profile, body.start, body.end, body.instances or [])
         if resumed_from is not None:
             await store.set_resumed_from(run_id, resumed_from)
         if self.leases is not None:  # each shard's part runs on the replica holding its lease
