@@ -31,9 +31,9 @@ from anyio.abc import TaskGroup
 from collector import errors
 from collector.api import CollectionRequest, create_app
 from collector.config import Settings, parse_duration
-from collector.fleet import Targets, shards
+from collector.fleet import Targets, discovering, shards
 from collector.leases import LeaseManager
-from collector.model import RunSummary, SliceWork
+from collector.model import RunSummary, SliceKey, SliceWork
 from collector.observability import DB_METER
 from collector.ports import Clock, ConnectSource, RunRecord, Runtime
 from collector.ratelimit import Limiters
@@ -81,6 +81,7 @@ class Service:
         self._rng = random.Random()
         self._queue_slots = anyio.Lock()
         self.url: str | None = None
+        self.targets: Targets | None = None  # the scheduler's fleet, once it runs
 
     # -- the table of contents ------------------------------------------------------------
     async def run(
@@ -199,16 +200,18 @@ class Service:
     async def scheduler_loop(self) -> None:
         if not self.settings.scheduler.enabled:
             return
-        if not self.settings.instances:
+        if not self.settings.instances and not discovering(self.settings):
             log.warning("no_instances_configured")
             return
         opts = schedule_options(self.settings)
+        ttl = self.settings.scheduler.seconds("discovery_ttl")
+        # wake at least every discovery_ttl, so new instances are found and removed ones dropped
+        opts = dataclasses.replace(opts, max_sleep=max(1, min(opts.max_sleep, ttl)))
         leases = self.leases
         if leases is not None:  # wake often enough to pick up shards as leases move
             opts = dataclasses.replace(opts, max_sleep=max(1, int(self.settings.cluster.lease_ttl / 3)))
-        targets = Targets(
-            self.rt, float(self.settings.scheduler.seconds("discovery_ttl")),
-            lambda: dict(leases.owned) if leases is not None else None,
+        targets = self.targets = Targets(
+            self.rt, float(ttl), lambda: dict(leases.owned) if leases is not None else None,
         )
         try:
             await run_scheduler(
@@ -220,14 +223,31 @@ class Service:
             if self.until is not None:  # a bounded run (tests, one-shot catch-up) ends the service
                 self.stop.set()
 
-    async def run_round(self, works: list[SliceWork]) -> RunSummary:
-        names = sorted({w.key.profile for w in works})
+    async def run_round(self, works: list[SliceWork], lost: list[tuple[SliceKey, str]]) -> RunSummary:
+        """One scheduled run: ``works`` are collected, ``lost`` (slices of instances that cannot
+        be resolved) count as failed with their reasons."""
+        keys = [w.key for w in works] + [k for k, _r in lost]
+        names = sorted({k.profile for k in keys})
         run_id = await self.rt.store.create_run(
             "scheduler", names[0] if len(names) == 1 else ",".join(names),
-            min(w.key.start for w in works), max(w.key.end for w in works),
-            sorted({w.key.instance_id for w in works}), len(works),
+            min(k.start for k in keys), max(k.end for k in keys),
+            sorted({k.instance_id for k in keys}), len(keys),
         )
-        return await execute(self.rt, works, run_id=run_id, stop=self.stop, kind="scheduled")
+        return await execute(self.rt, works, run_id=run_id, lost=[(str(k), r) for k, r in lost], stop=self.stop,
+                             kind="scheduled")
+
+    async def ready(self) -> None:
+        """``/readyz``: the database answers with the current schema, and (single node, with
+        the scheduler) the fleet has at least one instance that can be collected."""
+        await self.rt.store.ping()
+        if not self.settings.scheduler.enabled or self.leases is not None:
+            return
+        targets = self.targets
+        if targets is None or targets.collectable is None:
+            raise errors.NothingToCollect("the fleet has not been resolved yet")
+        if not targets.collectable:
+            why = "; ".join(f"{w}: {r}" for w, r in targets.problems[:5]) or "no instance found"
+            raise errors.NothingToCollect(why)
 
     async def parts_loop(self) -> None:
         """With leases: execute the parts of one-off runs whose shards this replica holds."""
@@ -297,7 +317,7 @@ class Service:
 
         app = create_app(
             token=self.settings.api.token, validate=self.validate, submit=self.submit,
-            get_run=get_run, list_runs=list_runs, ready=store.ping, cluster=store.cluster_state,
+            get_run=get_run, list_runs=list_runs, ready=self.ready, cluster=store.cluster_state,
         )
         api = self.settings.api
         return _Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",

@@ -97,14 +97,16 @@ async def sql_value(url: str, sql: str, *args: object) -> Any:
         await conn.close()
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], limit: float, what: str = "") -> None:
+async def wait_for(predicate: Callable[[], Awaitable[bool]], limit: float,
+                   what: str | Callable[[], str] = "") -> None:
     """Poll ``predicate`` until true; fail after ``limit`` seconds naming ``what``."""
     try:
         with anyio.fail_after(limit):
             while not await predicate():  # noqa: ASYNC110  (another process: nothing to await on)
                 await anyio.sleep(0.1)
     except TimeoutError:
-        raise AssertionError(f"not within {limit}s: {what or predicate!r}") from None
+        text = what() if callable(what) else what
+        raise AssertionError(f"not within {limit}s: {text or predicate!r}") from None
 
 
 async def wait_sql(url: str, sql: str, check: Callable[[Any], bool], limit: float, *args: object) -> Any:
@@ -115,7 +117,7 @@ async def wait_sql(url: str, sql: str, check: Callable[[Any], bool], limit: floa
         seen[0] = await sql_value(url, sql, *args)
         return seen[0] is not None and check(seen[0])
 
-    await wait_for(ok, limit, f"{sql} (last: {seen[0]!r})")
+    await wait_for(ok, limit, lambda: f"{sql} (last: {seen[0]!r})")
     return seen[0]
 
 
