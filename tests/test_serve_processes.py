@@ -248,3 +248,41 @@ async def test_an_instance_that_cannot_be_resolved_fails_every_round_lags_and_ag
     for alert, series in (("CollectorLagHigh", "collector_collection_lag_seconds"),
                           ("CollectorGaps", "collector_gaps_total"), ("CollectorRunsFailing", "collector_runs_total")):
         assert f"alert: {alert}" in rules and series in rules
+
+
+async def test_a_thousand_unfinished_one_off_runs_resume_without_a_crash_loop(
+    start_sim, database_url: str, serve_procs: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    from tests.cli_run import cli_env, run_cli
+
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=2), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
+                       collection='granularity = "15m"\ngroupings = ["QUEUE"]\nmetrics = ["CONTACTS_HANDLED"]\n'
+                                  'service_levels = []',
+                       extra='\n[scheduler]\nenabled = false\n\n[aws]\nget_metric_data_rate = 200.0\n'
+                             'get_metric_data_burst = 200\n', queues=json.dumps(list(
+                           next(iter(h.sim.fleet.instances.values())).queues)))
+    done = await run_cli("migrate", "--config", str(cfg), env=cli_env())
+    assert done.returncode == 0, done.stderr
+    start, end = _range(0.25)
+    conn = await asyncpg.connect(database_url)
+    try:  # a crash left 500 runs running and 500 queued
+        await conn.execute(
+            "INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status)"
+            " SELECT 'api', 'default', $1, $2, '{}', CASE WHEN n % 2 = 0 THEN 'running' ELSE 'queued' END"
+            " FROM generate_series(1, 1000) AS n", start, end)
+    finally:
+        await conn.close()
+
+    p = serve_procs(cfg)
+    await wait_sql(database_url, "SELECT count(*) FROM collection_runs WHERE status = 'succeeded'",
+                   lambda n: n == 1000, 300)
+    assert p.alive()
+    assert await sql_value(database_url, "SELECT count(*) FROM collection_runs") == 2000
+    assert await sql_value(database_url, "SELECT count(*) FROM collection_runs WHERE status = 'interrupted'"
+                                         " AND id IN (SELECT resumed_from FROM collection_runs)") == 1000
+    assert await p.stop(signal.SIGTERM) == 0
+    out = p.output()
+    assert out.count("api_listening") == 1 and "Traceback" not in out  # one start, no crash
+    assert await stored_rows(database_url) == expected_rows(
+        h.sim, load_settings(cfg).collection, start, end, datetime.now(UTC))
