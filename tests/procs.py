@@ -174,6 +174,19 @@ class ServeProcess:
                 s.request(method, self.url + path, json=json, headers=dict(headers or {})) as r:
             return r.status, await r.read(), dict(r.headers)
 
+    async def lag(self) -> dict[tuple[str, str], float]:
+        """``collector_collection_lag_seconds`` from ``/metrics``: (connect_instance, profile) -> seconds."""
+        got = await self.get("/metrics")
+        assert got is not None and got[0] == 200
+        out: dict[tuple[str, str], float] = {}
+        head = "collector_collection_lag_seconds{"
+        for line in got[1].decode().splitlines():
+            if line.startswith(head):
+                labels, value = line[len(head):].rsplit("} ", 1)
+                kv = dict(x.split("=", 1) for x in labels.split(","))
+                out[(kv["connect_instance"].strip('"'), kv["profile"].strip('"'))] = float(value)
+        return out
+
     async def wait_status(self, path: str, status: int, limit: float) -> None:
         """Poll ``GET path`` until it answers ``status`` (the process must stay alive)."""
         async def ok() -> bool:

@@ -15,7 +15,7 @@ from collector.config import load_settings
 from collector.simulator import FleetSpec, SimulatorConfig
 from tests.conftest import write_config
 from tests.helpers import expected_rows, stored_rows
-from tests.procs import PrivatePostgres, ServeProcess, sql_value, wait_sql
+from tests.procs import PrivatePostgres, ServeProcess, sql_value, wait_for, wait_sql
 
 OUTAGE = 30.0  # seconds the database is away
 
@@ -28,6 +28,7 @@ async def test_a_30s_database_outage_and_restart_is_outlived(
     cfg = write_config(
         tmp_path / "c.toml", url, h.sim,
         extra='\n[scheduler]\ninitial_backfill = "12h"\nrevisits = []\ncatchup_batch = 8\nretry_after = "1s"\n'
+              'discovery_ttl = "2s"\n'
               '\n[writer]\nchannel_size = 2\nbatch_rows = 200\nbatch_seconds = 0.1\n'
               '\n[aws]\nmax_inflight_slices = 4\n',
     )
@@ -55,6 +56,25 @@ async def test_a_30s_database_outage_and_restart_is_outlived(
                    lambda n: n == 0, 60)
     statuses = await sql_value(url, "SELECT array_agg(DISTINCT status) FROM collection_runs")
     assert statuses == ["succeeded"]  # the round cut by the outage finished too
+
+    # A restart while the scheduler is between rounds (it wakes every discovery_ttl):
+    # planning fails, backs off and plans again once the database is back.
+    await private_pg.astop()
+    await p.wait_status("/readyz", 503, 30)
+
+    async def planning_retried() -> bool:
+        return '"operation": "scheduler_round"' in p.output()
+
+    await wait_for(planning_retried, 30, "a scheduler round retried while the database was away")
+    await private_pg.astart()
+    await p.wait_status("/readyz", 200, 60)
+    lag0 = await p.lag()
+
+    async def rounds_again() -> bool:  # each round updates every instance's lag
+        lag = await p.lag()
+        return bool(lag0) and all(lag[k] > v for k, v in lag0.items())
+
+    await wait_for(rounds_again, 30, "scheduler rounds after the restart")
     assert p.alive()
     assert await p.stop(signal.SIGTERM) == 0
     out = p.output()

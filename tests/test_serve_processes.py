@@ -61,19 +61,6 @@ async def test_a_full_one_off_queue_answers_429_with_retry_after_and_records_not
     assert await p.stop(signal.SIGTERM) == 0
 
 
-async def _metrics(p: ServeProcess) -> dict[tuple[str, str], float]:
-    """Lag series of ``/metrics``: (connect_instance, profile) -> seconds."""
-    got = await p.get("/metrics")
-    assert got is not None and got[0] == 200
-    out: dict[tuple[str, str], float] = {}
-    for line in got[1].decode().splitlines():
-        if line.startswith("collector_collection_lag_seconds{"):
-            labels, value = line[len("collector_collection_lag_seconds{"):].rsplit("} ", 1)
-            kv = dict(x.split("=", 1) for x in labels.split(","))
-            out[(kv["connect_instance"].strip('"'), kv["profile"].strip('"'))] = float(value)
-    return out
-
-
 async def _expect_exact(url: str, sim: Simulator, settings: Settings, instances: list[str]) -> None:
     """Every collected slice of ``instances`` holds exactly the simulator's rows."""
     got = await stored_rows(url)
@@ -121,7 +108,7 @@ async def test_a_fleet_of_accounts_only_is_scheduled_and_rediscovered(
     h.sim.fleet.remove_instance(second)
 
     async def dropped() -> bool:
-        lag = await _metrics(p)
+        lag = await p.lag()
         return (second, "default") not in lag and {(first, "default"), (added, "default")} <= lag.keys()
 
     await wait_for(dropped, 60, "the removed instance's lag series is dropped")
@@ -227,11 +214,11 @@ async def test_an_instance_that_cannot_be_resolved_fails_every_round_lags_and_ag
                                          " ON i.ref = g.instance_ref WHERE i.instance_id = $1", broken)
     assert gaps >= 4  # the slices between the old frontier and the 24-hour lookback
 
-    lag0 = (await _metrics(p)).get((broken, "default"))
+    lag0 = (await p.lag()).get((broken, "default"))
     assert lag0 is not None and lag0 > 23 * 3600  # since the first slice still in the lookback
 
     async def lag_grows() -> bool:
-        lag = (await _metrics(p)).get((broken, "default"))
+        lag = (await p.lag()).get((broken, "default"))
         return lag is not None and lag > lag0
 
     await wait_for(lag_grows, 30, "the broken instance's lag grows")
