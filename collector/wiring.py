@@ -21,7 +21,7 @@ from collector.fleet import shards
 from collector.pipeline import PipelineOptions
 from collector.ports import Clock, ConnectSource, Runtime
 from collector.ratelimit import Limiters
-from collector.retry import OUTLAST, RetryPolicy
+from collector.retry import RetryPolicy
 from collector.runs import check_collection, collect
 from collector.scheduler import ScheduleOptions
 
@@ -95,7 +95,7 @@ async def runtime(
     outlast: bool = False,
 ) -> AsyncIterator[Runtime]:
     """``outlast`` (the service): writes and the end of a run wait out any database
-    outage instead of giving up after ``writer.max_attempts``."""
+    outage instead of giving up after ``writer.max_attempts`` (``write_attempts=None``)."""
     dsn = await anyio.to_thread.run_sync(database_dsn, settings)
     pool = await connect_pool(dsn, settings.database.pool_size)
     try:
@@ -117,7 +117,6 @@ async def runtime(
             store = PgStore(pool, clock=clock)
             pipeline = pipeline_options(settings)
             if outlast:
-                store.finish_policy = OUTLAST
                 pipeline.write_attempts = None
             yield Runtime(
                 settings=settings,

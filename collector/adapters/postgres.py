@@ -150,7 +150,6 @@ class PgStore:
         self._metric_sets: dict[MetricSet, int] = {}
         self._dims: dict[Dims, int] = {}
         self._partitions: set[date] = set()
-        self.finish_policy = FINISH_RETRY  # the service waits any outage out (wiring)
         # Test seam: awaited inside the write transaction at "slices_locked" (before the
         # leases are checked) and "fences_checked" (after): a writer stalled mid-write.
         self.pause_in_write: Callable[[str], Awaitable[None]] | None = None
@@ -235,7 +234,7 @@ class PgStore:
         try:
             await retry(
                 lambda: self._finish_run(run_id, status, summary), operation="finish_run",
-                policy=self.finish_policy, clock=self.clock, rng=random.Random(), meter=DB_METER,
+                policy=FINISH_RETRY, clock=self.clock, rng=random.Random(), meter=DB_METER,
             )
         except StorageError as e:
             raise StorageError(f"cannot record the end of run {run_id}: {e.detail}") from None
