@@ -12,12 +12,21 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from collector import catalog
 from collector.errors import ConfigError
+from collector.v2.settings import V2ProfileSettings
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$", re.IGNORECASE)
 
@@ -300,6 +309,22 @@ class ProfileSettings(CollectionSettings):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
+def _pick_profile(v: Any, _handler: Any) -> ProfileSettings | V2ProfileSettings:
+    """``api = "v2"`` -> a GetMetricDataV2 profile; otherwise (``"v1"``, the default) v1.
+    Errors keep the plain ``profiles[i].key`` location."""
+    if isinstance(v, ProfileSettings | V2ProfileSettings):
+        return v
+    if isinstance(v, dict) and v.get("api") == "v2":
+        return V2ProfileSettings.model_validate(v)
+    if isinstance(v, dict) and v.get("api", "v1") == "v1":
+        v = {k: x for k, x in v.items() if k != "api"}
+    return ProfileSettings.model_validate(v)
+
+
+# ``[[profiles]]``: GetMetricData (v1, the default) or, with ``api = "v2"``, GetMetricDataV2.
+AnyProfile = Annotated[ProfileSettings | V2ProfileSettings, WrapValidator(_pick_profile)]
+
+
 class WriterSettings(_Section):
     channel_size: int = Field(default=16, ge=1)
     batch_rows: int = Field(default=20_000, ge=1)
@@ -397,7 +422,7 @@ class Settings(_Section):
     collection: CollectionSettings = Field(default_factory=CollectionSettings)
     instances: list[InstanceSettings] = Field(default_factory=list)
     accounts: list[AccountSettings] = Field(default_factory=list)
-    profiles: list[ProfileSettings] = Field(default_factory=list)
+    profiles: list[AnyProfile] = Field(default_factory=list)
     aws: AwsSettings = Field(default_factory=AwsSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -440,11 +465,20 @@ class Settings(_Section):
             return self.collection
         for p in self.profiles:
             if p.name == name:
+                if isinstance(p, V2ProfileSettings):
+                    raise ConfigError(f"profile {name!r} is a GetMetricDataV2 profile (api = \"v2\")")
                 return p
         raise ConfigError(f"profile {name!r} is not configured")
 
     def all_profiles(self) -> list[tuple[str, CollectionSettings]]:
-        return [("default", self.collection), *[(p.name, p) for p in self.profiles]]
+        """The GetMetricData (v1) profiles; V2 profiles are in :meth:`v2_profiles`."""
+        return [
+            ("default", self.collection),
+            *[(p.name, p) for p in self.profiles if isinstance(p, ProfileSettings)],
+        ]
+
+    def v2_profiles(self) -> list[V2ProfileSettings]:
+        return [p for p in self.profiles if isinstance(p, V2ProfileSettings)]
 
 
 def _env_value(raw: str) -> Any:

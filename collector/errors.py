@@ -35,6 +35,10 @@ class PlanError(BadInput):
     """This collection cannot be served by GetMetricData:"""
 
 
+class PlanErrorV2(PlanError):
+    """This collection cannot be served by GetMetricDataV2:"""
+
+
 class ApiError(CollectorError):
     """The Connect API refused the request:"""
 

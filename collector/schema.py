@@ -23,6 +23,12 @@ HISTORICAL_METRICS: Final = [
     ("value", "double precision"),
     ("profile", "text"),
     ("collected_at", "timestamp with time zone"),
+    # GetMetricDataV2 (migration 007); NULL / 'v1' on v1 rows
+    ("api", "text"),
+    ("agent_id", "text"),
+    ("dimensions", "jsonb"),
+    ("threshold_comparison", "text"),
+    ("metric_filters", "jsonb"),
 ]
 
 WIDE_METRIC_COLUMNS: Final = [
@@ -38,8 +44,12 @@ WIDE_METRIC_COLUMNS: Final = [
 HISTORICAL_METRICS_WIDE: Final = [
     *[(c, t) for c, t in HISTORICAL_METRICS[:10]],
     ("profile", "text"),
+    ("api", "text"),
+    ("agent_id", "text"),
+    ("dimensions", "jsonb"),
     *[(c, "double precision") for c in WIDE_METRIC_COLUMNS],
     ("service_level", "jsonb"),
+    ("v2_metrics", "jsonb"),
     ("collected_at", "timestamp with time zone"),
 ]
 
@@ -62,8 +72,12 @@ TABLES: Final = {
     "instances": {"ref", "instance_id", "region", "account", "arn", "alias", "first_seen"},
     "queues": {"instance_ref", "queue_id", "arn", "name", "queue_type", "seen_at"},
     "dimension_sets": {"id", "key", "queue_id", "channel", "routing_profile_id", "agent_status_id",
-                       "routing_step_expression", "subtype", "validation_test_type"},
+                       "routing_step_expression", "subtype", "validation_test_type", "agent_id", "dimensions"},
     "metric_sets": {"id", "signature"},
-    "metric_set_members": {"metric_set_id", "ord", "metric_name", "statistic", "unit", "threshold_value"},
+    "metric_set_members": {"metric_set_id", "ord", "metric_name", "statistic", "unit", "threshold_value",
+                           "api", "threshold_comparison", "metric_filters"},
+    "agents": {"instance_ref", "agent_id", "arn", "username", "first_name", "last_name", "seen_at"},
+    "routing_profiles": {"instance_ref", "routing_profile_id", "arn", "name", "seen_at"},
+    "hierarchy_groups": {"instance_ref", "group_id", "arn", "name", "level", "seen_at"},
     "profiles": {"id", "name"},
 }

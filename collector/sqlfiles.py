@@ -66,7 +66,18 @@ def check_versions(known: Iterable[int], applied: Iterable[int]) -> None:
 
 @cache
 def queries() -> dict[str, str]:
-    text = (files("collector") / "sql" / "queries.sql").read_text(encoding="utf-8")
+    """Every named query of every ``collector/sql/*.sql`` file; a name is used once."""
+    out: dict[str, str] = {}
+    for f in sorted((p for p in (files("collector") / "sql").iterdir() if p.name.endswith(".sql")),
+                    key=lambda p: p.name):
+        for name, sql in _named(f.read_text(encoding="utf-8")).items():
+            if name in out:
+                raise ValueError(f"query {name!r} is named twice (again in {f.name})")
+            out[name] = sql
+    return out
+
+
+def _named(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     name: str | None = None
     buf: list[str] = []

@@ -36,6 +36,8 @@ from collector import catalog, errors
 from collector.decode import decode_page, metric_index, rows_of
 from collector.model import Dims, MetricDataRequest, MetricSet, Target
 from collector.ports import InstanceInfo, QueueInfo
+from collector.v2 import decode as decode_v2
+from collector.v2.model import AgentInfo, MetricSetV2, PageV2, ResourceInfo, V2Request
 
 
 def map_client_error(e: ClientError) -> errors.ApiError:
@@ -84,6 +86,32 @@ class _Body:
 
     async def read(self) -> bytes:
         return self._data
+
+
+@dataclass
+class _FastPageV2:
+    """Where the GetMetricDataV2 fast path leaves one decoded page."""
+
+    metrics: MetricSetV2
+    index: decode_v2.MetricIndex
+    page: PageV2 | None = None
+
+
+_FAST_PAGE_V2: ContextVar[_FastPageV2 | None] = ContextVar("collector_fast_page_v2", default=None)
+
+
+async def _fast_send_v2(client: Any, request: Any, **_kwargs: Any) -> Any:
+    """``before-send`` hook for GetMetricDataV2, as :func:`_fast_send` for v1: the body is
+    decoded by :func:`collector.v2.decode.decode_page`; botocore parses ``{}`` or the error."""
+    page = _FAST_PAGE_V2.get()
+    if page is None:
+        return None
+    response = await client._endpoint.http_session.send(request)
+    body = await response.content
+    if response.status_code != 200:
+        return response
+    page.page = decode_v2.decode_page(body, page.metrics, page.index)
+    return AioAWSResponse(request.url, 200, response.headers, _Body(b"{}"))
 
 
 async def _fast_send(client: Any, request: Any, **_kwargs: Any) -> Any:
@@ -156,6 +184,7 @@ class BotocoreConnect:
         self.fast_path = fast_path
         # metric set -> (index by (name, threshold), cache of raw metric JSON -> position)
         self._indexes: dict[MetricSet, tuple[dict[tuple[str, float | None], int], dict[bytes, int]]] = {}
+        self._v2_indexes: dict[MetricSetV2, decode_v2.MetricIndex] = {}
         self._config = AioConfig(
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=connect_timeout,
@@ -212,8 +241,12 @@ class BotocoreConnect:
                 c.meta.events.register(
                     "before-send.connect.GetMetricData", functools.partial(_fast_send, c)
                 )
+                c.meta.events.register(
+                    "before-send.connect.GetMetricDataV2", functools.partial(_fast_send_v2, c)
+                )
             else:
                 c.meta.events.register("before-parse.connect.GetMetricData", _check_body)
+                c.meta.events.register("before-parse.connect.GetMetricDataV2", _check_body)
             for op in ("ListQueues", "ListInstances"):
                 c.meta.events.register(f"before-parse.connect.{op}", _check_listing(op))
             self._clients[key] = c
@@ -258,6 +291,71 @@ class BotocoreConnect:
         if page.rows is None:
             raise errors.MalformedResponse("the fast path saw no response")
         return page.rows, page.next_token
+
+    # -- GetMetricDataV2 ---------------------------------------------------------------
+    def _v2_index(self, metrics: MetricSetV2) -> decode_v2.MetricIndex:
+        idx = self._v2_indexes.get(metrics)
+        if idx is None:
+            idx = self._v2_indexes[metrics] = decode_v2.MetricIndex(metrics)
+        return idx
+
+    async def get_metric_data_v2(self, target: Target, request: V2Request, next_token: str | None) -> PageV2:
+        """One page of GetMetricDataV2, decoded into rows per MetricInterval."""
+        index = self._v2_index(request.metrics)
+        if not self.fast_path:
+            out = await self._invoke(target, "get_metric_data_v2", request.to_api(next_token))
+            rows = decode_v2.rows_of(out.get("MetricResults"), index)
+            return PageV2(request.metrics, rows, decode_v2.next_token(out.get("NextToken")))
+        fast = _FastPageV2(request.metrics, index)
+        reset = _FAST_PAGE_V2.set(fast)
+        try:
+            await self._invoke(target, "get_metric_data_v2", request.to_api(next_token))
+        finally:
+            _FAST_PAGE_V2.reset(reset)
+        if fast.page is None:
+            raise errors.MalformedResponse("the fast path saw no response")
+        return fast.page
+
+    async def _list(self, target: Target, op: str, key: str, next_token: str | None) -> tuple[list[Any], str | None]:
+        kwargs: dict[str, Any] = {"InstanceId": target.instance_id, "MaxResults": 1000}
+        if next_token:
+            kwargs["NextToken"] = next_token
+        out = await self._invoke(target, op, kwargs)
+        return list(out.get(key) or []), out.get("NextToken") or None
+
+    async def list_users(self, target: Target, next_token: str | None) -> tuple[list[AgentInfo], str | None]:
+        items, token = await self._list(target, "list_users", "UserSummaryList", next_token)
+        return [AgentInfo(u["Id"], u.get("Arn", ""), u.get("Username", "")) for u in items], token
+
+    async def search_users(self, target: Target, next_token: str | None) -> tuple[list[AgentInfo], str | None]:
+        """Like :meth:`list_users`, with first and last names, routing profile and hierarchy group."""
+        kwargs: dict[str, Any] = {"InstanceId": target.instance_id, "MaxResults": 500}
+        if next_token:
+            kwargs["NextToken"] = next_token
+        out = await self._invoke(target, "search_users", kwargs)
+        users = [
+            AgentInfo(
+                u["Id"], u.get("Arn", ""), u.get("Username", ""),
+                (u.get("IdentityInfo") or {}).get("FirstName"), (u.get("IdentityInfo") or {}).get("LastName"),
+                u.get("RoutingProfileId"), u.get("HierarchyGroupId"),
+            )
+            for u in out.get("Users") or []
+        ]
+        return users, out.get("NextToken") or None
+
+    async def list_routing_profiles(
+        self, target: Target, next_token: str | None
+    ) -> tuple[list[ResourceInfo], str | None]:
+        items, token = await self._list(target, "list_routing_profiles", "RoutingProfileSummaryList", next_token)
+        return [ResourceInfo(r["Id"], r.get("Arn", ""), r.get("Name", "")) for r in items], token
+
+    async def list_user_hierarchy_groups(
+        self, target: Target, next_token: str | None
+    ) -> tuple[list[ResourceInfo], str | None]:
+        items, token = await self._list(
+            target, "list_user_hierarchy_groups", "UserHierarchyGroupSummaryList", next_token
+        )
+        return [ResourceInfo(g["Id"], g.get("Arn", ""), g.get("Name", "")) for g in items], token
 
     async def list_instances(self, target: Target, next_token: str | None) -> tuple[list[InstanceInfo], str | None]:
         kwargs: dict[str, Any] = {"MaxResults": 10}

@@ -13,7 +13,7 @@ import inspect
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -35,6 +35,26 @@ from collector.retry import RetryPolicy, retry
 from collector.sqlfiles import check_versions, migrations, q
 
 log = structlog.get_logger("collector.postgres")
+
+
+class StoredSlice(Protocol):
+    """What the writer needs of a completed slice, v1 or V2."""
+
+    @property
+    def key(self) -> SliceKey: ...
+
+    @property
+    def collected_at(self) -> datetime: ...
+
+    @property
+    def fence(self) -> tuple[str, str, int] | None: ...
+
+    @property
+    def rows(self) -> int: ...
+
+
+# (slice, (instance_ref, slice_start, slice_seconds, profile_id), metric_values records, values)
+Prepared = tuple[StoredSlice, tuple[int, datetime, int, int], list[tuple[Any, ...]], int]
 
 MIGRATION_LOCK = 7_215_310_001  # pg_advisory_xact_lock key for migrations
 
@@ -267,15 +287,9 @@ class PgStore:
                 for d, _v in rows:
                     all_dims.add(d)
         await self.dims_ids(all_dims)
-        days = {s.key.start.astimezone(UTC).date() for s in batch} - self._partitions
-        for day in sorted(days):
-            try:
-                await self.pool.execute(q("ensure_partition"), day)
-            except asyncpg.DuplicateTableError:
-                pass  # another writer created it at the same moment
-            self._partitions.add(day)
+        await self.ensure_partitions(batch)
         dims_cache = self._dims
-        prepared: list[tuple[CompletedSlice, tuple[int, datetime, int, int], list[tuple[Any, ...]], int]] = []
+        prepared: list[Prepared] = []
         for s in batch:
             k = s.key
             iref = await self.instance_ref(k.instance_id)
@@ -289,6 +303,23 @@ class PgStore:
                     records.append((k.start, iref, dims_cache[d], mid, secs, pid, s.collected_at, vals))
                     values += len(vals)
             prepared.append((s, (iref, k.start, secs, pid), records, values))
+        return await self.write_prepared(batch, prepared, run_id)
+
+    async def ensure_partitions(self, batch: Sequence[StoredSlice]) -> None:
+        """Create the day partitions the batch writes into (once per process and day)."""
+        days = {s.key.start.astimezone(UTC).date() for s in batch} - self._partitions
+        for day in sorted(days):
+            try:
+                await self.pool.execute(q("ensure_partition"), day)
+            except asyncpg.DuplicateTableError:
+                pass  # another writer created it at the same moment
+            self._partitions.add(day)
+
+    async def write_prepared(
+        self, batch: Sequence[StoredSlice], prepared: list[Prepared], run_id: int | None
+    ) -> WriteResult:
+        """The one transaction every writer (GetMetricData and GetMetricDataV2) goes
+        through: slice locks, fencing, newer-collection-wins, COPY or stage + upsert."""
         columns = [
             "slice_start", "instance_ref", "dims_id", "metric_set_id",
             "slice_seconds", "profile_id", "collected_at", "vals",

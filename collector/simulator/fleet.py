@@ -61,6 +61,7 @@ class FleetSpec:
     seed: int = 7
     inactive_share: float = 0.25  # share of (queue, channel) groups with no contacts at all
     idle_share: float = 0.1  # share of active groups whose averages have no Value
+    agents_per_instance: int = 12  # GetMetricDataV2: agents (and their cells) per instance
 
 
 def account_id(n: int) -> str:

@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from collector import catalog
+from collector.simulator import v2 as simv2
 from collector.simulator.fleet import Fleet, FleetSpec, Instance
 
 _CRED = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
@@ -42,6 +43,10 @@ class SimulatorConfig:
     throttle: bool = True
     fault_seed: int = 1
     late_seconds: int = 0  # counts keep growing until this long after a slice ends
+    metric_data_v2_rate: float = 10.0  # GetMetricDataV2 per (account, Region)
+    metric_data_v2_burst: int = 10
+    list_v2_rate: float = 10.0  # ListUsers, ListRoutingProfiles, ListUserHierarchyGroups (each)
+    list_v2_burst: int = 10
 
 
 class ApiFault(Exception):
@@ -125,6 +130,8 @@ class Simulator:
         self.repeat_group_next = 0  # the next N GetMetricData pages repeat their first dimension group
         self.served: list[tuple[int, int, bool]] = []  # (start, end, provisional) of each GetMetricData page
         self.queues_asked: list[tuple[float, frozenset[str]]] = []  # (when, Queues filter) per page
+        self.v2 = simv2.MetricDataV2(self.fleet.instances, self.config.fleet.agents_per_instance,
+                                     self.config.fleet.seed)
 
     # -- quotas ------------------------------------------------------------------
     def _bucket(self, account: str, region: str, op: str) -> TokenBucket:
@@ -136,6 +143,11 @@ class Simulator:
                 "GetMetricData": (c.rate, c.burst),
                 "ListQueues": (c.list_queues_rate, c.list_queues_burst),
                 "ListInstances": (c.list_instances_rate, c.list_instances_burst),
+                "GetMetricDataV2": (c.metric_data_v2_rate, c.metric_data_v2_burst),
+                "ListUsers": (c.list_v2_rate, c.list_v2_burst),
+                "SearchUsers": (c.list_v2_rate, c.list_v2_burst),
+                "ListRoutingProfiles": (c.list_v2_rate, c.list_v2_burst),
+                "ListUserHierarchyGroups": (c.list_v2_rate, c.list_v2_burst),
             }[op]
             b = self._buckets[key] = TokenBucket(rate, burst, self.monotonic)
         return b
@@ -453,6 +465,11 @@ class Simulator:
         app.router.add_post("/metrics/historical/{instance_id}", self._h_get_metric_data)
         app.router.add_get("/queues-summary/{instance_id}", self._h_list_queues)
         app.router.add_get("/instance", self._h_list_instances)
+        app.router.add_post("/metrics/data", self._h_get_metric_data_v2)
+        app.router.add_get("/users-summary/{instance_id}", self._h_list_v2)
+        app.router.add_post("/search-users", self._h_search_users)
+        app.router.add_get("/routing-profiles-summary/{instance_id}", self._h_list_v2)
+        app.router.add_get("/user-hierarchy-groups-summary/{instance_id}", self._h_list_v2)
         app.router.add_get("/_sim/stats", self._h_stats)
         return app
 
@@ -533,6 +550,84 @@ class Simulator:
             return self.list_instances(account, region, request.query)
 
         return await self._respond("ListInstances", run)
+
+    # -- GetMetricDataV2 and its listings (collector.simulator.v2) ---------------------
+    async def _h_get_metric_data_v2(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+
+        def run() -> bytes:
+            akid, region = self._caller(request)
+            try:
+                body = orjson.loads(raw or b"{}")
+            except orjson.JSONDecodeError:
+                raise ApiFault(400, "SerializationException", "The request body is not JSON") from None
+            if not isinstance(body, dict):
+                raise ApiFault(400, "SerializationException", "The request body is not a JSON object")
+            try:
+                inst = self.v2.instance(body.get("ResourceArn"), region)
+            except simv2.V2Fault as f:
+                raise ApiFault(f.status, f.code, f.message) from None
+            self._check_caller(akid, inst)
+            self._gate("GetMetricDataV2", inst.account, region)
+            self.stats.calls_by_account[inst.account] += 1
+            try:
+                return self.v2.page(inst, body, self.now(), self._read_token,
+                                    lambda h, o: self._make_token(h, o))
+            except simv2.V2Fault as f:
+                raise ApiFault(f.status, f.code, f.message) from None
+
+        return await self._respond("GetMetricDataV2", run)
+
+    async def _h_search_users(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+
+        def run() -> dict[str, Any]:
+            akid, region = self._caller(request)
+            try:
+                body = orjson.loads(raw or b"{}")
+            except orjson.JSONDecodeError:
+                raise ApiFault(400, "SerializationException", "The request body is not JSON") from None
+            iid = str(body.get("InstanceId", "")) if isinstance(body, dict) else ""
+            inst = self.fleet.instances.get(iid)
+            self._check_caller(akid, inst)
+            account = inst.account if inst else self.account_for_key(akid)
+            self._gate("SearchUsers", account, region)
+            inst = self._instance(iid, region)
+            try:
+                return simv2.search_users(inst, self.v2.world(inst), body)
+            except simv2.V2Fault as f:
+                raise ApiFault(f.status, f.code, f.message) from None
+
+        return await self._respond("SearchUsers", run)
+
+    async def _h_list_v2(self, request: web.Request) -> web.Response:
+        iid = request.match_info["instance_id"]
+        path = request.path
+        op, key = (
+            ("ListUsers", "UserSummaryList") if path.startswith("/users-summary/")
+            else ("ListRoutingProfiles", "RoutingProfileSummaryList") if path.startswith("/routing-profiles-summary/")
+            else ("ListUserHierarchyGroups", "UserHierarchyGroupSummaryList")
+        )
+
+        def run() -> dict[str, Any]:
+            akid, region = self._caller(request)
+            inst = self.fleet.instances.get(iid)
+            self._check_caller(akid, inst)
+            account = inst.account if inst else self.account_for_key(akid)
+            self._gate(op, account, region)
+            inst = self._instance(iid, region)
+            if op == "ListUsers":
+                items = simv2.users(inst, self.v2.world(inst))
+            elif op == "ListRoutingProfiles":
+                items = simv2.routing_profiles(inst)
+            else:
+                items = simv2.hierarchy_groups(inst, self.v2.world(inst))
+            try:
+                return simv2.list_page(items, request.query, key)
+            except simv2.V2Fault as f:
+                raise ApiFault(f.status, f.code, f.message) from None
+
+        return await self._respond(op, run)
 
     async def _h_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.stats.as_dict()), content_type="application/json")
