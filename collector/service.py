@@ -82,6 +82,7 @@ class Service:
         self._queue_slots = anyio.Lock()
         self.url: str | None = None
         self.targets: Targets | None = None  # the scheduler's fleet, once it runs
+        self._nothing_configured = False
 
     # -- the table of contents ------------------------------------------------------------
     async def run(
@@ -202,6 +203,7 @@ class Service:
             return
         if not self.settings.instances and not discovering(self.settings):
             log.warning("no_instances_configured")
+            self._nothing_configured = True
             return
         opts = schedule_options(self.settings)
         ttl = self.settings.scheduler.seconds("discovery_ttl")
@@ -243,6 +245,8 @@ class Service:
         if not self.settings.scheduler.enabled or self.leases is not None:
             return
         targets = self.targets
+        if self._nothing_configured:
+            raise errors.NothingToCollect("no [[instances]], and no [[accounts]] with instances, in the config")
         if targets is None or targets.collectable is None:
             raise errors.NothingToCollect("the fleet has not been resolved yet")
         if not targets.collectable:

@@ -139,6 +139,14 @@ async def test_listed_account_instances_are_scheduled_and_readyz_is_red_while_no
     assert await p.stop(signal.SIGTERM) == 0
     await _expect_exact(database_url, h.sim, load_settings(good), [first])
 
+    empty = tmp_path / "empty.toml"  # nothing at all to collect
+    empty.write_text(f'[database]\ndsn = "{database_url}"\n\n[collection]\n{_METRICS}\n{_FAST}\n')
+    e = serve_procs(empty)
+    await e.wait_status("/readyz", 503, 30)
+    got = await e.get("/readyz")
+    assert got is not None and "no [[instances]]" in json.loads(got[1])["reason"]
+    assert await e.stop(signal.SIGTERM) == 0
+
     missing = "00000000-0000-0000-0000-00000000dead"
     bad = config("bad.toml", [missing], database_url)
     q = serve_procs(bad)
