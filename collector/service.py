@@ -259,7 +259,9 @@ class Service:
         if leases is None:
             return
         while not self.stop.is_set():
-            part = await self.rt.store.claim_part(leases.replica, list(leases.owned), leases.ttl)
+            part = await self.outlast(
+                functools.partial(self.rt.store.claim_part, leases.replica, list(leases.owned), leases.ttl),
+                "claim_part")
             if part is None:
                 await sleep_or_stop(self.rt.clock, leases.ttl / 3, self.stop)
                 continue
