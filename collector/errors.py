@@ -92,6 +92,10 @@ class MigrationError(StorageError):
     """The database schema is not what this version of connect-collector expects:"""
 
 
+class NothingToCollect(CollectorError):
+    """No configured instance can be collected:"""
+
+
 class LeaseLost(CollectorError):
     """This replica no longer holds the lease; the batch was not written (fencing):"""
 

@@ -4,10 +4,11 @@ refreshes every ``discovery_ttl`` or when this replica's leases change."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -113,6 +114,7 @@ class Resolution:
     targets: list[Target]
     failed_instances: list[tuple[str, str]]  # (instance id, reason): their slices fail
     failed_scopes: list[tuple[str, str]]  # ("account A/region", reason): nothing known to plan
+    unresolved: list[Target] = dataclasses.field(default_factory=list)  # the failed instances, with reasons
 
     def planned(
         self, coll: CollectionSettings, start: datetime, end: datetime, now: datetime, profile: str
@@ -125,6 +127,26 @@ class Resolution:
             for s, e in slices(start, end, coll.granularity_seconds, now)
         ]
         return works, lost + list(self.failed_scopes)
+
+
+@contextlib.contextmanager
+def _one_error() -> Iterator[None]:
+    """A failure no instance or account is isolated from (the database went away) leaves
+    the resolution as one project error, not an ExceptionGroup, so callers can retry it."""
+    try:
+        yield
+    except BaseExceptionGroup as eg:
+        leaves: list[BaseException] = []
+        stack: list[BaseException] = [eg]
+        while stack:
+            e = stack.pop()
+            if isinstance(e, BaseExceptionGroup):
+                stack.extend(reversed(e.exceptions))
+            else:
+                leaves.append(e)
+        if leaves and all(isinstance(e, errors.CollectorError) for e in leaves):
+            raise leaves[0] from None
+        raise
 
 
 class _Resolver:
@@ -175,7 +197,7 @@ class _Resolver:
         if listed == "all":
             try:
                 found = await discover_queues(rt, t)
-            except errors.ApiError as e:
+            except (errors.ApiError, errors.MalformedResponse) as e:
                 log.error("instance_failed", instance=t.instance_id, reason=str(e))
                 self.resolved[t.instance_id] = f"queue discovery failed: {e}"
                 return
@@ -194,19 +216,22 @@ class _Resolver:
             t0 = self.mine(target_for(settings, inst.id, inst.region, inst.account, aws_profile=inst.aws_profile))
             if t0 is not None:
                 self.specs[inst.id] = t0
-        async with anyio.create_task_group() as tg:
-            for acct in discovering(settings):
-                for region in acct.regions:
-                    tg.start_soon(self.discover, acct, region)
-        # Queue discovery runs for every instance at once; each account's limiter paces it.
-        async with anyio.create_task_group() as tg:
-            for t in self.specs.values():
-                tg.start_soon(self.queues_of, t)
+        with _one_error():
+            async with anyio.create_task_group() as tg:
+                for acct in discovering(settings):
+                    for region in acct.regions:
+                        tg.start_soon(self.discover, acct, region)
+            # Queue discovery runs for every instance at once; each account's limiter paces it.
+            async with anyio.create_task_group() as tg:
+                for t in self.specs.values():
+                    tg.start_soon(self.queues_of, t)
         order = list(self.specs)
+        failed = [(i, y) for i in order if isinstance(y := self.resolved[i], str)]
         return Resolution(
             targets=[x for i in order if isinstance(x := self.resolved[i], Target)],
-            failed_instances=[(i, y) for i in order if isinstance(y := self.resolved[i], str)],
+            failed_instances=failed,
             failed_scopes=sorted(self.failed_scopes),
+            unresolved=[dataclasses.replace(self.specs[i], unresolved=y) for i, y in failed],
         )
 
 
@@ -218,34 +243,42 @@ async def resolve(rt: Runtime, only: Sequence[str] = (), owned: dict[Shard, int]
     return await _Resolver(rt, only, owned)()
 
 
-async def resolve_targets(
-    rt: Runtime, only: Sequence[str] = (), owned: dict[Shard, int] | None = None
-) -> tuple[list[Target], list[tuple[str, str]]]:
-    res = await resolve(rt, only, owned)
-    return res.targets, res.failed_instances + res.failed_scopes
-
-
 class Targets:
-    """The scheduler's targets, resolved again every ``ttl`` seconds or when the leases
-    ``owned()`` reports change; an instance whose listing fails now keeps its last known queues."""
+    """The scheduler's targets: every instance the config reaches (listed, per-account
+    listed, discovered), resolved again every ``ttl`` seconds or when the leases ``owned()``
+    reports change, so new instances are picked up and removed ones dropped. An instance
+    whose listing fails now keeps its last known queues (also when its account's discovery
+    fails); one never resolved is a target with ``unresolved`` set: its slices fail with
+    the reason every round."""
 
     def __init__(self, rt: Runtime, ttl: float, owned: Callable[[], dict[Shard, int] | None]) -> None:
         self.rt, self.ttl, self.owned = rt, ttl, owned
         self.cached: list[Target] | None = None
         self.at = 0.0
         self.last_owned: dict[Shard, int] | None = None
+        self.problems: list[tuple[str, str]] = []  # (instance or account, reason) of the last resolution
+
+    @property
+    def collectable(self) -> int | None:
+        """How many instances can be collected (None: not resolved yet)."""
+        return None if self.cached is None else sum(1 for t in self.cached if t.unresolved is None)
 
     async def __call__(self) -> Sequence[Target]:
         now = self.rt.clock.monotonic()
         owned = self.owned()
         if self.cached is None or now - self.at >= self.ttl or owned != self.last_owned:
             self.last_owned = owned
-            targets, failed = await resolve_targets(self.rt, owned=owned)
-            for iid, reason in failed:
-                log.error("instance_unavailable", instance=iid, reason=reason)
+            res = await resolve(self.rt, owned=owned)
+            self.problems = res.failed_instances + res.failed_scopes
+            for where, reason in self.problems:
+                log.error("instance_unavailable", instance=where, reason=reason)
+            targets = list(res.targets)
             if self.cached is not None:  # keep the last known queues of an instance that failed now
                 have = {t.instance_id for t in targets}
-                gone = dict(failed)
-                targets += [t for t in self.cached if t.instance_id not in have and t.instance_id in gone]
+                gone = {i for i, _r in self.problems}
+                targets += [t for t in self.cached if t.unresolved is None and t.instance_id not in have
+                            and (t.instance_id in gone or f"account {t.account}/{t.region}" in gone)]
+            have = {t.instance_id for t in targets}
+            targets += [t for t in res.unresolved if t.instance_id not in have]
             self.cached, self.at = targets, now
         return self.cached

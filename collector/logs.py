@@ -60,3 +60,6 @@ def configure(fmt: str = "console", level: str = "info") -> None:
         logger_factory=_StderrLogger,
         cache_logger_on_first_use=False,
     )
+    # While the database is away asyncpg's pool logs a traceback for each failed attempt to
+    # refill itself; the service's own `retry` events already say what is happening.
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)

@@ -43,6 +43,7 @@ class Target:
     external_id: str | None = None
     session_name: str = "connect-collector"
     lease: int | None = None  # the generation of this replica's lease on (account, region)
+    unresolved: str | None = None  # why it cannot be collected now: its slices fail with this reason
 
     @property
     def limiter_key(self) -> tuple[str, str]:

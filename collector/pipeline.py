@@ -33,7 +33,7 @@ from collector.observability import (
 )
 from collector.ports import Clock, ConnectSource, WriteResult
 from collector.ratelimit import Limiters
-from collector.retry import Counters, RetryPolicy, retry
+from collector.retry import OUTLAST, Counters, RetryPolicy, retry
 
 log = structlog.get_logger("collector.pipeline")
 
@@ -100,7 +100,7 @@ class PipelineOptions:
     max_inflight: int = 64  # slices being fetched at once, across all accounts
     batch_rows: int = 20_000
     batch_seconds: float = 1.0
-    write_attempts: int = 6
+    write_attempts: int | None = 6  # None: wait out any database outage (the service)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -212,7 +212,8 @@ async def _write_with_retry(
     return await retry(
         lambda: sink.write(batch, run_id),
         operation="write",
-        policy=dataclasses.replace(opts.retry, max_attempts=opts.write_attempts),
+        policy=OUTLAST if opts.write_attempts is None else dataclasses.replace(
+            opts.retry, max_attempts=opts.write_attempts),
         clock=clock,
         rng=rng,
         meter=DB_METER,

@@ -2,9 +2,10 @@
 
 Every call that can fail transiently goes through :func:`retry`: GetMetricData,
 ListQueues and ListInstances (paced by their account's limiter), the writer and the
-Postgres adapter's bookkeeping writes. Throttling and transient failures are retried
-up to ``policy.max_attempts``; anything else is fatal and raised at once. When the
-attempts run out the last error is raised as it was.
+Postgres adapter's bookkeeping writes, and under ``collector serve`` every database
+step of the service's loops (:data:`OUTLAST`). Throttling and transient failures are
+retried up to ``policy.max_attempts``; anything else is fatal and raised at once. When
+the attempts run out the last error is raised as it was.
 """
 
 from __future__ import annotations
@@ -30,15 +31,24 @@ Kind = Literal["throttled", "transient", "fatal"]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Full-jitter exponential backoff, bounded attempts."""
+    """Full-jitter exponential backoff, bounded attempts (``max_attempts=None``: no bound,
+    the call is retried until it succeeds, fails fatally or is cancelled)."""
 
-    max_attempts: int = 8
+    max_attempts: int | None = 8
     base: float = 0.1
     cap: float = 10.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
-        return rng.uniform(0.0, min(self.cap, self.base * (2 ** (attempt - 1))))
+        return rng.uniform(0.0, min(self.cap, self.base * (2 ** min(attempt - 1, 32))))
+
+    def exhausted(self, attempt: int) -> bool:
+        return self.max_attempts is not None and attempt >= self.max_attempts
+
+
+# The service's database work: any outage is waited out (capped backoff, never given up
+# while the service runs); shutdown's cancellation is what ends the waiting.
+OUTLAST = RetryPolicy(max_attempts=None, base=0.25, cap=5.0)
 
 
 class Pacer(Protocol):
@@ -121,7 +131,7 @@ async def retry(
                     limiter.throttled()
                 if meter.throttles is not None:
                     meter.throttles.labels(shard[0], shard[1], operation).inc()
-            if kind == "fatal" or attempt >= policy.max_attempts:
+            if kind == "fatal" or policy.exhausted(attempt):
                 raise
             counters.retries += 1
             meter.retries.labels(operation, kind).inc()

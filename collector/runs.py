@@ -4,6 +4,8 @@ shard's lease; the run settles when its last part ends."""
 
 from __future__ import annotations
 
+import functools
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
@@ -14,10 +16,11 @@ from collector import errors
 from collector.config import InstanceSettings, Settings
 from collector.fleet import resolve, select_instances
 from collector.model import RunSummary, SliceWork
-from collector.observability import RUN_DURATION, RUNS
+from collector.observability import DB_METER, RUN_DURATION, RUNS
 from collector.pipeline import FetchUnit, Progress, ShardGuard, Sink, run_collection
 from collector.planner import DEFAULT_PROFILE, plan
 from collector.ports import PartRecord, Runtime
+from collector.retry import OUTLAST, RetryPolicy, retry
 from collector.v2 import runs as v2runs
 
 log = structlog.get_logger("collector.runs")
@@ -59,6 +62,18 @@ def failed_summary(reason: str, where: str = "") -> RunSummary:
     return RunSummary(failures=[(where, reason)])
 
 
+async def _settle(rt: Runtime, run_id: int, status: str, summary: RunSummary, finish: Finish | None) -> None:
+    """Record the end of a run. Each attempt is shielded (never cut in half); under the
+    service (``write_attempts=None``) a database outage is waited out, but only until the
+    service is cancelled: a run whose end cannot be recorded at shutdown is marked
+    interrupted by the next start."""
+    if finish is None:
+        finish = functools.partial(rt.store.finish_run, run_id)
+    policy = OUTLAST if rt.pipeline.write_attempts is None else RetryPolicy(max_attempts=1)
+    await retry(functools.partial(finish, status, summary), operation="finish_run", policy=policy, clock=rt.clock,
+                rng=random.Random(), meter=DB_METER, shield=True)
+
+
 async def execute(
     rt: Runtime,
     works: Sequence[SliceWork | FetchUnit],
@@ -89,13 +104,9 @@ async def execute(
         summary.failures[:0] = list(lost)
         status = run_status(summary)
     finally:
-        with anyio.CancelScope(shield=True):
-            if finish is not None:
-                await finish(status, summary)
-            else:
-                await rt.store.finish_run(run_id, status, summary)
-            RUNS.labels(kind, status).inc()
-            RUN_DURATION.labels(kind, status).observe(rt.clock.monotonic() - started)
+        await _settle(rt, run_id, status, summary, finish)
+        RUNS.labels(kind, status).inc()
+        RUN_DURATION.labels(kind, status).observe(rt.clock.monotonic() - started)
     log.info(
         "run_finished", run_id=run_id, status=status, slices_done=summary.slices_done,
         slices_failed=summary.slices_failed, rows=summary.rows_written,

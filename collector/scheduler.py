@@ -7,6 +7,8 @@ so a restart resumes where the last acknowledged write left off.
 
 from __future__ import annotations
 
+import contextlib
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,10 +18,11 @@ import structlog
 
 from collector import catalog
 from collector.config import CollectionSettings
-from collector.model import RunSummary, SliceWork, Target
-from collector.observability import GAPS, LAG
+from collector.model import RunSummary, SliceKey, SliceWork, Target
+from collector.observability import DB_METER, GAPS, LAG
 from collector.planner import plan
 from collector.ports import Clock, SchedulerStore
+from collector.retry import OUTLAST, retry
 
 log = structlog.get_logger("collector.scheduler")
 
@@ -46,6 +49,17 @@ class RoundPlan:
     works: list[SliceWork] = field(default_factory=list)
     gaps: int = 0
     wake_at: datetime | None = None
+    lost: list[tuple[SliceKey, str]] = field(default_factory=list)  # due, but cannot be collected: why
+
+    def add(self, t: Target, prof: ProfileSpec, starts: list[int], now: datetime) -> None:
+        """Plan the slices ``starts`` of ``t``; those of an instance that cannot be resolved
+        fail with its reason (they stay due, are reported every round and age out as gaps)."""
+        g = prof.collection.granularity_seconds
+        for s in sorted(starts):
+            if t.unresolved is not None:
+                self.lost.append((SliceKey(prof.name, t.instance_id, _ts(s), _ts(s + g)), t.unresolved))
+            else:
+                self.works.extend(plan([t], prof.collection, _ts(s), _ts(s + g), now, prof.name))
 
 
 def _ts(e: int) -> datetime:
@@ -117,8 +131,7 @@ async def plan_round(
                 nxt = await store.next_revisit(iid, prof.name, g, delays, now, _ts(oldest_ok))
                 if nxt is not None:
                     wake = min(wake, int(nxt.timestamp()))
-            for s in sorted(starts):
-                out.works.extend(plan([t], prof.collection, _ts(s), _ts(s + g), now, prof.name))
+            out.add(t, prof, starts, now)
     out.wake_at = _ts(max(wake, n))
     return out
 
@@ -142,12 +155,23 @@ async def advance_frontiers(
                 f += g
             if f != int(fd.timestamp()):
                 await store.set_frontier(t.instance_id, prof.name, g, _ts(f))
-            newest = await store.newest_collected(t.instance_id, prof.name, g)
-            if newest is not None:
-                LAG.labels(t.instance_id, prof.name).set(max(0.0, (now - newest).total_seconds()))
+            # Nothing collected yet (e.g. an instance that cannot be resolved): it lags since
+            # its frontier, the first slice it should have.
+            newest = await store.newest_collected(t.instance_id, prof.name, g) or fd
+            LAG.labels(t.instance_id, prof.name).set(max(0.0, (now - newest).total_seconds()))
 
 
-RunRound = Callable[[list[SliceWork]], Awaitable[RunSummary]]
+RunRound = Callable[[list[SliceWork], list[tuple[SliceKey, str]]], Awaitable[RunSummary]]
+
+
+def forget(dropped: set[str], profiles: Sequence[ProfileSpec]) -> None:
+    """Instances no longer in the fleet (removed, or no longer discovered) lose their lag
+    series, so no alert fires for an instance that is gone."""
+    for iid in sorted(dropped):
+        log.info("instance_dropped", instance=iid)
+        for prof in profiles:
+            with contextlib.suppress(KeyError):
+                LAG.remove(iid, prof.name)
 
 
 async def run_scheduler(
@@ -161,28 +185,42 @@ async def run_scheduler(
     stop: anyio.Event,
     until: datetime | None = None,
 ) -> None:
-    """Round after round until ``stop`` is set (or the clock passes ``until``)."""
-    while not stop.is_set() and (until is None or clock.now() < until):
+    """Round after round until ``stop`` is set (or the clock passes ``until``). A round the
+    database cut short (StorageError) is planned again after a capped backoff, for as long
+    as the database is away: progress lives in the database, so nothing is lost."""
+    rng = random.Random()
+    seen: set[str] = set()
+
+    async def one_round() -> tuple[RoundPlan, bool, datetime]:
         ts = await targets()
+        now_ids = {t.instance_id for t in ts}
+        forget(seen - now_ids, profiles)
+        seen.clear()
+        seen.update(now_ids)
         now = clock.now()
         rp = await plan_round(store, ts, profiles, opts, now)
         failed = False
-        if rp.works:
-            log.info("round_started", slices=len(rp.works))
-            summary = await run_round(rp.works)
+        if rp.works or rp.lost:
+            log.info("round_started", slices=len(rp.works) + len(rp.lost))
+            summary = await run_round(rp.works, rp.lost)
             failed = summary.slices_failed > 0
             await advance_frontiers(store, ts, profiles, clock.now(), opts)
-            if stop.is_set():
-                break
         else:
             await advance_frontiers(store, ts, profiles, now, opts)
+        return rp, failed, now
+
+    while not stop.is_set() and (until is None or clock.now() < until):
+        rp, failed, now = await retry(one_round, operation="scheduler_round", policy=OUTLAST, clock=clock,
+                                      rng=rng, meter=DB_METER)
+        if (rp.works or rp.lost) and stop.is_set():
+            break
         wake = rp.wake_at or now
         if failed:
             wake = max(wake, clock.now() + timedelta(seconds=opts.retry_after))
         if until is not None:
             wake = min(wake, until)
         delay = (wake - clock.now()).total_seconds()
-        if delay > 0 and not (rp.works and wake <= now):
+        if delay > 0 and not ((rp.works or rp.lost) and wake <= now):
             await sleep_or_stop(clock, delay, stop)
 
 

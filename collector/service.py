@@ -24,11 +24,12 @@ import contextlib
 import dataclasses
 import functools
 import os
+import random
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import structlog
@@ -38,11 +39,13 @@ from anyio.abc import TaskGroup
 from collector import errors
 from collector.api import CollectionRequest, create_app
 from collector.config import Settings, parse_duration
-from collector.fleet import Shard, Targets, shards
+from collector.fleet import Shard, Targets, discovering, shards
 from collector.leases import LeaseManager
-from collector.model import RunSummary, SliceWork
+from collector.model import RunSummary, SliceKey, SliceWork
+from collector.observability import DB_METER
 from collector.ports import Clock, ConnectSource, PartRecord, RunRecord, Runtime
 from collector.ratelimit import Limiters
+from collector.retry import OUTLAST, retry
 from collector.runs import check_collection, collect, collect_part, execute, failed_summary
 from collector.scheduler import ProfileSpec, run_scheduler, sleep_or_stop
 from collector.v2 import schedule as v2_schedule
@@ -51,6 +54,8 @@ from collector.wiring import runtime, schedule_options
 __all__ = ["Service", "schedule_options", "serve"]
 
 log = structlog.get_logger("collector.service")
+
+T = TypeVar("T")
 
 MAX_QUEUED_RUNS = 100  # one-off runs waiting on a single node; more are refused
 
@@ -109,6 +114,10 @@ class Service:
         self.replica = self.settings.cluster.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         self.ttl = self.settings.cluster.lease_ttl
         rt.store.replica = self.replica  # owns the runs it starts, fences its writes
+        self._rng = random.Random()
+        self._queue_slots = anyio.Lock()
+        self.targets: Targets | None = None  # the scheduler's fleet, once it runs
+        self._nothing_configured = False
 
     # -- the table of contents ------------------------------------------------------------
     async def run(
@@ -152,14 +161,14 @@ class Service:
 
     async def submit(self, body: CollectionRequest, resumed_from: int | None = None) -> int:
         """The one way a one-off run starts: queued, then split into parts (cluster) or
-        left for the one-off loop (single node)."""
+        left for the one-off loop (single node). A full queue raises :class:`errors.QueueFull`
+        (the API answers 429 with Retry-After) and records nothing; resumed runs always fit."""
         store = self.rt.store
-        if self.leases is None and resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
-            run_id = await store.queue_run("api", body.profile, body.start, body.end, body.instances or [])
-            await store.finish_run(run_id, "failed", failed_summary("too many queued runs"))
-            return run_id
         by = "api" if resumed_from is None else "resume"
-        run_id = await store.queue_run(by, body.profile, body.start, body.end, body.instances or [])
+        async with self._queue_slots:  # count and queue as one step: the cap holds under races
+            if self.leases is None and resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
+                raise errors.QueueFull(f"{MAX_QUEUED_RUNS} one-off collections are queued", retry_after=30)
+            run_id = await store.queue_run(by, body.profile, body.start, body.end, body.instances or [])
         if resumed_from is not None:
             await store.set_resumed_from(run_id, resumed_from)
         if self.leases is not None:  # each shard's part runs on the replica holding its lease
@@ -192,13 +201,19 @@ class Service:
         await self.stop.wait()
         self._wake()
 
+    async def outlast(self, call: Callable[[], Awaitable[T]], operation: str) -> T:
+        """``call()``, again after a capped backoff while the database is away (StorageError);
+        never given up while the service runs (shutdown cancels the wait)."""
+        return await retry(call, operation=operation, policy=OUTLAST, clock=self.rt.clock, rng=self._rng,
+                           meter=DB_METER)
+
     # -- the loops ------------------------------------------------------------------------
     async def oneoff_loop(self) -> None:
         """Single node: execute queued one-off runs, oldest first, one at a time."""
         if self.leases is not None:
             return  # in a cluster, parts_loop does this work
         while not self.stop.is_set():
-            run = await self.rt.store.claim_queued_run()
+            run = await self.outlast(self.rt.store.claim_queued_run, "claim_queued_run")
             if run is None:
                 await self._wake_recv.receive()
                 continue
@@ -206,9 +221,14 @@ class Service:
 
     async def run_oneoff(self, run: RunRecord) -> None:
         assert run.range_start is not None and run.range_end is not None
+        start, end = run.range_start, run.range_end
+
+        async def attempt() -> object:  # again while the database is away: upserts are idempotent
+            return await collect(self.rt, start, end, instances=run.instances, requested_by="api",
+                                 profile=run.profile, stop=self.stop, run_id=run.id)
+
         try:
-            await collect(self.rt, run.range_start, run.range_end, instances=run.instances,
-                          requested_by="api", profile=run.profile, stop=self.stop, run_id=run.id)
+            await self.outlast(attempt, "oneoff_run")
         except errors.CollectorError as e:
             log.error("run_failed", run_id=run.id, reason=str(e))
             await self.rt.store.finish_run(run.id, "failed", failed_summary(str(e)))
@@ -218,16 +238,19 @@ class Service:
     async def scheduler_loop(self) -> None:
         if not self.settings.scheduler.enabled:
             return
-        if not self.settings.instances:
+        if not self.settings.instances and not discovering(self.settings):
             log.warning("no_instances_configured")
+            self._nothing_configured = True
             return
         opts = schedule_options(self.settings)
+        ttl = self.settings.scheduler.seconds("discovery_ttl")
+        # wake at least every discovery_ttl, so new instances are found and removed ones dropped
+        opts = dataclasses.replace(opts, max_sleep=max(1, min(opts.max_sleep, ttl)))
         leases = self.leases
         if leases is not None:  # wake often enough to pick up shards as leases move
             opts = dataclasses.replace(opts, max_sleep=max(1, int(self.settings.cluster.lease_ttl / 3)))
-        targets = Targets(
-            self.rt, float(self.settings.scheduler.seconds("discovery_ttl")),
-            lambda: dict(leases.owned) if leases is not None else None,
+        targets = self.targets = Targets(
+            self.rt, float(ttl), lambda: dict(leases.owned) if leases is not None else None,
         )
         try:
             await run_scheduler(
@@ -239,15 +262,34 @@ class Service:
             if self.until is not None:  # a bounded run (tests, one-shot catch-up) ends the service
                 self.stop.set()
 
-    async def run_round(self, works: list[SliceWork]) -> RunSummary:
-        names = sorted({w.key.profile for w in works})
+    async def run_round(self, works: list[SliceWork], lost: list[tuple[SliceKey, str]]) -> RunSummary:
+        """One scheduled run: ``works`` are collected, ``lost`` (slices of instances that cannot
+        be resolved) count as failed with their reasons."""
+        keys = [w.key for w in works] + [k for k, _r in lost]
+        names = sorted({k.profile for k in keys})
         run_id = await self.rt.store.create_run(
             "scheduler", names[0] if len(names) == 1 else ",".join(names),
-            min(w.key.start for w in works), max(w.key.end for w in works),
-            sorted({w.key.instance_id for w in works}), len(works),
+            min(k.start for k in keys), max(k.end for k in keys),
+            sorted({k.instance_id for k in keys}), len(keys),
         )
         guard = self.leases.guard if self.leases is not None else None
-        return await execute(self.rt, works, run_id=run_id, stop=self.stop, kind="scheduled", guard=guard)
+        return await execute(self.rt, works, run_id=run_id, lost=[(str(k), r) for k, r in lost], stop=self.stop,
+                             kind="scheduled", guard=guard)
+
+    async def ready(self) -> None:
+        """``/readyz``: the database answers with the current schema, and (single node, with
+        the scheduler) the fleet has at least one instance that can be collected."""
+        await self.rt.store.ping()
+        if not self.settings.scheduler.enabled or self.leases is not None:
+            return
+        targets = self.targets
+        if self._nothing_configured:
+            raise errors.NothingToCollect("no [[instances]], and no [[accounts]] with instances, in the config")
+        if targets is None or targets.collectable is None:
+            raise errors.NothingToCollect("the fleet has not been resolved yet")
+        if not targets.collectable:
+            why = "; ".join(f"{w}: {r}" for w, r in targets.problems[:5]) or "no instance found"
+            raise errors.NothingToCollect(why)
 
     async def parts_loop(self) -> None:
         """With leases: execute the parts of one-off runs whose shards this replica holds,
@@ -317,7 +359,7 @@ class Service:
             return
         while not self.stop.is_set():
             cutoff = self.rt.clock.now() - timedelta(days=days)
-            dropped = await self.rt.store.prune(cutoff)
+            dropped = await self.outlast(functools.partial(self.rt.store.prune, cutoff), "prune")
             if dropped:
                 log.info("partitions_dropped", partitions=dropped, cutoff=cutoff.isoformat())
             await sleep_or_stop(self.rt.clock, parse_duration(self.settings.storage.prune_every), self.stop)
@@ -382,7 +424,7 @@ class Service:
 
         app = create_app(
             token=self.settings.api.token, validate=self.validate, submit=self.submit,
-            get_run=get_run, list_runs=list_runs, ready=store.ping, cluster=store.cluster_state,
+            get_run=get_run, list_runs=list_runs, ready=self.ready, cluster=store.cluster_state,
         )
         api = self.settings.api
         return _Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
@@ -442,6 +484,6 @@ async def serve(
     on_run_finished: Callable[[int], None] | None = None,
 ) -> None:
     """Run the service until ``stop`` (or a signal, or ``until`` on the clock)."""
-    async with runtime(settings, source=source, clock=clock, limiters=limiters) as rt:
+    async with runtime(settings, source=source, clock=clock, limiters=limiters, outlast=True) as rt:
         service = Service(rt, stop=stop, until=until, on_run_finished=on_run_finished)
         await service.run(with_api=with_api, handle_signals=handle_signals, on_ready=on_ready)

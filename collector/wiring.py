@@ -108,7 +108,10 @@ async def runtime(
     clock: Clock | None = None,
     limiters: Limiters | None = None,
     auto_migrate: bool = True,
+    outlast: bool = False,
 ) -> AsyncIterator[Runtime]:
+    """``outlast`` (the service): writes and the end of a run wait out any database
+    outage instead of giving up after ``writer.max_attempts`` (``write_attempts=None``)."""
     dsn = await anyio.to_thread.run_sync(database_dsn, settings)
     pool = await connect_pool(dsn, settings.database.pool_size)
     try:
@@ -128,13 +131,16 @@ async def runtime(
                 )
             clock = clock or SystemClock()
             store = PgStore(pool, clock=clock)
+            pipeline = pipeline_options(settings)
+            if outlast:
+                pipeline.write_attempts = None
             yield Runtime(
                 settings=settings,
                 store=store,
                 source=source,
                 limiters=limiters or limiters_for(settings, clock),
                 clock=clock,
-                pipeline=pipeline_options(settings),
+                pipeline=pipeline,
                 v2=v2_ports(store, source),
             )
     finally:

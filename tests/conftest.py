@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from collector.simulator import FleetSpec, Simulator, SimulatorConfig, running_simulator
+from tests.procs import private_pg, serve_procs  # noqa: F401  (fixtures for every test module)
 
 _embedded: dict[str, str] = {}
 

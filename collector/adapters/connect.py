@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +149,23 @@ def _check_body(response_dict: dict[str, Any], **_kwargs: Any) -> None:
                 raise errors.MalformedResponse(f"Value of {name} is {v!r}, not a number")
 
 
+def _check_listing(operation: str) -> Callable[..., None]:
+    """``before-parse`` hook for ListQueues/ListInstances: botocore turns a truncated body
+    into an empty listing ("no queues"), which would hide the failure. Refuse it."""
+
+    def check(response_dict: dict[str, Any], **_kwargs: Any) -> None:
+        if response_dict.get("status_code") != 200:
+            return
+        try:
+            data = orjson.loads(response_dict.get("body") or b"")
+        except orjson.JSONDecodeError as e:
+            raise errors.MalformedResponse(f"{operation} body is not JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise errors.MalformedResponse(f"{operation} body is not a JSON object")
+
+    return check
+
+
 class BotocoreConnect:
     """A :class:`collector.ports.ConnectSource` over aiobotocore clients, one per (profile, Region).
 
@@ -229,6 +247,8 @@ class BotocoreConnect:
             else:
                 c.meta.events.register("before-parse.connect.GetMetricData", _check_body)
                 c.meta.events.register("before-parse.connect.GetMetricDataV2", _check_body)
+            for op in ("ListQueues", "ListInstances"):
+                c.meta.events.register(f"before-parse.connect.{op}", _check_listing(op))
             self._clients[key] = c
         return c
 

@@ -75,24 +75,29 @@ class Fleet:
         self.spec = spec
         self.instances: dict[str, Instance] = {}
         self.accounts = [account_id(a) for a in range(spec.accounts)]
-        for a, acct in enumerate(self.accounts):
-            for r, region in enumerate(spec.regions):
+        for a in range(len(self.accounts)):
+            for r in range(len(spec.regions)):
                 for i in range(spec.instances_per_account):
-                    iid = str(uuid.UUID(int=_h(spec.seed, "instance", a, r, i) << 64 | _h(a, r, i)))
-                    inst = Instance(id=iid, account=acct, region=region, alias=f"sim-{a}-{region}-{i}")
-                    for q in range(spec.queues_per_instance):
-                        self._add_queue(inst, q)
-                    for q in range(2):
-                        qid = str(uuid.UUID(int=_h(spec.seed, "agentq", iid, q) << 64 | q))
-                        inst.agent_queues[qid] = f"agent-queue-{q}"
-                    inst.routing_profiles = [
-                        str(uuid.UUID(int=_h(spec.seed, "rp", iid, k) << 64 | k)) for k in range(3)
-                    ]
-                    inst.agent_statuses = [
-                        str(uuid.UUID(int=_h(spec.seed, "as", iid, k) << 64 | k))
-                        for k in range(len(AGENT_STATUS_NAMES))
-                    ]
-                    self.instances[iid] = inst
+                    self._add_instance(a, r, i)
+
+    def _add_instance(self, a: int, r: int, i: int) -> str:
+        spec, acct, region = self.spec, self.accounts[a], self.spec.regions[r]
+        iid = str(uuid.UUID(int=_h(spec.seed, "instance", a, r, i) << 64 | _h(a, r, i)))
+        inst = Instance(id=iid, account=acct, region=region, alias=f"sim-{a}-{region}-{i}")
+        for q in range(spec.queues_per_instance):
+            self._add_queue(inst, q)
+        for q in range(2):
+            qid = str(uuid.UUID(int=_h(spec.seed, "agentq", iid, q) << 64 | q))
+            inst.agent_queues[qid] = f"agent-queue-{q}"
+        inst.routing_profiles = [
+            str(uuid.UUID(int=_h(spec.seed, "rp", iid, k) << 64 | k)) for k in range(3)
+        ]
+        inst.agent_statuses = [
+            str(uuid.UUID(int=_h(spec.seed, "as", iid, k) << 64 | k))
+            for k in range(len(AGENT_STATUS_NAMES))
+        ]
+        self.instances[iid] = inst
+        return iid
 
     def _add_queue(self, inst: Instance, q: int) -> str:
         qid = str(uuid.UUID(int=_h(self.spec.seed, "queue", inst.id, q) << 64 | q))
@@ -106,6 +111,15 @@ class Fleet:
 
     def remove_queue(self, instance_id: str, queue_id: str) -> None:
         self.instances[instance_id].queues.pop(queue_id, None)
+
+    # -- mutation (tests: instances appear and vanish) -------------------------
+    def add_instance(self, account: str, region: str) -> str:
+        """A new instance in (account, Region); its id."""
+        a, r = self.accounts.index(account), self.spec.regions.index(region)
+        return self._add_instance(a, r, len(self.instances_of(account, region)) + 1000)
+
+    def remove_instance(self, instance_id: str) -> None:
+        self.instances.pop(instance_id, None)
 
     def instances_of(self, account: str, region: str) -> list[Instance]:
         return [i for i in self.instances.values() if i.account == account and i.region == region]

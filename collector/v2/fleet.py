@@ -94,6 +94,7 @@ class ResourceCache:
                 return
             self.entries[t.instance_id] = _Entry(now, frozenset(keys), found.filter_values())
 
+        targets = [t for t in targets if t.unresolved is None]  # nothing to discover on those
         async with anyio.create_task_group() as tg:
             for t in targets:
                 tg.start_soon(one, t)

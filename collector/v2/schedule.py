@@ -24,7 +24,7 @@ import structlog
 
 from collector import errors
 from collector.config import parse_duration
-from collector.fleet import Targets
+from collector.fleet import Targets, discovering
 from collector.leases import LeaseManager
 from collector.model import RunSummary, SliceKey, Target
 from collector.observability import GAPS, LAG
@@ -146,6 +146,10 @@ async def plan_round(
         _wake(c, pl.next_boundary(newest, iv, tz) + timedelta(seconds=opts.settle))
         for t in targets:
             due = await _due(c, p, t, newest, oldest)
+            if due and t.unresolved is not None:  # an instance never resolved: its slices fail, with why
+                c.out.failed += [(SliceKey(p.name, t.instance_id, s, pl.next_boundary(s, iv, tz)), t.unresolved)
+                                 for s in sorted(set(due))]
+                continue
             if not due or t.instance_id not in resources:
                 continue
             windows: list[V2Window] = []
@@ -249,13 +253,17 @@ async def scheduler_loop(service: ServiceLike, opts: ScheduleOptions) -> None:
 
     rt, settings = service.rt, service.rt.settings
     profiles = settings.v2_profiles()
-    if not profiles or not settings.scheduler.enabled or not settings.instances or rt.v2 is None:
+    if not profiles or not settings.scheduler.enabled or rt.v2 is None:
         return
+    if not settings.instances and not discovering(settings):
+        return  # the v1 scheduler loop reports it
     ports = rt.v2
+    ttl = float(settings.scheduler.seconds("discovery_ttl"))
+    # wake at least every discovery_ttl, so new instances are found and removed ones dropped
+    opts = dataclasses.replace(opts, max_sleep=max(1, min(opts.max_sleep, int(ttl))))
     leases = service.leases
     if leases is not None:  # wake often enough to pick up shards as leases move
         opts = dataclasses.replace(opts, max_sleep=max(1, int(settings.cluster.lease_ttl / 3)))
-    ttl = float(settings.scheduler.seconds("discovery_ttl"))
     targets = Targets(rt, ttl, lambda: dict(leases.owned) if leases is not None else None)
     cache = ResourceCache(rt, ports, ttl)
     keys = needs(profiles)

@@ -135,3 +135,16 @@ async def test_storage_retries_are_counted_on_the_database_meter() -> None:
     assert _sample("collector_db_retries_total", operation="unit_write", reason="transient") == before + 1
     assert _sample("collector_api_retries_total", operation="unit_write", reason="transient") == 0.0
     assert clock.slept[0] >= 0.2
+
+
+async def test_the_outlast_policy_never_gives_up_on_the_database_and_its_backoff_stays_capped() -> None:
+    from collector.retry import OUTLAST
+
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    call = Script(*[errors.StorageError(f"down #{i}") for i in range(3000)])
+    assert await retry(call, operation="UnitOutlast", policy=OUTLAST, clock=clock, rng=random.Random(1),
+                       meter=DB_METER) == "ok"
+    assert call.calls == 3001 and max(clock.slept) <= OUTLAST.cap
+    with pytest.raises(errors.MigrationError):  # what no waiting can fix is still raised at once
+        await retry(Script(errors.MigrationError("newer schema")), operation="UnitOutlast", policy=OUTLAST,
+                    clock=clock, rng=random.Random(1), meter=DB_METER)

@@ -84,3 +84,17 @@ async def test_a_slice_is_revisited_once_its_revisit_point_has_passed() -> None:
     await _collect(store, _at(10, 30), NOW)
     rp = await plan_round(store, [T], PROFILES, opts, NOW)
     assert rp.works == []  # revisited: nothing more due
+
+
+async def test_an_unresolved_instance_s_due_slices_are_lost_with_its_reason_and_age_into_gaps() -> None:
+    import dataclasses
+
+    store = InMemoryStore()
+    broken = dataclasses.replace(T, unresolved="queue discovery failed: AccessDenied")
+    await store.set_frontier(T.instance_id, "default", G, NOW - timedelta(hours=25))
+    opts = ScheduleOptions(settle=900, catchup_batch=2, revisits=())
+    rp = await plan_round(store, [broken], PROFILES, opts, NOW)
+    assert rp.works == [] and rp.gaps > 0
+    assert [k.start for k, _r in rp.lost] == [_at(12, 15) - timedelta(days=1), _at(12, 30) - timedelta(days=1),
+                                             _at(11, 30)]
+    assert {r for _k, r in rp.lost} == {"queue discovery failed: AccessDenied"}
