@@ -19,7 +19,7 @@ from collector.model import RunSummary, SliceWork
 from collector.observability import DB_METER, RUN_DURATION, RUNS
 from collector.pipeline import FetchUnit, Progress, ShardGuard, Sink, run_collection
 from collector.planner import DEFAULT_PROFILE, plan
-from collector.ports import PartRecord, Runtime
+from collector.ports import PartRecord, Runtime, Shard
 from collector.retry import OUTLAST, RetryPolicy, retry
 from collector.v2 import runs as v2runs
 
@@ -72,6 +72,15 @@ async def _settle(rt: Runtime, run_id: int, status: str, summary: RunSummary, fi
     policy = OUTLAST if rt.pipeline.write_attempts is None else RetryPolicy(max_attempts=1)
     await retry(functools.partial(finish, status, summary), operation="finish_run", policy=policy, clock=rt.clock,
                 rng=random.Random(), meter=DB_METER, shield=True)
+
+
+async def _requeue(rt: Runtime, run_id: int, shard: Shard) -> None:
+    """Put a part back in the queue; under the service a database outage is waited out."""
+    assert rt.store.replica is not None
+    policy = OUTLAST if rt.pipeline.write_attempts is None else RetryPolicy(max_attempts=1)
+    await retry(functools.partial(rt.store.requeue_part, run_id, shard, rt.store.replica, RunSummary()),
+                operation="requeue_part", policy=policy, clock=rt.clock, rng=random.Random(), meter=DB_METER,
+                shield=True)
 
 
 async def execute(
@@ -168,6 +177,12 @@ async def collect_part(
             rt.settings.profile(run.profile), run.range_start, run.range_end, rt.clock.now(), run.profile
         )
         await rt.store.part_started(run.id, shard, len(works) + len(lost))
+    except errors.StorageError as e:
+        # The database went away as the part started: not the part's fault. It goes back
+        # to the queue (its counts start afresh when it starts again).
+        log.warning("part_start_failed", run_id=run.id, shard=f"{shard[0]}/{shard[1]}", error=str(e))
+        await _requeue(rt, run.id, shard)
+        return None
     except errors.CollectorError as e:
         return await rt.store.finish_part(
             run.id, shard, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")

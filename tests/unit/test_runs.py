@@ -66,3 +66,45 @@ async def test_a_run_whose_every_slice_fails_ends_failed_with_the_request_counts
     assert run is not None and run.status == "failed"
     assert summary.slices_failed == 2 and run.requests == 2 and run.retries == 0
     assert all("400" in e["reason"] for e in run.errors) and not store.collected
+
+
+class _StartsWhileDatabaseAway(InMemoryStore):
+    """``part_started`` fails ``down`` times as if the database were away."""
+
+    def __init__(self, down: int) -> None:
+        super().__init__(replica="r1")
+        self.down = down
+
+    async def part_started(self, run_id: int, shard: tuple[str, str], slices: int) -> None:
+        if self.down:
+            self.down -= 1
+            raise errors.StorageError("connection refused")
+        await super().part_started(run_id, shard, slices)
+
+
+async def test_a_part_whose_start_meets_a_database_outage_goes_back_to_the_queue() -> None:
+    from datetime import timedelta
+
+    from collector.config import InstanceSettings, Settings
+    from collector.runs import collect_part
+
+    store = _StartsWhileDatabaseAway(down=1)
+    settings = Settings(instances=[InstanceSettings(id="i-1", region="us-east-1", queues=["q-1"])])
+    clock = ManualClock(NOW)
+    rt = Runtime(settings=settings, store=store, source=ScriptedSource(), limiters=Limiters(clock=clock),
+                 clock=clock, pipeline=PipelineOptions(batch_rows=1, write_attempts=None))
+    end = NOW.replace(second=0) - timedelta(minutes=30)
+    run_id = await store.queue_run("api", "default", end - timedelta(minutes=30), end, [])
+    shard = ("default", "us-east-1")
+    store.leases[shard] = ("r1", 1)
+    await store.add_run_parts(run_id, [shard])
+    part = await store.claim_part("r1", [shard], 15)
+    assert part is not None and store.parts[(run_id, *shard)] == "running"
+    assert await collect_part(rt, part, 1) is None  # no exception escapes
+    assert store.parts[(run_id, *shard)] == "queued"  # back for whichever replica holds the shard
+    run = await store.get_run(run_id)
+    assert run is not None and run.errors == [] and run.slices_failed == 0
+    again = await store.claim_part("r1", [shard], 15)  # and it runs to the end the next time
+    assert again is not None
+    await collect_part(rt, again, 1)
+    assert store.parts[(run_id, *shard)] == "done"
