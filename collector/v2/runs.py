@@ -133,7 +133,7 @@ async def collect_part(
 ) -> str | None:
     """One (account, Region) part of a one-off V2 run, on the replica holding that shard
     (as :func:`collector.runs.collect_part`: a part cut short goes back to the queue)."""
-    from collector.runs import execute, failed_summary, part_status
+    from collector.runs import _requeue, execute, failed_summary, part_status
 
     run, shard = part.run, part.shard
     assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
@@ -142,6 +142,10 @@ async def collect_part(
         res = await resolve(rt, run.instances or (), owned={shard: generation})
         units, lost = await planned(rt, ports, res, profile, run.range_start, run.range_end)
         await rt.store.part_started(run.id, shard, sum(len(u.slice_keys) for u in units) + len(lost))
+    except errors.StorageError as e:  # the database went away as the part started: back to the queue
+        log.warning("part_start_failed", run_id=run.id, shard=f"{shard[0]}/{shard[1]}", error=str(e))
+        await _requeue(rt, run.id, shard)
+        return None
     except errors.CollectorError as e:
         return await rt.store.finish_part(
             run.id, shard, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")
