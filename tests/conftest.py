@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -74,8 +74,15 @@ class SimHandle:
         self.url = url
 
 
+class StartSim(Protocol):
+    """The ``start_sim`` fixture: ``await start_sim(config, now=..., monotonic=...)`` -> :class:`SimHandle`."""
+
+    async def __call__(self, config: SimulatorConfig | None = None, *,
+                       now: Callable[[], float] = ..., monotonic: Callable[[], float] = ...) -> SimHandle: ...
+
+
 @pytest.fixture
-async def start_sim(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+async def start_sim(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartSim]:
     """``await start_sim(config)`` -> SimHandle; AWS_ENDPOINT_URL_CONNECT points at it."""
     from contextlib import AsyncExitStack
 

@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -216,8 +216,15 @@ class ServeProcess:
         self._err.close()
 
 
+class ServeProcs(Protocol):
+    """The ``serve_procs`` fixture: ``serve_procs(cfg, port=..., env=...)`` -> :class:`ServeProcess`."""
+
+    def __call__(self, cfg: Path, *, port: int | None = None,
+                 env: Mapping[str, str] | None = None) -> ServeProcess: ...
+
+
 @pytest.fixture
-async def serve_procs(tmp_path: Path) -> AsyncIterator[Callable[..., ServeProcess]]:
+async def serve_procs(tmp_path: Path) -> AsyncIterator[ServeProcs]:
     """``serve_procs(cfg, **kw)`` starts ``collector serve``; all are killed at the end."""
     started: list[ServeProcess] = []
 

@@ -23,7 +23,8 @@ from anyio.abc import SocketStream
 from collector import errors
 from collector.api import MAX_BODY, CollectionRequest, create_app
 from collector.config import load_settings
-from tests.conftest import write_config
+from collector.simulator import SimulatorConfig
+from tests.conftest import StartSim, write_config
 
 TOKEN = "s3cret-token"
 START = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -185,7 +186,7 @@ def test_serve_with_a_public_host_flag_and_no_token_refuses_to_start(tmp_path: P
 
 
 async def test_collector_serve_answers_a_huge_unauthenticated_body_without_reading_it(
-    start_sim, database_url, tmp_path: Path, small_fleet
+    start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig
 ) -> None:
     h = await start_sim(small_fleet)
     sock = _listening()

@@ -19,7 +19,9 @@ import pytest
 from collector import errors
 from collector.adapters.connect import BotocoreConnect
 from collector.model import Target
+from collector.simulator import SimulatorConfig
 from tests.cli_run import cli_env, run_cli
+from tests.conftest import StartSim
 
 SIM_KEYS = {"AWS_ACCESS_KEY_ID": "SIM100000000000", "AWS_SECRET_ACCESS_KEY": "simulator"}
 
@@ -105,7 +107,7 @@ async def test_a_named_aws_profile_that_does_not_exist_is_an_environment_error(t
 
 
 async def test_missing_credentials_are_not_a_transient_api_failure(
-    start_sim, small_fleet, monkeypatch: pytest.MonkeyPatch
+    start_sim: StartSim, small_fleet: SimulatorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = await start_sim(small_fleet)
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")

@@ -18,7 +18,7 @@ from collector.planner import metric_chunks
 from collector.ports import CompletedSlice
 from collector.service import serve
 from collector.simulator import FleetSpec, SimulatorConfig
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import lease_owners, query, stored_rows, wait_until
 
 TTL = 3.0
@@ -62,7 +62,7 @@ def fleet9() -> SimulatorConfig:
 
 
 async def test_three_replicas_split_nine_accounts_and_collect_each_slice_once(
-    start_sim, database_url, tmp_path: Path, fleet9: SimulatorConfig
+    start_sim: StartSim, database_url: str, tmp_path: Path, fleet9: SimulatorConfig
 ) -> None:
     h = await start_sim(fleet9)
     replicas = [Replica(_settings(tmp_path, database_url, h.sim, f"r{i}")) for i in range(3)]
@@ -90,7 +90,7 @@ async def test_three_replicas_split_nine_accounts_and_collect_each_slice_once(
 
 
 async def test_a_dead_replica_is_taken_over_within_two_ttls_and_nothing_is_lost(
-    start_sim, database_url, tmp_path: Path, fleet9: SimulatorConfig
+    start_sim: StartSim, database_url: str, tmp_path: Path, fleet9: SimulatorConfig
 ) -> None:
     h = await start_sim(fleet9)
     replicas = [Replica(_settings(tmp_path, database_url, h.sim, f"r{i}", backfill="6h")) for i in range(3)]
@@ -132,7 +132,7 @@ async def test_a_dead_replica_is_taken_over_within_two_ttls_and_nothing_is_lost(
 
 
 async def test_graceful_shutdown_hands_shards_over_without_waiting_for_the_ttl(
-    start_sim, database_url, tmp_path: Path, fleet9: SimulatorConfig
+    start_sim: StartSim, database_url: str, tmp_path: Path, fleet9: SimulatorConfig
 ) -> None:
     h = await start_sim(fleet9)
     replicas = [Replica(_settings(tmp_path, database_url, h.sim, f"r{i}")) for i in range(2)]
@@ -190,7 +190,7 @@ async def test_a_replica_that_lost_its_lease_writes_nothing(database_url: str) -
 
 
 async def test_one_off_runs_are_executed_by_the_shard_owners_and_readable_anywhere(
-    start_sim, database_url, tmp_path: Path, fleet9: SimulatorConfig
+    start_sim: StartSim, database_url: str, tmp_path: Path, fleet9: SimulatorConfig
 ) -> None:
     import socket
     from datetime import timedelta

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from collector.simulator import FleetSpec, SimulatorConfig
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import lease_owners, query, stored_rows, wait_until
 
 TTL = 3.0
@@ -28,7 +28,7 @@ def _start(cfg: Path, replica: str) -> subprocess.Popen[bytes]:
 
 
 async def test_kill_9_and_sigstop_of_replicas_lose_nothing_and_write_nothing_stale(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=9, queues_per_instance=3), latency=0.05))
     cfg = write_config(

@@ -12,7 +12,7 @@ from collector.cli import main
 from collector.config import load_settings
 from collector.simulator import FleetSpec, SimulatorConfig
 from collector.wiring import collect, runtime
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, snapshot, stored_rows, utc_floor
 
 
@@ -22,7 +22,7 @@ def _range(hours: float, granularity: int = 900) -> tuple[datetime, datetime]:
 
 
 async def test_three_accounts_with_faults_land_exact_rows_and_rerun_changes_nothing(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(
         SimulatorConfig(
@@ -65,7 +65,7 @@ async def test_three_accounts_with_faults_land_exact_rows_and_rerun_changes_noth
     ],
 )
 async def test_every_grouping_lands_its_dimension_columns(
-    start_sim, database_url, tmp_path: Path, small_fleet, groupings: list[str]
+    start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig, groupings: list[str]
 ) -> None:
     h = await start_sim(small_fleet)
     cfg = write_config(
@@ -90,7 +90,7 @@ async def test_every_grouping_lands_its_dimension_columns(
     assert all(r[7] is None for r in got)  # ROUTING_STEP_EXPRESSION is never grouped in v1
 
 
-async def test_filters_reach_the_api(start_sim, database_url, tmp_path: Path, small_fleet) -> None:
+async def test_filters_reach_the_api(start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     inst = next(iter(h.sim.fleet.instances.values()))
     rp = inst.routing_profiles[:1]
@@ -113,7 +113,7 @@ async def test_filters_reach_the_api(start_sim, database_url, tmp_path: Path, sm
 
 
 async def test_cli_exits_1_and_lists_failed_slices_while_the_rest_land(
-    start_sim, database_url, tmp_path: Path, small_fleet, capsys
+    start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig, capsys: pytest.CaptureFixture[str]
 ) -> None:
     h = await start_sim(small_fleet)
     cfg = write_config(

@@ -18,6 +18,7 @@ from collector.decode import rows_of
 from collector.model import MetricDataRequest, Target
 from collector.planner import plan
 from collector.simulator import FleetSpec, SimulatorConfig
+from tests.conftest import StartSim
 
 FIXED = dt.datetime(2026, 11, 26, 5, 0, 0)
 
@@ -51,7 +52,7 @@ async def _capture(fast: bool, target: Target, req: MetricDataRequest, token: st
 
 
 @pytest.mark.parametrize("groupings", [["QUEUE", "CHANNEL"], ["ROUTING_PROFILE", "AGENT_STATUS"], ["SUBTYPE", "VALIDATION_TEST_TYPE"], []])
-async def test_fast_path_sends_the_same_request_and_decodes_the_same_rows(start_sim, groupings: list[str]) -> None:
+async def test_fast_path_sends_the_same_request_and_decodes_the_same_rows(start_sim: StartSim, groupings: list[str]) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=12), throttle=False))
     target, reqs = _requests(h.sim, groupings)
     pages = 0
@@ -108,7 +109,7 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("status, code, cls", FAULTS)
-async def test_error_bodies_map_to_the_same_classes(start_sim, small_fleet, status: int, code: str, cls: type) -> None:
+async def test_error_bodies_map_to_the_same_classes(start_sim: StartSim, small_fleet: SimulatorConfig, status: int, code: str, cls: type) -> None:
     h = await start_sim(small_fleet)
     target, reqs = _requests(h.sim, ["QUEUE"])
     got = []
@@ -121,7 +122,7 @@ async def test_error_bodies_map_to_the_same_classes(start_sim, small_fleet, stat
     assert got[0] == got[1] == (cls, code, status)
 
 
-async def test_expired_token_maps_to_the_same_class(start_sim, small_fleet) -> None:
+async def test_expired_token_maps_to_the_same_class(start_sim: StartSim, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     target, reqs = _requests(h.sim, ["QUEUE", "CHANNEL"])
     for fast in (True, False):
@@ -132,7 +133,7 @@ async def test_expired_token_maps_to_the_same_class(start_sim, small_fleet) -> N
 
 
 @pytest.mark.parametrize("body", [b'{"MetricResults": [', b"[]", b'{"MetricResults": [{"Collections": [{"Metric": {"Name": "CONTACTS_HANDLED"}, "Value": "7"}]}]}'])
-async def test_malformed_bodies_fail_the_same_way(start_sim, small_fleet, body: bytes) -> None:
+async def test_malformed_bodies_fail_the_same_way(start_sim: StartSim, small_fleet: SimulatorConfig, body: bytes) -> None:
     h = await start_sim(small_fleet)
     target, reqs = _requests(h.sim, ["QUEUE"])
     original = h.sim._respond

@@ -13,8 +13,9 @@ import asyncpg
 from collector.config import load_settings
 from collector.model import SliceKey
 from collector.pipeline import Progress
+from collector.simulator import SimulatorConfig
 from collector.wiring import collect, runtime
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import Row, expected_rows, stored_rows, utc_floor
 
 
@@ -35,7 +36,7 @@ class _FirstWrite(Progress):
         self.written.set()
 
 
-async def test_database_connections_dropped_mid_collection(start_sim, database_url, tmp_path: Path, small_fleet) -> None:
+async def test_database_connections_dropped_mid_collection(start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(dataclasses.replace(small_fleet, latency=0.01))
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
                        extra="\n[writer]\nbatch_rows = 50\nbatch_seconds = 0.05\n")
@@ -65,7 +66,7 @@ async def test_database_connections_dropped_mid_collection(start_sim, database_u
     assert await stored_rows(database_url) == expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC))
 
 
-async def test_slow_responses_and_connections_reset_mid_body_are_retried(start_sim, database_url, tmp_path: Path, small_fleet) -> None:
+async def test_slow_responses_and_connections_reset_mid_body_are_retried(start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim, extra="\n[aws]\nread_timeout = 0.5\n")
     settings = load_settings(cfg)
@@ -81,7 +82,7 @@ async def test_slow_responses_and_connections_reset_mid_body_are_retried(start_s
 
 
 async def test_malformed_bodies_fail_their_slice_and_leave_nothing_half_written(
-    start_sim, database_url, tmp_path: Path, small_fleet
+    start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig
 ) -> None:
     h = await start_sim(small_fleet)
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
@@ -127,7 +128,7 @@ async def test_malformed_bodies_fail_their_slice_and_leave_nothing_half_written(
     assert sum(got.values()) == sum(n for r, n in want.items() if _slice_of(r) not in failed)
 
 
-async def test_postgres_restarted_mid_collection(start_sim, tmp_path: Path, small_fleet) -> None:
+async def test_postgres_restarted_mid_collection(start_sim: StartSim, tmp_path: Path, small_fleet: SimulatorConfig) -> None:
     """A Postgres of its own (embedded), stopped and started again while the collector
     writes: the writer reconnects and retries; every slice lands exactly once."""
     from pgserver._commands import pg_ctl  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -14,13 +15,15 @@ from collector.config import CollectionSettings
 from collector.decode import rows_of
 from collector.errors import MalformedResponse
 from collector.fetch import FetchCounters, SliceFailure, collect_slice
-from collector.model import Target
+from collector.model import SliceWork, Target
 from collector.planner import metric_chunks, plan
+from collector.ports import CompletedSlice
 from collector.ratelimit import Limiters, RetryPolicy
-from collector.simulator import Simulator
+from collector.simulator import Simulator, SimulatorConfig
+from tests.conftest import StartSim
 
 
-def _work(sim: Simulator, clock: ManualClock, max_results: int = 100):
+def _work(sim: Simulator, clock: ManualClock, max_results: int = 100) -> SliceWork:
     inst = next(iter(sim.fleet.instances.values()))
     target = Target(inst.id, inst.region, inst.account, tuple(inst.queues))
     coll = CollectionSettings(max_results=max_results)
@@ -32,7 +35,8 @@ def _work(sim: Simulator, clock: ManualClock, max_results: int = 100):
 POLICY = RetryPolicy(max_attempts=5, base=0.5, cap=4.0)
 
 
-async def _collect(sim_work, clock, policy=POLICY):
+async def _collect(sim_work: SliceWork, clock: ManualClock,
+                   policy: RetryPolicy = POLICY) -> tuple[CompletedSlice, FetchCounters]:
     counters = FetchCounters()
     async with BotocoreConnect() as source:
         done = await collect_slice(
@@ -44,7 +48,7 @@ async def _collect(sim_work, clock, policy=POLICY):
 
 @pytest.mark.parametrize("status, code", [(429, "ThrottlingException"), (429, "TooManyRequestsException"), (500, "InternalServiceException"), (503, "ServiceUnavailableException")])
 async def test_retryable_errors_back_off_with_full_jitter_and_no_stacked_retries(
-    start_sim, small_fleet, status: int, code: str
+    start_sim: StartSim, small_fleet: SimulatorConfig, status: int, code: str
 ) -> None:
     h = await start_sim(small_fleet)
     clock = ManualClock(datetime.now(UTC))
@@ -60,7 +64,7 @@ async def test_retryable_errors_back_off_with_full_jitter_and_no_stacked_retries
         assert 0 <= delay <= min(4.0, 0.5 * 2 ** (attempt - 1))
 
 
-async def test_retries_are_bounded(start_sim, small_fleet) -> None:
+async def test_retries_are_bounded(start_sim: StartSim, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     clock = ManualClock(datetime.now(UTC))
     h.sim.fail_next = [(500, "InternalServiceException", "down")] * 10
@@ -69,7 +73,7 @@ async def test_retries_are_bounded(start_sim, small_fleet) -> None:
     assert sum(h.sim.stats.by_status.values()) == 5
 
 
-async def test_a_400_is_not_retried_and_fails_the_slice_loudly(start_sim, small_fleet) -> None:
+async def test_a_400_is_not_retried_and_fails_the_slice_loudly(start_sim: StartSim, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     clock = ManualClock(datetime.now(UTC))
     h.sim.fail_next = [(400, "InvalidParameterException", "bad thing")]
@@ -79,7 +83,7 @@ async def test_a_400_is_not_retried_and_fails_the_slice_loudly(start_sim, small_
     assert clock.slept == []
 
 
-async def test_expired_next_token_restarts_paging_cleanly(start_sim, small_fleet) -> None:
+async def test_expired_next_token_restarts_paging_cleanly(start_sim: StartSim, small_fleet: SimulatorConfig) -> None:
     offset = {"s": 0.0}
     h = await start_sim(small_fleet, now=lambda: time.time() + offset["s"])
     clock = ManualClock(datetime.now(UTC))
@@ -87,7 +91,7 @@ async def test_expired_next_token_restarts_paging_cleanly(start_sim, small_fleet
     original = h.sim.get_metric_data
     calls = {"n": 0}
 
-    def stall_once(instance_id, region, body):  # the writer stalls once between pages 1 and 2
+    def stall_once(instance_id: str, region: str, body: Any) -> bytes:  # the writer stalls once between pages 1 and 2
         calls["n"] += 1
         if calls["n"] == 2:
             offset["s"] += 400

@@ -16,7 +16,7 @@ from collector.service import serve
 from collector.simulator import FleetSpec, SimulatorConfig
 from collector.simulator.fleet import account_id
 from collector.wiring import collect, runtime
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor
 
 
@@ -74,7 +74,7 @@ def _range(hours: float) -> tuple[datetime, datetime]:
 
 
 async def test_three_accounts_behind_roles_in_two_regions_are_discovered_and_collected(
-    start_sim, moto_sts, database_url, tmp_path: Path
+    start_sim: StartSim, moto_sts: str, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(
         fleet=FleetSpec(accounts=3, regions=("us-east-1", "eu-west-2"), queues_per_instance=8),
@@ -105,7 +105,7 @@ async def test_three_accounts_behind_roles_in_two_regions_are_discovered_and_col
 
 
 async def test_a_broken_account_fails_alone_and_the_run_names_it(
-    start_sim, moto_sts, database_url, tmp_path: Path
+    start_sim: StartSim, moto_sts: str, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=5), throttle=False))
     h.sim.key_resolver = moto_account_of
@@ -124,7 +124,7 @@ async def test_a_broken_account_fails_alone_and_the_run_names_it(
     assert await stored_rows(database_url) == expected_rows(h.sim, settings.collection, start, end, datetime.now(UTC))
 
 
-async def test_two_profiles_land_side_by_side(start_sim, database_url, tmp_path: Path, small_fleet) -> None:
+async def test_two_profiles_land_side_by_side(start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     cfg = write_config(
         tmp_path / "c.toml", database_url, h.sim,
@@ -145,7 +145,7 @@ async def test_two_profiles_land_side_by_side(start_sim, database_url, tmp_path:
     assert max(want.values()) == 1
 
 
-async def test_queues_added_and_removed_are_picked_up_after_the_ttl(start_sim, database_url, tmp_path: Path) -> None:
+async def test_queues_added_and_removed_are_picked_up_after_the_ttl(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     n = int(datetime.now(UTC).timestamp())
     b = datetime.fromtimestamp(n - n % 900, UTC) - timedelta(hours=3)
     clock = ManualClock(b + timedelta(minutes=15, seconds=1))

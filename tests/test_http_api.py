@@ -13,7 +13,8 @@ import asyncpg
 
 from collector.config import load_settings
 from collector.service import serve
-from tests.conftest import write_config
+from collector.simulator import SimulatorConfig
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor
 
 
@@ -59,7 +60,7 @@ async def _with_service(settings: Any, body: Any) -> None:
             stop.set()
 
 
-async def test_post_collection_runs_to_success_with_exact_rows(start_sim, database_url, tmp_path: Path, small_fleet) -> None:
+async def test_post_collection_runs_to_success_with_exact_rows(start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     port = _free_port()
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
@@ -98,7 +99,7 @@ async def test_post_collection_runs_to_success_with_exact_rows(start_sim, databa
     assert await stored_rows(database_url) == want
 
 
-async def test_bad_bodies_get_422_naming_the_field_and_start_nothing(start_sim, database_url, tmp_path: Path, small_fleet) -> None:
+async def test_bad_bodies_get_422_naming_the_field_and_start_nothing(start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     port = _free_port()
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
@@ -127,7 +128,7 @@ async def test_bad_bodies_get_422_naming_the_field_and_start_nothing(start_sim, 
     assert sum(h.sim.stats.by_status.values()) == 0
 
 
-async def test_writes_need_the_token_when_one_is_configured(start_sim, database_url, tmp_path: Path, small_fleet) -> None:
+async def test_writes_need_the_token_when_one_is_configured(start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(small_fleet)
     port = _free_port()
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim,

@@ -23,6 +23,8 @@ from collector.fetch import FetchCounters, SliceFailure, collect_slice
 from collector.model import MetricDataRequest, MetricRequest, SliceKey, SliceWork, Target
 from collector.planner import check_request, metric_chunks, plan, slices
 from collector.ratelimit import Limiters, RetryPolicy
+from collector.simulator import SimulatorConfig
+from tests.conftest import StartSim
 
 
 def _now() -> datetime:
@@ -94,7 +96,7 @@ def test_planner_check_refuses(name: str, mutate: Mutation) -> None:
 
 
 @pytest.mark.parametrize("name, mutate", CASES, ids=[c[0] for c in CASES])
-async def test_broken_request_is_never_sent(start_sim, small_fleet, name: str, mutate: Mutation) -> None:
+async def test_broken_request_is_never_sent(start_sim: StartSim, small_fleet: SimulatorConfig, name: str, mutate: Mutation) -> None:
     h = await start_sim(small_fleet)
     inst = next(iter(h.sim.fleet.instances.values()))
     req = mutate(valid_request(inst.id, list(inst.queues)))
@@ -110,7 +112,7 @@ async def test_broken_request_is_never_sent(start_sim, small_fleet, name: str, m
 
 
 @pytest.mark.parametrize("name, mutate", CASES, ids=[c[0] for c in CASES])
-async def test_simulator_refuses_like_the_api(start_sim, small_fleet, name: str, mutate: Mutation) -> None:
+async def test_simulator_refuses_like_the_api(start_sim: StartSim, small_fleet: SimulatorConfig, name: str, mutate: Mutation) -> None:
     h = await start_sim(small_fleet)
     inst = next(iter(h.sim.fleet.instances.values()))
     good = valid_request(inst.id, list(inst.queues))
@@ -124,7 +126,7 @@ async def test_simulator_refuses_like_the_api(start_sim, small_fleet, name: str,
     assert err["Error"]["Code"] in ("InvalidParameterException", "InvalidRequestException", "SerializationException")
 
 
-async def test_simulator_pages_and_binds_next_token_to_parameters(start_sim, small_fleet) -> None:
+async def test_simulator_pages_and_binds_next_token_to_parameters(start_sim: StartSim, small_fleet: SimulatorConfig) -> None:
     clock = {"offset": 0.0}
     import time
 
@@ -150,7 +152,7 @@ async def test_simulator_pages_and_binds_next_token_to_parameters(start_sim, sma
         assert e.value.response["Error"]["Code"] == "InvalidRequestException"
 
 
-async def test_simulator_errors_use_real_codes(start_sim, small_fleet) -> None:
+async def test_simulator_errors_use_real_codes(start_sim: StartSim, small_fleet: SimulatorConfig) -> None:
     h = await start_sim(dataclasses.replace(small_fleet, throttle=True, burst=1, rate=0.001))
     inst = next(iter(h.sim.fleet.instances.values()))
     good = valid_request(inst.id, list(inst.queues))

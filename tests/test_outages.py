@@ -4,7 +4,6 @@ a private Postgres cluster that the test stops for 30 seconds and starts again."
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,15 +12,15 @@ import psutil
 
 from collector.config import load_settings
 from collector.simulator import FleetSpec, SimulatorConfig
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows
-from tests.procs import PrivatePostgres, ServeProcess, sql_value, wait_for, wait_sql
+from tests.procs import PrivatePostgres, ServeProcs, sql_value, wait_for, wait_sql
 
 OUTAGE = 30.0  # seconds the database is away
 
 
 async def test_a_30s_database_outage_and_restart_is_outlived(
-    start_sim, private_pg: PrivatePostgres, serve_procs: Callable[..., ServeProcess], tmp_path: Path
+    start_sim: StartSim, private_pg: PrivatePostgres, serve_procs: ServeProcs, tmp_path: Path
 ) -> None:
     url = await private_pg.create_database()
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=5), rate=5, burst=8))
@@ -96,7 +95,7 @@ async def test_a_30s_database_outage_and_restart_is_outlived(
 
 
 async def test_a_cluster_replica_outlives_a_database_outage(
-    start_sim, private_pg: PrivatePostgres, serve_procs: Callable[..., ServeProcess], tmp_path: Path
+    start_sim: StartSim, private_pg: PrivatePostgres, serve_procs: ServeProcs, tmp_path: Path
 ) -> None:
     """With [cluster]: leases lapse while the database is away and are claimed again after;
     the replica stays up and every slice lands exactly once."""

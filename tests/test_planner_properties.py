@@ -51,7 +51,9 @@ def cases(draw: st.DrawFn) -> tuple[CollectionSettings, Target, datetime, dateti
 
 @settings(max_examples=300, deadline=None)
 @given(cases())
-def test_every_request_keeps_every_limit_and_slices_tile_the_range(case) -> None:
+def test_every_request_keeps_every_limit_and_slices_tile_the_range(
+    case: tuple[CollectionSettings, Target, datetime, datetime],
+) -> None:
     coll, target, start, end = case
     works = plan([target], coll, start, end, NOW)
     spans = sorted((w.key.start, w.key.end) for w in works)

@@ -14,7 +14,7 @@ import asyncpg
 
 from collector.config import load_settings
 from collector.simulator import FleetSpec, SimulatorConfig
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows
 
 
@@ -50,7 +50,7 @@ async def _wait_exit(p: subprocess.Popen[bytes], limit: float = 40) -> int:
 
 
 async def test_sigterm_drains_and_kill_9_resumes_without_loss_or_duplicates(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=5), rate=5, burst=8))
     cfg = write_config(

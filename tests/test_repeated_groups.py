@@ -10,13 +10,14 @@ from pathlib import Path
 
 from collector.config import load_settings
 from collector.model import SliceKey
+from collector.simulator import SimulatorConfig
 from collector.wiring import collect, runtime
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor
 
 
 async def test_a_repeated_dimension_group_fails_only_its_slice(
-    start_sim, database_url, tmp_path: Path, small_fleet
+    start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig
 ) -> None:
     h = await start_sim(small_fleet)
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim,

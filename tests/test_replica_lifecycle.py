@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.config import load_settings
 from collector.simulator import FleetSpec, SimulatorConfig
 from tests.cli_run import run_cli
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, query, stored_rows, utc_floor, wait_until
 
 TTL = 2.0
@@ -159,7 +159,7 @@ async def _beat(database_url: str, replica: str, until: anyio.Event) -> None:
 
 
 async def test_a_starting_replica_takes_over_only_its_own_and_dead_replicas_runs(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=4, queues_per_instance=2), latency=0.15))
     cfg = _config(tmp_path, database_url, h.sim)
@@ -237,7 +237,7 @@ async def test_a_starting_replica_takes_over_only_its_own_and_dead_replicas_runs
 
 
 async def test_a_start_on_a_busy_port_changes_nothing_in_the_database(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     """Service.run itself binds before it touches a run (not only the CLI's pre-check)."""
     from collector import errors
@@ -269,7 +269,7 @@ async def test_a_start_on_a_busy_port_changes_nothing_in_the_database(
 
 
 async def test_sigterm_of_a_cluster_replica_puts_its_part_back_for_another(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=2), latency=0.15))
     cfg = _config(tmp_path, database_url, h.sim)
@@ -311,7 +311,7 @@ async def test_sigterm_of_a_cluster_replica_puts_its_part_back_for_another(
 
 
 async def test_sigterm_of_a_single_node_resumes_the_one_off_run_on_the_next_start(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), latency=0.15))
     cfg = _config(tmp_path, database_url, h.sim, cluster=False)
@@ -347,7 +347,7 @@ async def test_sigterm_of_a_single_node_resumes_the_one_off_run_on_the_next_star
 # -- item 13: counters of a part taken over are not doubled --------------------------------------
 
 
-async def test_a_part_taken_over_after_kill_9_is_counted_once(start_sim, database_url, tmp_path: Path) -> None:
+async def test_a_part_taken_over_after_kill_9_is_counted_once(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=2), latency=0.15))
     cfg = _config(tmp_path, database_url, h.sim)
     p0, p1 = Replica(cfg, "p0", _free_port()), Replica(cfg, "p1", _free_port())
@@ -384,7 +384,7 @@ async def test_a_part_taken_over_after_kill_9_is_counted_once(start_sim, databas
 
 
 async def test_a_replica_joining_mid_round_gets_shards_without_any_fenced_slice(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=4, queues_per_instance=2), latency=0.3))
     cfg = _config(tmp_path, database_url, h.sim, scheduler='initial_backfill = "8h"\ncatchup_batch = 100\n')

@@ -17,7 +17,8 @@ import pytest
 from collector.config import Settings, load_settings
 from collector.logs import configure
 from collector.service import serve
-from tests.conftest import write_config
+from collector.simulator import SimulatorConfig
+from tests.conftest import StartSim, write_config
 from tests.helpers import utc_floor
 
 PASSWORD = "pw-Zq81xSecretDsn"
@@ -39,7 +40,7 @@ def test_api_binds_to_loopback_by_default() -> None:
 
 
 async def test_no_secret_appears_in_any_log_line_or_api_output(
-    start_sim, database_url, tmp_path: Path, small_fleet, monkeypatch: pytest.MonkeyPatch
+    start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
     h = await start_sim(small_fleet)

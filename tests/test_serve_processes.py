@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ import pytest
 from collector.config import Settings, load_settings
 from collector.simulator import FleetSpec, Simulator, SimulatorConfig
 from collector.simulator.fleet import account_id
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor
-from tests.procs import ServeProcess, sql_value, wait_for, wait_sql
+from tests.procs import ServeProcs, sql_value, wait_for, wait_sql
 from tests.test_fleets import _accounts_toml, moto_account_of, moto_sts  # noqa: F401  (a fixture)
 
 
@@ -30,7 +29,7 @@ def _range(hours: float) -> tuple[datetime, datetime]:
 
 
 async def test_a_full_one_off_queue_answers_429_with_retry_after_and_records_nothing(
-    start_sim, database_url: str, serve_procs: Callable[..., ServeProcess], tmp_path: Path
+    start_sim: StartSim, database_url: str, serve_procs: ServeProcs, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=3), throttle=False))
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim, extra="\n[scheduler]\nenabled = false\n")
@@ -86,7 +85,7 @@ _METRICS = 'granularity = "15m"\ngroupings = ["QUEUE", "CHANNEL"]\nmetrics = ["C
 
 @pytest.mark.usefixtures("moto_sts")
 async def test_a_fleet_of_accounts_only_is_scheduled_and_rediscovered(
-    start_sim, database_url: str, serve_procs: Callable[..., ServeProcess], tmp_path: Path
+    start_sim: StartSim, database_url: str, serve_procs: ServeProcs, tmp_path: Path
 ) -> None:
     """[[accounts]] with roles and instances = "discover", no [[instances]]: every instance
     is collected; after discovery_ttl a new one is picked up and a removed one dropped."""
@@ -118,7 +117,7 @@ async def test_a_fleet_of_accounts_only_is_scheduled_and_rediscovered(
 
 
 async def test_listed_account_instances_are_scheduled_and_readyz_is_red_while_nothing_is_collectable(
-    start_sim, database_url: str, serve_procs: Callable[..., ServeProcess], tmp_path: Path
+    start_sim: StartSim, database_url: str, serve_procs: ServeProcs, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(instances_per_account=2, queues_per_instance=3),
                                         throttle=False))
@@ -169,7 +168,7 @@ _BROKEN = {
 
 @pytest.mark.parametrize("case", list(_BROKEN))
 async def test_an_instance_that_cannot_be_resolved_fails_every_round_lags_and_ages_into_gaps(
-    case: str, start_sim, database_url: str, serve_procs: Callable[..., ServeProcess], tmp_path: Path
+    case: str, start_sim: StartSim, database_url: str, serve_procs: ServeProcs, tmp_path: Path
 ) -> None:
     from collector.simulator.server import ApiFault
     from tests.cli_run import cli_env, run_cli
@@ -246,7 +245,7 @@ async def test_an_instance_that_cannot_be_resolved_fails_every_round_lags_and_ag
 
 
 async def test_a_thousand_unfinished_one_off_runs_resume_without_a_crash_loop(
-    start_sim, database_url: str, serve_procs: Callable[..., ServeProcess], tmp_path: Path
+    start_sim: StartSim, database_url: str, serve_procs: ServeProcs, tmp_path: Path
 ) -> None:
     from tests.cli_run import cli_env, run_cli
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import asyncpg
 
 from collector.clock import ManualClock
-from collector.config import load_settings
+from collector.config import Settings, load_settings
 from collector.service import serve
 from collector.simulator import FleetSpec, SimulatorConfig
-from tests.conftest import write_config
+from tests.conftest import SimHandle, StartSim, write_config
 from tests.helpers import expected_rows, stored_rows
 
 G = 900
@@ -22,7 +22,7 @@ def _base() -> datetime:
     return datetime.fromtimestamp(n - n % G, UTC) - timedelta(hours=2)
 
 
-async def _setup(start_sim, database_url: str, tmp_path: Path, clock: ManualClock, **sched: str):
+async def _setup(start_sim: StartSim, database_url: str, tmp_path: Path, clock: ManualClock, **sched: str) -> tuple[SimHandle, Settings]:
     h = await start_sim(
         SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=5), throttle=False, late_seconds=1800),
         now=lambda: clock.now().timestamp(),
@@ -55,7 +55,7 @@ async def _gaps(database_url: str) -> set[tuple[str, datetime]]:
     return {tuple(r) for r in rows}
 
 
-async def test_each_slice_once_plus_the_revisit_with_late_data(start_sim, database_url, tmp_path) -> None:
+async def test_each_slice_once_plus_the_revisit_with_late_data(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     b = _base()
     clock = ManualClock(b + timedelta(minutes=15, seconds=1))
     h, settings = await _setup(start_sim, database_url, tmp_path, clock, initial_backfill='"15m"')
@@ -80,7 +80,7 @@ async def test_each_slice_once_plus_the_revisit_with_late_data(start_sim, databa
     assert any(p for _s, _e, p in h.sim.served) and any(not p for _s, _e, p in h.sim.served)
 
 
-async def test_downtime_of_6_hours_is_caught_up_oldest_first(start_sim, database_url, tmp_path) -> None:
+async def test_downtime_of_6_hours_is_caught_up_oldest_first(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     b = _base()
     clock = ManualClock(b + timedelta(minutes=15, seconds=1))
     h, settings = await _setup(start_sim, database_url, tmp_path, clock, initial_backfill='"15m"',
@@ -119,7 +119,7 @@ async def test_downtime_of_6_hours_is_caught_up_oldest_first(start_sim, database
     assert catchup == sorted(catchup) or sorted(set(catchup[: 16])) == first_round
 
 
-async def test_downtime_of_30_hours_records_gaps_and_collects_the_rest(start_sim, database_url, tmp_path) -> None:
+async def test_downtime_of_30_hours_records_gaps_and_collects_the_rest(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     b = _base()
     clock = ManualClock(b + timedelta(minutes=15, seconds=1))
     h, settings = await _setup(start_sim, database_url, tmp_path, clock, initial_backfill='"15m"',
@@ -153,7 +153,7 @@ async def test_downtime_of_30_hours_records_gaps_and_collects_the_rest(start_sim
     assert h.sim.stats.by_status.get(400, 0) == 0, h.sim.stats.bad_requests
 
 
-async def test_clock_skew_of_minutes_sends_no_request_the_api_refuses(start_sim, database_url, tmp_path) -> None:
+async def test_clock_skew_of_minutes_sends_no_request_the_api_refuses(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     """The collector's clock 5 minutes behind the API's: after a long outage the oldest
     slices it still tries are inside the API's lookback (the margin absorbs the skew)."""
     b = _base()

@@ -18,7 +18,7 @@ from collector.config import Settings, load_settings
 from collector.service import serve
 from collector.simulator import FleetSpec, SimulatorConfig
 from collector.simulator.fleet import account_id
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import query, utc_floor
 from tests.test_fleets import _accounts_toml, _config, _free_port, moto_account_of, moto_sts  # noqa: F401
 
@@ -34,7 +34,7 @@ def _requests(text: str) -> dict[tuple[str, str], float]:
 
 @pytest.mark.usefixtures("moto_sts")
 async def test_list_queues_and_list_instances_are_counted_in_metrics(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=3), throttle=False))
     h.sim.key_resolver = moto_account_of
@@ -99,7 +99,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def test_a_thousand_unfinished_runs_resume_through_submit_without_crashing(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=1), throttle=False))
     settings = _single(tmp_path, database_url, h.sim)
@@ -132,7 +132,7 @@ async def test_a_thousand_unfinished_runs_resume_through_submit_without_crashing
 
 
 async def test_a_run_whose_part_was_on_a_dead_replica_continues_in_place_under_leases(
-    start_sim, database_url, tmp_path: Path
+    start_sim: StartSim, database_url: str, tmp_path: Path
 ) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=3, queues_per_instance=1), throttle=False))
     settings = _single(tmp_path, database_url, h.sim,

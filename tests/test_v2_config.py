@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import ProfileSettings, load_settings
+from collector.config import ProfileSettings, Settings, load_settings
 from collector.errors import ConfigError
 from collector.v2 import catalog
 from collector.v2.settings import V2ProfileSettings
@@ -14,7 +14,7 @@ from collector.v2.settings import V2ProfileSettings
 HEAD = '[[instances]]\nid = "i-1"\nregion = "us-east-1"\n'
 
 
-def _load(tmp_path: Path, body: str):  # type: ignore[no-untyped-def]
+def _load(tmp_path: Path, body: str) -> Settings:
     p = tmp_path / "c.toml"
     p.write_text(HEAD + body)
     return load_settings(p, {})

@@ -5,6 +5,7 @@ catch-up (a 90-day initial backfill), watermarks keyed on the nominal interval a
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -29,7 +30,7 @@ def _profile(interval: str, tz: str = "UTC", backfill: str | None = None) -> V2P
 
 
 @pytest.fixture
-async def stores(database_url: str):  # type: ignore[no-untyped-def]
+async def stores(database_url: str) -> AsyncIterator[tuple[PgStore, PgStoreV2]]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     assert pool is not None
     async with pool.acquire() as conn:
@@ -44,7 +45,7 @@ async def _collect(store2: PgStoreV2, windows: list[V2Window], at: dt.datetime) 
         await store2.write([CompletedSliceV2(k, [], at) for k in w.slices], None)
 
 
-async def test_a_90_day_backfill_is_caught_up_in_whole_windows(stores) -> None:  # type: ignore[no-untyped-def]
+async def test_a_90_day_backfill_is_caught_up_in_whole_windows(stores: tuple[PgStore, PgStoreV2]) -> None:
     store, store2 = stores
     now = dt.datetime(2026, 11, 26, 12, 7, tzinfo=dt.UTC)
     prof = _profile("1h", "Europe/London", backfill="90d")
@@ -71,7 +72,7 @@ async def test_a_90_day_backfill_is_caught_up_in_whole_windows(stores) -> None: 
     assert (await plan_round(store, store2, [T], [prof], RES, opts, now)).windows == []
 
 
-async def test_day_watermarks_cross_a_25_hour_day(stores) -> None:  # type: ignore[no-untyped-def]
+async def test_day_watermarks_cross_a_25_hour_day(stores: tuple[PgStore, PgStoreV2]) -> None:
     store, store2 = stores
     tz = "America/New_York"
     prof = _profile("1d", tz, backfill="10d")
@@ -95,7 +96,7 @@ async def test_day_watermarks_cross_a_25_hour_day(stores) -> None:  # type: igno
     assert [(w.start, len(w.slices)) for w in again.windows] == [(today, 1)]
 
 
-async def test_slices_that_age_out_of_90_days_become_gaps(stores) -> None:  # type: ignore[no-untyped-def]
+async def test_slices_that_age_out_of_90_days_become_gaps(stores: tuple[PgStore, PgStoreV2]) -> None:
     store, store2 = stores
     prof = _profile("1d", "UTC", backfill="3d")
     opts = ScheduleOptions(settle=900, revisits=(), catchup_batch=16, lookback_margin=600)

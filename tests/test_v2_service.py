@@ -30,7 +30,7 @@ from collector.v2.model import V2Window
 from collector.v2.planner import floor_boundary, newest_end, oldest_start, plan
 from collector.wiring import runtime
 from tests.cli_run import cli_env, run_cli
-from tests.conftest import write_config
+from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor, wait_until
 from tests.test_v2_storage import _expected, _stored
 
@@ -108,7 +108,7 @@ def _no_refusals(sim: Simulator) -> None:
     assert sim.stats.by_status.get(400, 0) == 0 and not sim.stats.bad_requests
 
 
-async def test_agent_and_queue_15m_over_3_days_through_collect_is_exact(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_agent_and_queue_15m_over_3_days_through_collect_is_exact(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     # throttling on, at a V2 quota of 40/s (the configurable rate) so 2 x 273 pages take seconds
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=30, agents_per_instance=40),
                                         metric_data_v2_rate=40, metric_data_v2_burst=40))
@@ -156,8 +156,8 @@ async def test_agent_and_queue_15m_over_3_days_through_collect_is_exact(start_si
     (dt.datetime(2026, 3, 20, 15, tzinfo=dt.UTC), 23),  # spring forward, 2026-03-08
     (dt.datetime(2026, 11, 10, 15, tzinfo=dt.UTC), 25),  # fall back, 2026-11-01
 ])
-async def test_day_slices_across_dst_through_collect_are_exact(  # type: ignore[no-untyped-def]
-    start_sim, database_url, tmp_path: Path, at: dt.datetime, hours: int
+async def test_day_slices_across_dst_through_collect_are_exact(
+    start_sim: StartSim, database_url: str, tmp_path: Path, at: dt.datetime, hours: int
 ) -> None:
     offset = at.timestamp() - time.time()
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=4, agents_per_instance=6)),
@@ -183,7 +183,7 @@ async def test_day_slices_across_dst_through_collect_are_exact(  # type: ignore[
         await conn.close()
 
 
-async def test_a_90_day_backfill_through_the_cli_runs_to_completion(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_90_day_backfill_through_the_cli_runs_to_completion(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=2, agents_per_instance=2)))
     sim = h.sim
     profile = """
@@ -219,7 +219,7 @@ agents = "all"
         await conn.close()
 
 
-async def test_a_v2_start_beyond_90_days_is_refused_before_any_call(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_v2_start_beyond_90_days_is_refused_before_any_call(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=2, agents_per_instance=2)))
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim, extra=AGENTS_15M)
     end = utc_floor(dt.datetime.now(dt.UTC), 900)
@@ -232,7 +232,7 @@ async def test_a_v2_start_beyond_90_days_is_refused_before_any_call(start_sim, d
     assert sum(h.sim.stats.by_status.values()) == 0
 
 
-async def test_v1_and_v2_on_one_account_at_once_each_keep_their_own_quota(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_v1_and_v2_on_one_account_at_once_each_keep_their_own_quota(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=6, agents_per_instance=12)))
     sim = h.sim
     paged_v2 = """
@@ -287,7 +287,7 @@ agents = "all"
         await conn.close()
 
 
-async def test_collector_serve_schedules_a_v2_profile(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_collector_serve_schedules_a_v2_profile(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=3, agents_per_instance=4)))
     extra = AGENTS_15M.replace('interval = "15m"', 'interval = "15m"\ninitial_backfill = "3h"') + (
         '\n[scheduler]\nsettle = "1m"\ninitial_backfill = "30m"\nrevisits = []\n\n[api]\nport = 0\n'
@@ -339,7 +339,7 @@ async def _query(database_url: str, sql: str) -> list[int]:
         await conn.close()
 
 
-async def test_post_collections_with_a_v2_profile_ten_days_back(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_post_collections_with_a_v2_profile_ten_days_back(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     from tests.test_http_api import _free_port, _with_service
 
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=4, agents_per_instance=6)))
@@ -376,7 +376,7 @@ async def test_post_collections_with_a_v2_profile_ten_days_back(start_sim, datab
     _no_refusals(h.sim)
 
 
-async def test_a_one_off_v2_run_in_a_cluster_is_split_into_shard_parts(start_sim, database_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_one_off_v2_run_in_a_cluster_is_split_into_shard_parts(start_sim: StartSim, database_url: str, tmp_path: Path) -> None:
     import functools
 
     import aiohttp

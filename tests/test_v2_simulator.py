@@ -22,6 +22,7 @@ from collector.v2 import decode as decode_v2
 from collector.v2.model import PageV2, V2Request
 from collector.v2.planner import newest_end, plan
 from collector.v2.settings import V2ProfileSettings
+from tests.conftest import StartSim
 
 FIXED = dt.datetime(2026, 11, 26, 5, 0, 0)
 CONFIG = SimulatorConfig(fleet=FleetSpec(queues_per_instance=6, agents_per_instance=8), throttle=False)
@@ -83,7 +84,7 @@ async def _capture(fast: bool, target: Target, req: V2Request, token: str | None
 
 @pytest.mark.parametrize("groupings", [["AGENT", "QUEUE"], ["ROUTING_PROFILE", "CHANNEL"],
                                        ["AGENT_HIERARCHY_LEVEL_ONE", "AGENT_HIERARCHY_LEVEL_THREE"], []])
-async def test_fast_path_sends_the_same_request_and_decodes_the_same_rows(start_sim, groupings: list[str]) -> None:
+async def test_fast_path_sends_the_same_request_and_decodes_the_same_rows(start_sim: StartSim, groupings: list[str]) -> None:
     h = await start_sim(CONFIG)
     target = _target(h.sim)
     (req,) = _requests(h.sim, _profile(groupings=groupings))
@@ -132,7 +133,7 @@ def test_msgspec_rows_equal_rows_from_botocore_parsed_bodies() -> None:
         decode_v2.decode_page(b'{"MetricResults":[],"NextToken":"' + b"x" * 2501 + b'"}', req.metrics, index)
 
 
-async def test_additive_metrics_sum_across_groupings_and_intervals(start_sim) -> None:
+async def test_additive_metrics_sum_across_groupings_and_intervals(start_sim: StartSim) -> None:
     h = await start_sim(CONFIG)
     target = _target(h.sim)
     metrics = ["CONTACTS_HANDLED", "SUM_HANDLE_TIME"]
@@ -209,7 +210,7 @@ def _body(sim: Simulator, **change: Any) -> dict[str, Any]:
         ({"ResourceArn": "arn:aws:connect:us-east-1:100000000000:instance/nope"}, "ResourceNotFoundException", "not found"),
     ],
 )
-async def test_each_limit_gets_the_real_error(start_sim, change: dict[str, Any], code: str, message: str) -> None:
+async def test_each_limit_gets_the_real_error(start_sim: StartSim, change: dict[str, Any], code: str, message: str) -> None:
     h = await start_sim(CONFIG)
     body = _body(h.sim, **change)
     if body["StartTime"] == "SHIFT-3D":
@@ -229,7 +230,7 @@ async def test_each_limit_gets_the_real_error(start_sim, change: dict[str, Any],
     assert isinstance(e.value, errors.NotFound if code == "ResourceNotFoundException" else errors.ClientBug)
 
 
-async def test_listings_page_through_the_real_client(start_sim) -> None:
+async def test_listings_page_through_the_real_client(start_sim: StartSim) -> None:
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=30, agents_per_instance=40), throttle=False))
     target = _target(h.sim)
     inst = h.sim.fleet.instances[target.instance_id]

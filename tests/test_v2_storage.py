@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,7 @@ from collector.v2.collect import collect_window, discover
 from collector.v2.model import CompletedSliceV2, V2Window
 from collector.v2.planner import newest_end, plan
 from collector.v2.settings import V2ProfileSettings
+from tests.conftest import StartSim
 
 COLS = ("instance_id, interval_start, interval_end, queue_id, channel, routing_profile_id, agent_id, "
         "metric_name, statistic, unit, threshold_comparison, threshold_value, metric_filters, value, "
@@ -84,8 +86,11 @@ async def _run(sim: Simulator, store2: PgStoreV2, profile: V2ProfileSettings, ta
     return windows
 
 
+Stores = tuple[PgStore, PgStoreV2, asyncpg.Pool]
+
+
 @pytest.fixture
-async def stores(database_url: str):  # type: ignore[no-untyped-def]
+async def stores(database_url: str) -> AsyncIterator[Stores]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     assert pool is not None
     async with pool.acquire() as conn:
@@ -95,7 +100,7 @@ async def stores(database_url: str):  # type: ignore[no-untyped-def]
     await pool.close()
 
 
-async def test_agent_and_queue_15m_over_3_days_lands_exactly(start_sim, stores) -> None:  # type: ignore[no-untyped-def]
+async def test_agent_and_queue_15m_over_3_days_lands_exactly(start_sim: StartSim, stores: Stores) -> None:
     _store, store2, pool = stores
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=30, agents_per_instance=40), throttle=False))
     sim = h.sim
@@ -153,7 +158,7 @@ async def test_agent_and_queue_15m_over_3_days_lands_exactly(start_sim, stores) 
     (dt.datetime(2026, 3, 20, 15, tzinfo=dt.UTC), 23),  # spring forward, 2026-03-08
     (dt.datetime(2026, 11, 10, 15, tzinfo=dt.UTC), 25),  # fall back, 2026-11-01
 ])
-async def test_day_slices_in_new_york_across_dst_are_exact(start_sim, stores, now: dt.datetime, hours: int) -> None:  # type: ignore[no-untyped-def]
+async def test_day_slices_in_new_york_across_dst_are_exact(start_sim: StartSim, stores: Stores, now: dt.datetime, hours: int) -> None:
     _store, store2, pool = stores
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=4, agents_per_instance=6), throttle=False),
                         now=now.timestamp)
@@ -185,7 +190,7 @@ async def test_day_slices_in_new_york_across_dst_are_exact(start_sim, stores, no
         assert all(r[8] is None for r in got)  # no statistic for V2
 
 
-async def test_recollecting_a_slice_replaces_it(stores) -> None:  # type: ignore[no-untyped-def]
+async def test_recollecting_a_slice_replaces_it(stores: Stores) -> None:
     _store, store2, pool = stores
     from collector.v2.model import MetricV2
 
@@ -206,7 +211,7 @@ async def test_recollecting_a_slice_replaces_it(stores) -> None:  # type: ignore
 
 
 
-async def test_a_90_day_backfill_runs_to_completion(start_sim, stores) -> None:  # type: ignore[no-untyped-def]
+async def test_a_90_day_backfill_runs_to_completion(start_sim: StartSim, stores: Stores) -> None:
     _store, store2, pool = stores
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=2, agents_per_instance=2), throttle=False))
     sim = h.sim

@@ -17,6 +17,7 @@ from collector.adapters.postgres import PgStore, connect_pool, migrate
 from collector.model import Dims, SliceKey
 from collector.planner import metric_chunks
 from collector.ports import CompletedSlice, WriteResult
+from tests.conftest import StartSim
 from tests.helpers import wait_until
 
 A1 = ("111111111111", "us-east-1")
@@ -176,7 +177,7 @@ async def test_fencing_refuses_only_the_slices_of_lost_shards(pool: asyncpg.Pool
 
 
 async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
-    start_sim, pool: asyncpg.Pool
+    start_sim: StartSim, pool: asyncpg.Pool
 ) -> None:
     import dataclasses
     import random
