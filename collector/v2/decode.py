@@ -165,6 +165,7 @@ def decode_page(body: bytes, metrics: MetricSetV2, index: MetricIndex) -> PageV2
     n = index.n
     cache = index.cache
     dims_cache = index.dims
+    times: dict[int, int] = {}
     out: list[tuple[int, int, RowV2]] = []
     for res in page.MetricResults or ():
         values: list[float | None] = [None] * n
@@ -192,7 +193,9 @@ def decode_page(body: bytes, metrics: MetricSetV2, index: MetricIndex) -> PageV2
                 dims = index.intern(items)
         else:
             dims = ()
-        out.append((int(mi.StartTime), int(mi.EndTime), (dims, values)))
+        start, end = int(mi.StartTime), int(mi.EndTime)
+        # one int object per interval bound, not two per row (the page is held until its window is split)
+        out.append((times.setdefault(start, start), times.setdefault(end, end), (dims, values)))
     return PageV2(metrics, out, next_token(page.NextToken))
 
 
