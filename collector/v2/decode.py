@@ -34,6 +34,20 @@ class MetricIndex:
         names = [m.name for m in metrics]
         self.by_name = {n: i for i, n in enumerate(names) if names.count(n) == 1}
         self.cache: dict[bytes, int] = {}  # raw Metric JSON -> position (fast path)
+        # Dimensions as returned (and sorted) -> the one sorted tuple for them: a dimension
+        # group recurs in every interval of every page, and a window is held whole until it
+        # is written, so rows share one tuple (and its strings) rather than a copy each.
+        # Bounded by the fleet's dimension groups, as the writer's id cache is.
+        self.dims: dict[tuple[tuple[str, str], ...], DimsV2] = {}
+
+    def intern(self, items: tuple[tuple[str, str], ...]) -> DimsV2:
+        """The shared sorted tuple for a result's Dimensions items."""
+        dims = self.dims.get(items)
+        if dims is None:
+            key = tuple(sorted(items))
+            dims = self.dims.setdefault(key, key)
+            self.dims[items] = dims
+        return dims
 
     def find(self, metric: Mapping[str, Any]) -> int:
         try:
@@ -72,12 +86,12 @@ def _epoch(v: Any, field: str) -> int:
     raise MalformedResponse(f"MetricInterval.{field} is {v!r}, not a time")
 
 
-def _dims(d: Any) -> DimsV2:
+def _dims(d: Any, index: MetricIndex) -> DimsV2:
     if not d:
         return ()
     if not isinstance(d, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in d.items()):
         raise MalformedResponse("Dimensions is not a map of strings")
-    return tuple(sorted(d.items()))
+    return index.intern(tuple(d.items()))
 
 
 def rows_of(results: Sequence[Mapping[str, Any]] | None, index: MetricIndex) -> list[tuple[int, int, RowV2]]:
@@ -108,7 +122,7 @@ def rows_of(results: Sequence[Mapping[str, Any]] | None, index: MetricIndex) -> 
                     raise MalformedResponse(f"a Value is {v!r}, not a number")
                 v = float(v)
             values[pos] = v
-        out.append((start, end, (_dims(res.get("Dimensions")), values)))
+        out.append((start, end, (_dims(res.get("Dimensions"), index), values)))
     return out
 
 
@@ -150,7 +164,8 @@ def decode_page(body: bytes, metrics: MetricSetV2, index: MetricIndex) -> PageV2
         raise MalformedResponse(f"GetMetricDataV2 body is not JSON: {e}") from None
     n = index.n
     cache = index.cache
-    dims_cache: dict[tuple[tuple[str, str], ...], DimsV2] = {}
+    dims_cache = index.dims
+    times: dict[int, int] = {}
     out: list[tuple[int, int, RowV2]] = []
     for res in page.MetricResults or ():
         values: list[float | None] = [None] * n
@@ -175,10 +190,12 @@ def decode_page(body: bytes, metrics: MetricSetV2, index: MetricIndex) -> PageV2
             items = tuple(d.items())
             dims = dims_cache.get(items)
             if dims is None:
-                dims = dims_cache[items] = tuple(sorted(items))
+                dims = index.intern(items)
         else:
             dims = ()
-        out.append((int(mi.StartTime), int(mi.EndTime), (dims, values)))
+        start, end = int(mi.StartTime), int(mi.EndTime)
+        # one int object per interval bound, not two per row (the page is held until its window is split)
+        out.append((times.setdefault(start, start), times.setdefault(end, end), (dims, values)))
     return PageV2(metrics, out, next_token(page.NextToken))
 
 
