@@ -12,7 +12,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-stamp
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?=
 # The embedded-Postgres smoke subset (.ci/run runs it with COLLECTOR_TEST_DATABASE_URL unset).
-SMOKE  ?= tests/test_storage.py tests/test_packaging.py tests/test_end_to_end.py \
+SMOKE  ?= tests/test_storage.py tests/test_packaging.py tests/test_end_to_end.py tests/test_write_races.py \
           tests/test_faults.py::test_database_connections_dropped_mid_collection \
           tests/test_cli_errors.py::test_sandbox_removes_its_temporary_config
 

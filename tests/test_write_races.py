@@ -134,7 +134,7 @@ async def test_two_writers_of_one_slice_leave_only_the_newer_collection(
     older = _slice("i-1", {"q-1": 1.0, "q-2": 2.0})
     newer = _slice("i-1", {"q-3": 3.0}, at=older.collected_at + timedelta(seconds=1))
     a, b = (older, newer) if stalled == "older" else (newer, older)
-    dbname = database_url.rsplit("/", 1)[-1]
+    dbname = await pool.fetchval("SELECT current_database()")  # the URL may carry ?host=/socket/dir
     second_done = anyio.Event()
 
     async def second_write() -> None:
