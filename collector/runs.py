@@ -169,14 +169,20 @@ async def collect_part(
     run = part.run
     shard = part.shard
     assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
-    if (v2 := v2runs.v2_profile(rt.settings, run.profile)) is not None:
-        return await v2runs.collect_part(rt, v2, part, generation, stop, guard)
+    v2 = v2runs.v2_profile(rt.settings, run.profile)
+    works: Sequence[SliceWork | FetchUnit]
+    sink: Sink | None = None
     try:
         res = await resolve(rt, run.instances or (), owned={shard: generation})
-        works, lost = res.planned(
-            rt.settings.profile(run.profile), run.range_start, run.range_end, rt.clock.now(), run.profile
-        )
-        await rt.store.part_started(run.id, shard, len(works) + len(lost))
+        if v2 is None:
+            works, lost = res.planned(
+                rt.settings.profile(run.profile), run.range_start, run.range_end, rt.clock.now(), run.profile
+            )
+            total = len(works) + len(lost)
+        else:
+            units, lost, sink = await v2runs.plan_part(rt, v2, res, run.range_start, run.range_end)
+            works, total = units, sum(len(u.slice_keys) for u in units) + len(lost)
+        await rt.store.part_started(run.id, shard, total)
     except errors.StorageError as e:
         # The database went away as the part started: not the part's fault. It goes back
         # to the queue (its counts start afresh when it starts again).
@@ -197,5 +203,6 @@ async def collect_part(
             return
         final[0] = await rt.store.finish_part(run.id, shard, part_status(status), summary)
 
-    await execute(rt, works, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish, guard=guard)
+    await execute(rt, works, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish, guard=guard,
+                  sink=sink)
     return final[0]

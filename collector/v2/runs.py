@@ -15,11 +15,11 @@ from collector import errors
 from collector.config import InstanceSettings, Settings
 from collector.fleet import Resolution, resolve, select_instances
 from collector.model import RunSummary, SliceKey, Target
-from collector.pipeline import Progress, ShardGuard
-from collector.ports import PartRecord, Runtime
+from collector.pipeline import Progress
+from collector.ports import Runtime
 from collector.v2.fleet import ResourceCache, Resources, needs
 from collector.v2.planner import plan, slices
-from collector.v2.ports import V2Ports
+from collector.v2.ports import V2Ports, V2Store
 from collector.v2.settings import V2ProfileSettings
 from collector.v2.work import WindowUnit
 
@@ -127,39 +127,11 @@ async def collect(
     return run_id, summary
 
 
-async def collect_part(
-    rt: Runtime, profile: V2ProfileSettings, part: PartRecord, generation: int, stop: anyio.Event | None = None,
-    guard: ShardGuard | None = None,
-) -> str | None:
-    """One (account, Region) part of a one-off V2 run, on the replica holding that shard
-    (as :func:`collector.runs.collect_part`: a part cut short goes back to the queue)."""
-    from collector.runs import _requeue, execute, failed_summary, part_status
-
-    run, shard = part.run, part.shard
-    assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
-    try:
-        ports = ports_of(rt)
-        res = await resolve(rt, run.instances or (), owned={shard: generation})
-        units, lost = await planned(rt, ports, res, profile, run.range_start, run.range_end)
-        await rt.store.part_started(run.id, shard, sum(len(u.slice_keys) for u in units) + len(lost))
-    except errors.StorageError as e:  # the database went away as the part started: back to the queue
-        log.warning("part_start_failed", run_id=run.id, shard=f"{shard[0]}/{shard[1]}", error=str(e))
-        await _requeue(rt, run.id, shard)
-        return None
-    except errors.CollectorError as e:
-        return await rt.store.finish_part(
-            run.id, shard, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")
-        )
-    final: list[str | None] = [None]
-
-    async def finish(status: str, summary: RunSummary) -> None:
-        if status == "interrupted" or summary.handed_over:
-            assert rt.store.replica is not None
-            await rt.store.requeue_part(run.id, shard, rt.store.replica, summary)
-            log.info("part_requeued", run_id=run.id, shard=f"{shard[0]}/{shard[1]}")
-            return
-        final[0] = await rt.store.finish_part(run.id, shard, part_status(status), summary)
-
-    await execute(rt, units, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish, guard=guard,
-                  sink=ports.store)
-    return final[0]
+async def plan_part(
+    rt: Runtime, profile: V2ProfileSettings, res: Resolution, start: datetime, end: datetime,
+) -> tuple[list[WindowUnit], Lost, V2Store]:
+    """The windows of one (account, Region) part of a one-off V2 run, and the store they
+    are written to (:func:`collector.runs.collect_part` runs the part's life)."""
+    ports = ports_of(rt)
+    units, lost = await planned(rt, ports, res, profile, start, end)
+    return units, lost, ports.store
