@@ -11,7 +11,7 @@ import functools
 import hashlib
 import inspect
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -289,7 +289,14 @@ class PgStore:
                     all_dims.add(d)
         await self.dims_ids(all_dims)
         await self.ensure_partitions(batch)
-        dims_cache = self._dims
+        prepared = await self.prepare(batch, self.metric_set_id, self._dims)
+        return await self.write_prepared(batch, prepared, run_id)
+
+    async def prepare(
+        self, batch: Sequence[Any], metric_set_id: Callable[[Any], Awaitable[int]], dims_ids: Mapping[Any, int],
+    ) -> list[Prepared]:
+        """The ``metric_values`` records of each slice (v1 or V2: the caller's metric set
+        and dimension ids), with the slice's key columns and its count of values."""
         prepared: list[Prepared] = []
         for s in batch:
             k = s.key
@@ -299,12 +306,12 @@ class PgStore:
             records: list[tuple[Any, ...]] = []
             values = 0
             for ms, rows in s.pages:
-                mid = await self.metric_set_id(ms)
+                mid = await metric_set_id(ms)
                 for d, vals in rows:
-                    records.append((k.start, iref, dims_cache[d], mid, secs, pid, s.collected_at, vals))
+                    records.append((k.start, iref, dims_ids[d], mid, secs, pid, s.collected_at, vals))
                     values += len(vals)
             prepared.append((s, (iref, k.start, secs, pid), records, values))
-        return await self.write_prepared(batch, prepared, run_id)
+        return prepared
 
     async def ensure_partitions(self, batch: Sequence[StoredSlice]) -> None:
         """Create the day partitions the batch writes into (once per process and day)."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import orjson
 
-from collector.adapters.postgres import _PG_ERRORS, PgStore, Prepared
+from collector.adapters.postgres import _PG_ERRORS, PgStore
 from collector.errors import StorageError
 from collector.ports import WriteResult
 from collector.sqlfiles import q
@@ -115,20 +114,7 @@ class PgStoreV2:
         store = self.store
         await self.dims_ids({d for s in batch for _ms, rows in s.pages for d, _v in rows})
         await store.ensure_partitions(batch)
-        prepared: list[Prepared] = []
-        for s in batch:
-            k = s.key
-            iref = await store.instance_ref(k.instance_id)
-            pid = await store.profile_id(k.profile)
-            secs = int((k.end - k.start).total_seconds())
-            records: list[tuple[Any, ...]] = []
-            values = 0
-            for ms, rows in s.pages:
-                mid = await self.metric_set_id(ms)
-                for d, vals in rows:
-                    records.append((k.start, iref, self._dims[d], mid, secs, pid, s.collected_at, vals))
-                    values += len(vals)
-            prepared.append((s, (iref, k.start, secs, pid), records, values))
+        prepared = await store.prepare(batch, self.metric_set_id, self._dims)
         return await store.write_prepared(batch, prepared, run_id)
 
     # -- resources for filters and joins -------------------------------------------------
