@@ -18,7 +18,7 @@ import anyio
 from collector import __version__, errors
 from collector.config import load_settings
 from collector.logs import configure
-from collector.pipeline import Progress
+from collector.progress import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ENVIRONMENT = 0, 1, 2, 3
 
@@ -251,19 +251,20 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 
 async def _collect(args: argparse.Namespace) -> int:
+    from collector.apis.v1.planner import parse_time
     from collector.clock import SystemClock
-    from collector.planner import parse_time
-    from collector.wiring import check_collection, collect, runtime
+    from collector.runs import check_collection, collect
+    from collector.wiring import metric_apis, runtime
 
     settings = load_settings(args.config)
     start = parse_time(args.start, "--start")
     end = parse_time(args.end, "--end")
-    check_collection(settings, start, end, args.instance, SystemClock().now(), args.profile)
+    check_collection(settings, metric_apis(settings), start, end, args.instance, SystemClock().now(), args.profile)
     await check_credentials(settings)
     show = not args.no_progress and sys.stderr.isatty()
     progress: Any
     if show:
-        from collector.progress import RichProgress  # rich only when there is a terminal
+        from collector.terminal import RichProgress  # rich only when there is a terminal
 
         progress = RichProgress()
     else:
@@ -377,10 +378,11 @@ async def _simulate(args: argparse.Namespace) -> int:
 
 
 async def _sandbox(args: argparse.Namespace) -> int:
+    from collector.apis.v1.planner import floor_to
     from collector.clock import SystemClock
-    from collector.planner import floor_to
+    from collector.runs import collect
     from collector.simulator import running_simulator
-    from collector.wiring import collect, database_dsn, runtime
+    from collector.wiring import database_dsn, runtime
 
     sim = _sandbox_simulator()
     async with running_simulator(sim) as url:
@@ -389,7 +391,7 @@ async def _sandbox(args: argparse.Namespace) -> int:
         end = floor_to(SystemClock().now() - timedelta(minutes=15), 900)
         start = end - timedelta(hours=args.hours)
         print(f"simulator at {url}: {len(sim.fleet.instances)} instances; collecting {start:%H:%M}-{end:%H:%M} UTC")
-        from collector.progress import RichProgress
+        from collector.terminal import RichProgress
 
         progress = RichProgress(enabled=sys.stderr.isatty())
         async with runtime(settings) as rt:
@@ -405,7 +407,7 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from collector.service import serve
+    from collector.wiring import serve
 
     if not args.sandbox:
         settings = load_settings(args.config)

@@ -1,9 +1,10 @@
-"""Real time, and a clock the tests drive by hand."""
+"""Real time, a clock the tests drive by hand, and a sleep that a stop event cuts short."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import anyio
 
@@ -45,3 +46,20 @@ class ManualClock:
         self.slept.append(seconds)
         self.advance(max(0.0, seconds))
         await anyio.lowlevel.checkpoint()
+
+
+class _Sleeper(Protocol):
+    async def sleep(self, seconds: float) -> None: ...
+
+
+async def sleep_or_stop(clock: _Sleeper, seconds: float, stop: anyio.Event) -> None:
+    """Sleep on ``clock`` for ``seconds``, or until ``stop`` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait_stop() -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wait_stop)
+        await clock.sleep(seconds)
+        tg.cancel_scope.cancel()

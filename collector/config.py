@@ -7,7 +7,6 @@ Every option has an environment variable: ``COLLECTOR_<SECTION>__<KEY>``
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -15,8 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     WrapValidator,
@@ -24,52 +21,16 @@ from pydantic import (
     model_validator,
 )
 
-from collector import catalog
+from collector import quotas
+from collector.apis.v1 import catalog
+from collector.apis.v1.settings import CollectionSettings, ProfileSettings
+from collector.apis.v2.settings import V2ProfileSettings
+from collector.durations import parse_duration
 from collector.errors import ConfigError
-from collector.v2.settings import V2ProfileSettings
-
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$", re.IGNORECASE)  # d: V2 backfills ("90d")
+from collector.validation import Section, keyword
 
 
-def parse_duration(text: str | int) -> int:
-    """``"15m"`` / ``"1h"`` / ``"900s"`` / ``900`` -> seconds."""
-    if isinstance(text, int):
-        return text
-    m = _DURATION.match(str(text))
-    if not m:
-        raise ValueError(f"{text!r} is not a duration like '15m', '1h' or '900s'")
-    n, unit = int(m.group(1)), (m.group(2) or "s").lower()
-    return n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _keyword(v: Any, word: str, what: str) -> Any:
-    """``"all"`` (any case) or a list; anything else is refused in plain words."""
-    if isinstance(v, str):
-        if v.strip().lower() == word:
-            return word
-        raise ValueError(f'must be "{word}" or a list of {what}, e.g. [{v.strip()!r}]'.replace("'", '"'))
-    if not isinstance(v, list):
-        raise ValueError(f'must be "{word}" or a list of {what}')
-    return v
-
-
-def _upper(v: Any) -> Any:
-    """Enum values are upper case in the API; accept any case where that is unambiguous."""
-    return [x.strip().upper() if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
-
-
-def _suggest(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(name.upper(), list(known), n=3, cutoff=0.6)
-    if close:
-        return f"; did you mean {' or '.join(close)}?"
-    return f"; known: {', '.join(sorted(known))}"
-
-
-class DatabaseSettings(_Section):
+class DatabaseSettings(Section):
     dsn: str | None = None
     data_dir: str = ".data/pg"
     pool_size: int = Field(default=4, ge=1, le=64)
@@ -82,149 +43,7 @@ class DatabaseSettings(_Section):
         return v or None
 
 
-class CollectionSettings(_Section):
-    granularity: str = "15m"
-    groupings: list[str] = Field(default_factory=lambda: ["QUEUE", "CHANNEL"])
-    channels: list[str] = Field(default_factory=lambda: list(catalog.CHANNELS))
-    metrics: Literal["all"] | list[str] = "all"
-    service_levels: list[int] = Field(default_factory=lambda: [20, 60])
-    routing_profiles: list[str] = Field(default_factory=list)
-    agent_statuses: list[str] = Field(default_factory=list)
-    subtypes: list[str] = Field(default_factory=list)
-    validation_test_types: list[str] = Field(default_factory=list)
-    routing_step_expressions: list[str] = Field(default_factory=list)
-    max_results: int = 100
-
-    @field_validator("granularity")
-    @classmethod
-    def _granularity(cls, v: str) -> str:
-        seconds = parse_duration(v)
-        if seconds <= 0 or seconds % catalog.SLICE_ALIGN_SECONDS:
-            raise ValueError(f"{v!r} is not a multiple of 5 minutes")
-        if seconds >= catalog.MAX_RANGE_SECONDS:
-            raise ValueError(f"{v!r} is not under 24 hours")
-        return v
-
-    @field_validator("groupings", "channels", mode="before")
-    @classmethod
-    def _any_case(cls, v: Any) -> Any:
-        return _upper(v)
-
-    @field_validator("metrics", mode="before")
-    @classmethod
-    def _all_or_list(cls, v: Any) -> Any:
-        return _keyword(v, "all", "metric names")
-
-    @field_validator("groupings")
-    @classmethod
-    def _groupings(cls, v: list[str]) -> list[str]:
-        for g in v:
-            if g not in catalog.GROUPINGS:
-                raise ValueError(f"unknown grouping {g!r}{_suggest(g, catalog.GROUPINGS)}")
-            if g in catalog.V1_UNSUPPORTED_GROUPINGS:
-                raise ValueError(
-                    f"grouping {g!r} is not valid for GetMetricData (v1); use GetMetricDataV2"
-                )
-        if len(v) > catalog.MAX_GROUPINGS:
-            raise ValueError(f"{len(v)} groupings given; GetMetricData takes at most 2")
-        if len(set(v)) != len(v):
-            raise ValueError("a grouping is repeated")
-        return v
-
-    @field_validator("channels")
-    @classmethod
-    def _channels(cls, v: list[str]) -> list[str]:
-        for c in v:
-            if c not in catalog.CHANNELS:
-                raise ValueError(
-                    f"unknown or unsupported channel {c!r}; supported: {', '.join(catalog.CHANNELS)}"
-                )
-        if not v:
-            raise ValueError("at least one channel is needed")
-        return v
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, v: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
-        if v == "all":
-            return v
-        out: list[str] = []
-        for given in v:
-            name = given.strip().upper() if given.strip().upper() in catalog.METRICS else given
-            name = catalog.METRIC_ALIASES.get(name.upper(), name)
-            if name not in catalog.METRICS:
-                raise ValueError(f"unknown metric {name!r}{_suggest(name, catalog.METRICS)}")
-            if name not in out:
-                out.append(name)
-        if not out:
-            raise ValueError("no metrics chosen")
-        return out
-
-    @field_validator("service_levels")
-    @classmethod
-    def _service_levels(cls, v: list[int]) -> list[int]:
-        for t in v:
-            if isinstance(t, bool) or not isinstance(t, int):
-                raise ValueError(f"threshold {t!r} is not a whole number of seconds")
-            if not catalog.THRESHOLD_MIN <= t <= catalog.THRESHOLD_MAX:
-                raise ValueError(f"threshold {t} is outside 1..604800 seconds")
-        if len(set(v)) != len(v):
-            raise ValueError("a service-level threshold is repeated")
-        return v
-
-    @field_validator("routing_step_expressions")
-    @classmethod
-    def _rse(cls, v: list[str]) -> list[str]:
-        if v:
-            raise ValueError(
-                "RoutingStepExpressions is not a valid filter for GetMetricData (v1); use GetMetricDataV2"
-            )
-        return v
-
-    @field_validator("max_results")
-    @classmethod
-    def _max_results(cls, v: int) -> int:
-        if not catalog.MAX_RESULTS_MIN <= v <= catalog.MAX_RESULTS_MAX:
-            raise ValueError("must be between 1 and 100")
-        return v
-
-    @field_validator("routing_profiles", "agent_statuses", "subtypes", "validation_test_types")
-    @classmethod
-    def _filter_sizes(cls, v: list[str], info: Any) -> list[str]:
-        key = {
-            "routing_profiles": "RoutingProfiles",
-            "agent_statuses": "AgentStatuses",
-            "subtypes": "Subtypes",
-            "validation_test_types": "ValidationTestTypes",
-        }[info.field_name]
-        _lo, hi = catalog.FILTER_LIMITS[key]
-        if len(v) > hi:
-            raise ValueError(f"{key} filter takes at most {hi} values, {len(v)} given")
-        if any(not x for x in v):
-            raise ValueError(f"{key} filter has an empty value")
-        return v
-
-    @model_validator(mode="after")
-    def _service_level_needs_thresholds(self) -> CollectionSettings:
-        if isinstance(self.metrics, list) and catalog.SERVICE_LEVEL in self.metrics:
-            if not self.service_levels:
-                raise ValueError("SERVICE_LEVEL is chosen but service_levels is empty")
-        return self
-
-    @property
-    def granularity_seconds(self) -> int:
-        return parse_duration(self.granularity)
-
-    def metric_names(self) -> list[str]:
-        if self.metrics == "all":
-            names = sorted(catalog.METRICS)
-            if not self.service_levels:
-                names.remove(catalog.SERVICE_LEVEL)
-            return names
-        return list(self.metrics)
-
-
-class InstanceSettings(_Section):
+class InstanceSettings(Section):
     id: str = Field(min_length=1, max_length=100)
     region: str = Field(min_length=1)
     queues: Literal["all"] | list[str] = "all"
@@ -235,7 +54,7 @@ class InstanceSettings(_Section):
     @field_validator("queues", mode="before")
     @classmethod
     def _all_or_list(cls, v: Any) -> Any:
-        return _keyword(v, "all", "queue IDs or ARNs")
+        return keyword(v, "all", "queue IDs or ARNs")
 
     @field_validator("queues")
     @classmethod
@@ -245,8 +64,8 @@ class InstanceSettings(_Section):
         return v
 
 
-class AwsSettings(_Section):
-    fast_path: bool = True  # decode GetMetricData with orjson; false: botocore's parser
+class AwsSettings(Section):
+    fast_path: bool = True  # decode metric pages with msgspec; false: botocore's parser
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     max_attempts: int = Field(default=8, ge=1, le=50)
@@ -255,17 +74,17 @@ class AwsSettings(_Section):
     get_metric_data_rate: float = Field(default=5.0, gt=0)
     get_metric_data_burst: int = Field(default=8, ge=1)
     list_queues_rate: float = Field(default=10.0, gt=0)
-    # GetMetricDataV2's own quota per (account, Region); the default is the catalog's
+    # GetMetricDataV2's own quota per (account, Region); the default is the published one
     # (the published value is not certain: the adaptive limiter finds a lower real one)
-    get_metric_data_v2_rate: float = Field(default=catalog.DEFAULT_QUOTAS["GetMetricDataV2"][0], gt=0)
-    get_metric_data_v2_burst: int = Field(default=catalog.DEFAULT_QUOTAS["GetMetricDataV2"][1], ge=1)
+    get_metric_data_v2_rate: float = Field(default=quotas.DEFAULT_QUOTAS["GetMetricDataV2"][0], gt=0)
+    get_metric_data_v2_burst: int = Field(default=quotas.DEFAULT_QUOTAS["GetMetricDataV2"][1], ge=1)
     rate_headroom: float = Field(default=1.0, gt=0, le=1)  # share of the quota actually used
 
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/.+$")
 
 
-class AccountSettings(_Section):
+class AccountSettings(Section):
     """An AWS account: how to reach it (a role to assume), where its instances are, and
     its quotas when they are not the defaults."""
 
@@ -285,7 +104,7 @@ class AccountSettings(_Section):
     @field_validator("instances", mode="before")
     @classmethod
     def _discover_or_list(cls, v: Any) -> Any:
-        return v if v is None else _keyword(v, "discover", "instance IDs")
+        return v if v is None else keyword(v, "discover", "instance IDs")
 
     @model_validator(mode="after")
     def _consistent(self) -> AccountSettings:
@@ -309,12 +128,6 @@ class AccountSettings(_Section):
         return self
 
 
-class ProfileSettings(CollectionSettings):
-    """A named collection profile: its own groupings, filters, metrics and granularity."""
-
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
-
-
 def _pick_profile(v: Any, _handler: Any) -> ProfileSettings | V2ProfileSettings:
     """``api = "v2"`` -> a GetMetricDataV2 profile; otherwise (``"v1"``, the default) v1.
     Errors keep the plain ``profiles[i].key`` location."""
@@ -331,14 +144,14 @@ def _pick_profile(v: Any, _handler: Any) -> ProfileSettings | V2ProfileSettings:
 AnyProfile = Annotated[ProfileSettings | V2ProfileSettings, WrapValidator(_pick_profile)]
 
 
-class WriterSettings(_Section):
+class WriterSettings(Section):
     channel_size: int = Field(default=16, ge=1)
     batch_rows: int = Field(default=20_000, ge=1)
     batch_seconds: float = Field(default=0.5, gt=0)
     max_attempts: int = Field(default=6, ge=1)
 
 
-class SchedulerSettings(_Section):
+class SchedulerSettings(Section):
     enabled: bool = True  # false: the service only runs collections asked for over HTTP
     settle: str = "15m"  # wait this long after a slice ends before collecting it
     revisits: list[str] = Field(default_factory=lambda: ["1h"])  # collect again this long after the end
@@ -367,7 +180,7 @@ class SchedulerSettings(_Section):
         return parse_duration(getattr(self, name))
 
 
-class StorageSettings(_Section):
+class StorageSettings(Section):
     retention_days: int | None = Field(default=None, ge=1)  # None: keep everything
     prune_every: str = "1h"
 
@@ -378,13 +191,13 @@ class StorageSettings(_Section):
         return v
 
 
-class ClusterSettings(_Section):
+class ClusterSettings(Section):
     enabled: bool = False  # true: share the fleet with other replicas through leases
     lease_ttl: float = Field(default=15.0, ge=1.0)
     replica_id: str | None = None  # default: host name and process id
 
 
-class ApiSettings(_Section):
+class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None
@@ -420,7 +233,7 @@ def check_api_exposure(api: ApiSettings) -> None:
         )
 
 
-class Settings(_Section):
+class Settings(Section):
     """Everything, from the TOML file with ``COLLECTOR_*`` environment overrides laid
     over it by :func:`load_settings` (which also knows where each value came from)."""
 

@@ -1,6 +1,9 @@
-"""Which instances and queues exist: configured, per-account listed and discovered
-instances, their STANDARD queues (ListQueues), and the targets cache the scheduler
-refreshes every ``discovery_ttl`` or when this replica's leases change."""
+"""Which instances, queues and other resources exist: configured, per-account listed
+and discovered instances, their STANDARD queues (ListQueues), the agents, routing
+profiles and hierarchy groups the profiles need (SearchUsers, ListRoutingProfiles,
+ListUserHierarchyGroups), and the targets cache the scheduler refreshes every
+``discovery_ttl`` or when this replica's leases change: one resolution feeds every
+profile, whatever its metric API."""
 
 from __future__ import annotations
 
@@ -10,23 +13,21 @@ import functools
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
 import anyio
 import structlog
 
 from collector import errors
-from collector.config import AccountSettings, CollectionSettings, InstanceSettings, Settings
-from collector.model import SliceKey, SliceWork, Target
-from collector.planner import plan, slices
-from collector.ports import QueueInfo, Runtime
+from collector.config import AccountSettings, InstanceSettings, Settings
+from collector.model import QueueInfo, Shard, Target
 from collector.retry import RetryPolicy, retry
+from collector.runtime import Runtime
 
 log = structlog.get_logger("collector.fleet")
 
-Shard = tuple[str, str]  # (account, Region): the unit of rate limiting and of leases
 T = TypeVar("T")
+RESOURCE_KINDS = ("agents", "routing_profiles", "hierarchy_groups")
 
 
 def discovering(settings: Settings) -> list[AccountSettings]:
@@ -109,24 +110,30 @@ async def discover_queues(rt: Runtime, target: Target) -> list[QueueInfo]:
     return await paged(rt, target, "ListQueues", rt.source.list_queues)
 
 
+async def discover_resource(rt: Runtime, t: Target, kind: str) -> tuple[str, ...]:
+    """One kind of resource of ``t``, paged to the end and stored for joins; the IDs.
+    ListUserHierarchyGroups does not give a group's level, so every group is listed
+    (a filter on a level matches the groups of that level)."""
+    store, source = rt.store, rt.source
+    if kind == "agents":  # SearchUsers also gives names (for the agents table)
+        agents = await paged(rt, t, "SearchUsers", source.search_users)
+        await store.save_agents(t.instance_id, t.region, t.account, agents)
+        return tuple(a.id for a in agents)
+    if kind == "routing_profiles":
+        rps = await paged(rt, t, "ListRoutingProfiles", source.list_routing_profiles)
+        await store.save_routing_profiles(t.instance_id, t.region, t.account, rps)
+        return tuple(r.id for r in rps)
+    groups = await paged(rt, t, "ListUserHierarchyGroups", source.list_user_hierarchy_groups)
+    await store.save_hierarchy_groups(t.instance_id, t.region, t.account, groups)
+    return tuple(g.id for g in groups)
+
+
 @dataclass
 class Resolution:
     targets: list[Target]
     failed_instances: list[tuple[str, str]]  # (instance id, reason): their slices fail
     failed_scopes: list[tuple[str, str]]  # ("account A/region", reason): nothing known to plan
     unresolved: list[Target] = dataclasses.field(default_factory=list)  # the failed instances, with reasons
-
-    def planned(
-        self, coll: CollectionSettings, start: datetime, end: datetime, now: datetime, profile: str
-    ) -> tuple[list[SliceWork], list[tuple[str, str]]]:
-        """The slices to collect, and the failures standing for the ones that cannot be."""
-        works = plan(self.targets, coll, start, end, now, profile)
-        lost = [
-            (str(SliceKey(profile, iid, s, e)), reason)
-            for iid, reason in self.failed_instances
-            for s, e in slices(start, end, coll.granularity_seconds, now)
-        ]
-        return works, lost + list(self.failed_scopes)
 
 
 @contextlib.contextmanager
@@ -152,8 +159,10 @@ def _one_error() -> Iterator[None]:
 class _Resolver:
     """One resolution: instances (configured, listed, discovered), then their queues."""
 
-    def __init__(self, rt: Runtime, only: Sequence[str], owned: dict[Shard, int] | None) -> None:
-        self.rt, self.only, self.owned = rt, only, owned
+    def __init__(
+        self, rt: Runtime, only: Sequence[str], owned: dict[Shard, int] | None, needs: frozenset[str]
+    ) -> None:
+        self.rt, self.only, self.owned, self.needs = rt, only, owned, needs
         self.specs: dict[str, Target] = {}
         self.failed_scopes: list[tuple[str, str]] = []
         self.resolved: dict[str, Target | str] = {}
@@ -208,7 +217,22 @@ class _Resolver:
                 return
         else:
             queues = tuple(dict.fromkeys(q.rsplit("/", 1)[-1] for q in listed))
-        self.resolved[t.instance_id] = dataclasses.replace(t, queues=queues)
+        self.resolved[t.instance_id] = await self.resources_of(dataclasses.replace(t, queues=queues))
+
+    async def resources_of(self, t: Target) -> Target:
+        """The resources the profiles need; a kind that cannot be listed now is ``missing``
+        (with why): only the profiles that need it fail their slices of this instance."""
+        found: list[tuple[str, tuple[str, ...]]] = []
+        missing: list[tuple[str, str]] = []
+        for kind in RESOURCE_KINDS:
+            if kind not in self.needs:
+                continue
+            try:
+                found.append((kind, await discover_resource(self.rt, t, kind)))
+            except (errors.ApiError, errors.MalformedResponse) as e:
+                log.error("resource_discovery_failed", instance=t.instance_id, kind=kind, reason=str(e))
+                missing.append((kind, str(e)))
+        return dataclasses.replace(t, resources=tuple(found), missing=tuple(missing))
 
     async def __call__(self) -> Resolution:
         settings = self.rt.settings
@@ -235,12 +259,20 @@ class _Resolver:
         )
 
 
-async def resolve(rt: Runtime, only: Sequence[str] = (), owned: dict[Shard, int] | None = None) -> Resolution:
-    """Every instance to collect, with its queues. Accounts with ``instances`` are
-    discovered (ListInstances, ACTIVE only) per Region; a broken account, instance or
-    queue listing fails only its own work, with the reason. ``owned`` (shard ->
-    lease generation) narrows it to this replica's shards."""
-    return await _Resolver(rt, only, owned)()
+async def resolve(
+    rt: Runtime, only: Sequence[str] = (), owned: dict[Shard, int] | None = None,
+    needs: frozenset[str] = frozenset(),
+) -> Resolution:
+    """Every instance to collect, with its queues and the resource kinds ``needs``.
+    Accounts with ``instances`` are discovered (ListInstances, ACTIVE only) per Region;
+    a broken account, instance or listing fails only its own work, with the reason.
+    ``owned`` (shard -> lease generation) narrows it to this replica's shards."""
+    return await _Resolver(rt, only, owned, needs)()
+
+
+def needs_of(rt: Runtime) -> frozenset[str]:
+    """The resource kinds any profile needs discovered."""
+    return frozenset().union(*(api.needs for api in rt.apis.values()))
 
 
 class Targets:
@@ -268,17 +300,31 @@ class Targets:
         owned = self.owned()
         if self.cached is None or now - self.at >= self.ttl or owned != self.last_owned:
             self.last_owned = owned
-            res = await resolve(self.rt, owned=owned)
+            res = await resolve(self.rt, owned=owned, needs=needs_of(self.rt))
             self.problems = res.failed_instances + res.failed_scopes
             for where, reason in self.problems:
                 log.error("instance_unavailable", instance=where, reason=reason)
-            targets = list(res.targets)
-            if self.cached is not None:  # keep the last known queues of an instance that failed now
-                have = {t.instance_id for t in targets}
-                gone = {i for i, _r in self.problems}
-                targets += [t for t in self.cached if t.unresolved is None and t.instance_id not in have
-                            and (t.instance_id in gone or f"account {t.account}/{t.region}" in gone)]
-            have = {t.instance_id for t in targets}
-            targets += [t for t in res.unresolved if t.instance_id not in have]
-            self.cached, self.at = targets, now
+            self.cached, self.at = self._merged(res), now
         return self.cached
+
+    def _merged(self, res: Resolution) -> list[Target]:
+        """This resolution, with what failed now taken from the last one: an instance keeps
+        its last known queues, and a resource kind its last known IDs."""
+        before = {t.instance_id: t for t in self.cached or () if t.unresolved is None}
+        targets = [_keep_resources(t, before.get(t.instance_id)) for t in res.targets]
+        have = {t.instance_id for t in targets}
+        gone = {i for i, _r in self.problems}
+        targets += [t for i, t in before.items() if i not in have
+                    and (i in gone or f"account {t.account}/{t.region}" in gone)]
+        have = {t.instance_id for t in targets}
+        return targets + [t for t in res.unresolved if t.instance_id not in have]
+
+
+def _keep_resources(t: Target, before: Target | None) -> Target:
+    if before is None or not t.missing:
+        return t
+    kept = [(k, ids) for k, ids in before.resources if k in dict(t.missing)]
+    if not kept:
+        return t
+    still = tuple((k, why) for k, why in t.missing if k not in dict(kept))
+    return dataclasses.replace(t, resources=t.resources + tuple(kept), missing=still)

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
+from collector.clock import sleep_or_stop
 from collector.errors import StorageError
+from collector.guard import ShardGuard
+from collector.model import Shard
 from collector.observability import LEASES_HELD
-from collector.pipeline import ShardGuard
 from collector.ports import Clock, LeaseStore
 
 log = structlog.get_logger("collector.leases")
-
-Shard = tuple[str, str]  # (account, region)
 
 
 @dataclass
@@ -80,8 +80,6 @@ class LeaseManager:
             log.info("lease_released", shard=f"{shard[0]}/{shard[1]}", reason="rebalance")
 
     async def run(self, shards_of: Callable[[], Awaitable[Sequence[Shard]]], stop: anyio.Event) -> None:
-        from collector.scheduler import sleep_or_stop
-
         await sleep_or_stop(self.clock, self.ttl / 3, stop)
         while not stop.is_set():
             try:

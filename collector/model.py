@@ -1,38 +1,20 @@
-"""Plain data shared by the core modules (no I/O here)."""
+"""Plain data shared by every room (no I/O, no imports from the rest of the package)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-# One dimension group: (queue_id, channel, routing_profile_id, agent_status_id,
-# routing_step_expression, subtype, validation_test_type), None where not grouped.
-Dims = tuple[str | None, str | None, str | None, str | None, str | None, str | None, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class MetricRequest:
-    """One entry of ``HistoricalMetrics``."""
-
-    name: str
-    unit: str
-    statistic: str
-    threshold: float | None = None
-
-    def to_api(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"Name": self.name, "Unit": self.unit, "Statistic": self.statistic}
-        if self.threshold is not None:
-            d["Threshold"] = {"Comparison": "LT", "ThresholdValue": float(self.threshold)}
-        return d
-
-
-MetricSet = tuple[MetricRequest, ...]
+Shard = tuple[str, str]  # (account, Region): the unit of rate limiting and of leases
+Fence = tuple[str, str, int]  # (account, Region, lease generation) that a write carries
+Resources = tuple[tuple[str, tuple[str, ...]], ...]  # (resource kind, IDs), e.g. ("agents", (...))
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One Connect instance to collect, with the queues resolved."""
+    """One Connect instance to collect, with its queues and other resources resolved."""
 
     instance_id: str
     region: str
@@ -44,42 +26,24 @@ class Target:
     session_name: str = "connect-collector"
     lease: int | None = None  # the generation of this replica's lease on (account, region)
     unresolved: str | None = None  # why it cannot be collected now: its slices fail with this reason
+    resources: Resources = ()  # discovered agents, routing profiles, hierarchy groups
+    missing: tuple[tuple[str, str], ...] = ()  # (resource kind, why it could not be discovered)
 
     @property
-    def limiter_key(self) -> tuple[str, str]:
+    def limiter_key(self) -> Shard:
         return (self.account, self.region)
 
     @property
     def credentials_key(self) -> tuple[str | None, str | None, str | None, str]:
         return (self.aws_profile, self.role_arn, self.external_id, self.session_name)
 
+    @property
+    def fence(self) -> Fence | None:
+        return None if self.lease is None else (self.account, self.region, self.lease)
 
-@dataclass(frozen=True, slots=True)
-class MetricDataRequest:
-    """Exactly what one GetMetricData call sends (apart from NextToken)."""
-
-    instance_id: str
-    start: datetime
-    end: datetime
-    filters: dict[str, tuple[str, ...]]
-    groupings: tuple[str, ...]
-    metrics: MetricSet
-    max_results: int = 100
-
-    def to_api(self, next_token: str | None = None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "InstanceId": self.instance_id,
-            "StartTime": self.start,
-            "EndTime": self.end,
-            "Filters": {k: list(v) for k, v in self.filters.items()},
-            "HistoricalMetrics": [m.to_api() for m in self.metrics],
-            "MaxResults": self.max_results,
-        }
-        if self.groupings:
-            kwargs["Groupings"] = list(self.groupings)
-        if next_token:
-            kwargs["NextToken"] = next_token
-        return kwargs
+    def resource(self, kind: str) -> tuple[str, ...] | None:
+        """The discovered IDs of ``kind`` (None: not discovered)."""
+        return next((ids for k, ids in self.resources if k == kind), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +56,9 @@ class SliceKey:
     def __str__(self) -> str:
         return f"{self.instance_id}@{self.start.isoformat()}..{self.end.isoformat()}"
 
-
-@dataclass(frozen=True, slots=True)
-class SliceWork:
-    """One slice of one instance: every request needed to collect it whole."""
-
-    key: SliceKey
-    target: Target
-    requests: tuple[MetricDataRequest, ...]
+    @property
+    def seconds(self) -> int:
+        return int((self.end - self.start).total_seconds())
 
 
 @dataclass(slots=True)
@@ -114,3 +73,134 @@ class RunSummary:
     throttles: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     handed_over: int = 0  # slices of shards handed to another replica mid-run (not in slices_total)
+
+
+# -- what Connect lists -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    id: str
+    arn: str
+    name: str
+    queue_type: str = "STANDARD"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    id: str
+    arn: str
+    alias: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """An agent: ListUsers gives id, ARN and username; SearchUsers also names, routing
+    profile and hierarchy group (None where not read)."""
+
+    id: str
+    arn: str
+    username: str
+    first_name: str | None = None
+    last_name: str | None = None
+    routing_profile_id: str | None = None
+    hierarchy_group_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    """A routing profile (ListRoutingProfiles) or user hierarchy group (ListUserHierarchyGroups)."""
+
+    id: str
+    arn: str
+    name: str
+
+
+# -- what the store keeps -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a write stored; ``fenced`` lists the slices refused because their shard's lease
+    had moved on to another replica, each with the reason."""
+
+    rows: int = 0
+    values: int = 0
+    fenced: tuple[tuple[SliceKey, str], ...] = ()
+
+    @property
+    def fenced_keys(self) -> list[SliceKey]:
+        return [k for k, _reason in self.fenced]
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One row of ``collection_runs``: a scheduled round or a one-off collection."""
+
+    id: int
+    requested_by: str
+    profile: str
+    range_start: datetime | None
+    range_end: datetime | None
+    instances: list[str]
+    status: str
+    slices_total: int = 0
+    slices_done: int = 0
+    slices_failed: int = 0
+    rows_written: int = 0
+    values_written: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttles: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    resumed_from: int | None = None
+    owner: str | None = None  # the replica executing it (runs without parts)
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> RunRecord:
+        """From a row with at least the required columns (unknown columns are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(slots=True)
+class PartRecord:
+    """One (account, Region) part of a one-off run in a cluster, with its run."""
+
+    account: str
+    region: str
+    run: RunRecord
+
+    @property
+    def shard(self) -> Shard:
+        return (self.account, self.region)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """The slices of one (instance, profile): what the scheduler keeps a frontier of.
+    ``seconds`` is the nominal slice length (the key of its watermark); real slices are
+    ``lengths[0]`` to ``lengths[1]`` seconds long (a local day is 23 to 25 hours)."""
+
+    instance_id: str
+    profile: str
+    seconds: int
+    lengths: tuple[int, int]
+
+
+@dataclass(slots=True)
+class SeriesState:
+    """What the store knows of a :class:`Series`: its frontier, the end of its newest
+    collected slice, and its collected slices from the frontier on and those still due
+    for a revisit (start -> (length in seconds, last collected at))."""
+
+    frontier: datetime | None = None
+    newest: datetime | None = None
+    collected: dict[datetime, tuple[int, datetime]] = field(default_factory=dict)

@@ -1,27 +1,35 @@
-"""The Protocols where the core meets its adapters (Connect, Postgres, clocks), the
-typed records that cross them, and :class:`Runtime`, the ports plugged together.
+"""The Protocols where the core meets what varies: the adapters (Connect, Postgres,
+clocks) and the metric APIs (GetMetricData, GetMetricDataV2), and the records that
+cross them.
 
-The core (service, runs, fleet, scheduler, pipeline, leases) depends only on these;
-:mod:`collector.adapters` implement them and :mod:`collector.wiring` plugs them in.
+The core (service, runs, fleet, scheduler, pipeline, leases) depends only on these.
+:mod:`collector.adapters` implement the I/O ports, :mod:`collector.apis` the metric API
+port (:class:`MetricApi`), and :mod:`collector.wiring` plugs them in.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from collector.model import Dims, MetricDataRequest, MetricSet, RunSummary, SliceKey, Target
-
-if TYPE_CHECKING:
-    from collector.config import Settings
-    from collector.pipeline import PipelineOptions
-    from collector.ratelimit import Limiters
-    from collector.v2.ports import V2Ports
-
-Shard = tuple[str, str]  # (account, Region)
+from collector.model import (
+    AgentInfo,
+    Fence,
+    InstanceInfo,
+    PartRecord,
+    QueueInfo,
+    ResourceInfo,
+    RunRecord,
+    RunSummary,
+    Series,
+    SeriesState,
+    Shard,
+    SliceKey,
+    Target,
+    WriteResult,
+)
 
 
 class Clock(Protocol):
@@ -35,113 +43,161 @@ class Clock(Protocol):
 # -- Connect --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
-    id: str
-    arn: str
-    name: str
-    queue_type: str = "STANDARD"
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceInfo:
-    id: str
-    arn: str
-    alias: str
-    status: str
-
-
 class ConnectSource(Protocol):
-    """Talks to one Connect endpoint; raises the :mod:`collector.errors` API classes."""
+    """Talks to Connect; raises the :mod:`collector.errors` API classes. The metric calls
+    take an API's own request and return its own page shape (the API's fetch units know
+    them); the listings return plain records and the next token."""
 
-    async def get_metric_data(
-        self, target: Target, request: MetricDataRequest, next_token: str | None
-    ) -> tuple[list[tuple[Dims, list[float | None]]], str | None]: ...
+    async def get_metric_data(self, target: Target, request: Any, next_token: str | None) -> Any: ...
 
-    async def list_queues(self, target: Target, next_token: str | None) -> tuple[list[QueueInfo], str | None]: ...
+    async def get_metric_data_v2(self, target: Target, request: Any, next_token: str | None) -> Any: ...
 
     async def list_instances(self, target: Target, next_token: str | None) -> tuple[list[InstanceInfo], str | None]: ...
 
+    async def list_queues(self, target: Target, next_token: str | None) -> tuple[list[QueueInfo], str | None]: ...
 
-# -- storage: records -------------------------------------------------------------------
+    async def search_users(self, target: Target, next_token: str | None) -> tuple[list[AgentInfo], str | None]: ...
+
+    async def list_routing_profiles(
+        self, target: Target, next_token: str | None
+    ) -> tuple[list[ResourceInfo], str | None]: ...
+
+    async def list_user_hierarchy_groups(
+        self, target: Target, next_token: str | None
+    ) -> tuple[list[ResourceInfo], str | None]: ...
+
+
+# -- the metric API port ------------------------------------------------------------------
+
+# (queue, channel, routing profile, agent status, routing step expression, subtype,
+#  validation test type, agent, the whole Dimensions map as JSON): a dimension set's columns
+DimsColumns = tuple[str | None, str | None, str | None, str | None, str | None, str | None,
+                    str | None, str | None, str | None]
+# (name, statistic, unit, threshold value, api, threshold comparison, metric filters as JSON)
+MemberRow = tuple[str, str | None, str, float | None, str, str | None, str | None]
+Rows = Sequence[tuple[Hashable, list[float | None]]]  # (dimension group, values in metric order)
+
+
+class StorageCodec(Protocol):
+    """How an API's metric sets and dimension groups are keyed and described in the
+    store's registries (keys are stable: existing databases keep their ids)."""
+
+    def dims_key(self, dims: Any) -> str: ...
+
+    def dims_columns(self, dims: Any) -> DimsColumns: ...
+
+    def metric_set_signature(self, metrics: Any) -> str: ...
+
+    def metric_set_members(self, metrics: Any) -> list[MemberRow]: ...
 
 
 @dataclass(slots=True)
 class CompletedSlice:
+    """One slice, whole: per metric set (an API's own, hashable), the rows of every
+    dimension group; ``codec`` says how the store keys them."""
+
     key: SliceKey
-    pages: list[tuple[MetricSet, list[tuple[Dims, list[float | None]]]]]
+    pages: list[tuple[Hashable, Rows]]
     collected_at: datetime
-    fence: tuple[str, str, int] | None = None  # (account, region, lease generation)
+    fence: Fence | None = None
+    codec: StorageCodec | None = None  # None only for a slice without pages
 
     @property
     def rows(self) -> int:
         return sum(len(rows) for _m, rows in self.pages)
 
 
-@dataclass(slots=True)
-class RunRecord:
-    """One row of ``collection_runs``: a scheduled round or a one-off collection."""
-
-    id: int
-    requested_by: str
-    profile: str
-    range_start: datetime | None
-    range_end: datetime | None
-    instances: list[str]
-    status: str
-    slices_total: int = 0
-    slices_done: int = 0
-    slices_failed: int = 0
-    rows_written: int = 0
-    values_written: int = 0
-    requests: int = 0
-    retries: int = 0
-    throttles: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    resumed_from: int | None = None
-    owner: str | None = None  # the replica executing it (runs without parts)
-
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> RunRecord:
-        """From a row with at least the required columns (unknown columns are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in row.items() if k in names})
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(slots=True)
-class PartRecord:
-    """One (account, Region) part of a one-off run in a cluster, with its run."""
-
-    account: str
-    region: str
-    run: RunRecord
+class FetchUnit(Protocol):
+    """The smallest piece of fetch work of an API: every request of it, paged to the end
+    through the one retry path (:func:`collector.fetch.fetch_unit`) under the limiter of
+    (account, Region, ``operation``), then assembled into its slices, written together.
+    A GetMetricData slice is one unit; a GetMetricDataV2 window of many slices is one."""
 
     @property
-    def shard(self) -> Shard:
-        return (self.account, self.region)
-
-
-# -- storage: ports ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What a write stored; ``fenced`` lists the slices refused because their shard's lease
-    had moved on to another replica, each with the reason."""
-
-    rows: int = 0
-    values: int = 0
-    fenced: tuple[tuple[SliceKey, str], ...] = ()
+    def target(self) -> Target: ...
 
     @property
-    def fenced_keys(self) -> list[SliceKey]:
-        return [k for k, _reason in self.fenced]
+    def operation(self) -> str: ...
+
+    @property
+    def slice_keys(self) -> Sequence[SliceKey]: ...
+
+    @property
+    def requests(self) -> Sequence[Any]: ...
+
+    def check(self, request: Any, now: datetime) -> None:
+        """Raise :class:`collector.errors.PlanError` naming the first API limit it breaks."""
+        ...
+
+    async def page(self, source: ConnectSource, request: Any, token: str | None) -> tuple[Any, str | None]:
+        """One page of ``request`` and the token of the next (None: the last)."""
+        ...
+
+    def assemble(self, pages: Sequence[Any], collected_at: datetime, fence: Fence | None) -> list[CompletedSlice]:
+        """The unit's slices from every page of every request; raises MalformedResponse."""
+        ...
+
+
+class Calendar(Protocol):
+    """A profile's slice boundaries: UTC multiples, or local wall-clock in a time zone."""
+
+    @property
+    def seconds(self) -> int:
+        """The nominal slice length: the key of the profile's watermarks and gaps."""
+        ...
+
+    @property
+    def lengths(self) -> tuple[int, int]:
+        """The shortest and longest real slice (a local day is 23 to 25 hours)."""
+        ...
+
+    def floor(self, t: datetime) -> datetime:
+        """The latest boundary at or before ``t``."""
+        ...
+
+    def next(self, boundary: datetime) -> datetime:
+        """The boundary after ``boundary``."""
+        ...
+
+
+class MetricApi(Protocol):
+    """One collection profile on its metric API: what the scheduler, runs and fleet need
+    to know, and nothing they must branch on."""
+
+    @property
+    def profile(self) -> str: ...
+
+    @property
+    def calendar(self) -> Calendar: ...
+
+    @property
+    def lookback(self) -> int:
+        """Seconds of history the API serves."""
+        ...
+
+    @property
+    def initial_backfill(self) -> int | None:
+        """How far back a never-collected instance starts (None: the scheduler's default)."""
+        ...
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """Resource kinds to discover besides queues (``agents``, ``routing_profiles``,
+        ``hierarchy_groups``)."""
+        ...
+
+    def check_range(self, start: datetime, end: datetime, now: datetime, margin: int) -> None:
+        """Refuse a range the API cannot serve (:class:`collector.errors.PlanError` naming
+        ``start`` or ``end``), before any call."""
+        ...
+
+    def plan(self, target: Target, start: datetime, end: datetime, now: datetime, margin: int) -> list[FetchUnit]:
+        """The units that collect every slice of [start, end) of ``target``, in time order;
+        raises PlanError when this target cannot be planned (its slices then fail)."""
+        ...
+
+
+# -- storage ports ----------------------------------------------------------------------
 
 
 class MetricSink(Protocol):
@@ -152,7 +208,7 @@ class MetricSink(Protocol):
 
 
 class Registry(Protocol):
-    """Instances and queues the collector knows of."""
+    """Instances, queues and the other resources the collector knows of (for joins)."""
 
     async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int: ...
 
@@ -164,31 +220,37 @@ class Registry(Protocol):
         self, instance_id: str, region: str, account: str | None, queues: Sequence[QueueInfo]
     ) -> None: ...
 
-
-class SchedulerStore(Protocol):
-    """Frontiers, collected slices, revisits and gaps (see :mod:`collector.scheduler`)."""
-
-    async def frontier(self, instance_id: str, profile: str, seconds: int) -> datetime | None: ...
-
-    async def set_frontier(self, instance_id: str, profile: str, seconds: int, frontier: datetime) -> None: ...
-
-    async def collected_starts(
-        self, instance_id: str, profile: str, seconds: int, start: datetime, end: datetime
-    ) -> set[datetime]: ...
-
-    async def revisits_due(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime, oldest: datetime
-    ) -> list[datetime]: ...
-
-    async def next_revisit(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime, oldest: datetime
-    ) -> datetime | None: ...
-
-    async def record_gaps(
-        self, instance_id: str, profile: str, seconds: int, starts: list[datetime], reason: str, now: datetime
+    async def save_agents(
+        self, instance_id: str, region: str, account: str | None, agents: Sequence[AgentInfo]
     ) -> None: ...
 
-    async def newest_collected(self, instance_id: str, profile: str, seconds: int) -> datetime | None: ...
+    async def save_routing_profiles(
+        self, instance_id: str, region: str, account: str | None, items: Sequence[ResourceInfo]
+    ) -> None: ...
+
+    async def save_hierarchy_groups(
+        self, instance_id: str, region: str, account: str | None, items: Sequence[ResourceInfo]
+    ) -> None: ...
+
+
+class SchedulerStore(Protocol):
+    """Frontiers, collected slices and gaps (see :mod:`collector.scheduler`), read for a
+    whole round in one call."""
+
+    async def series_state(
+        self, series: Sequence[Series], since: Sequence[datetime], revisit_within: int
+    ) -> list[SeriesState]:
+        """Per series (in order): its frontier, its newest collected slice's end, and its
+        collected slices that start at or after the frontier (``since`` where it has none),
+        plus those from ``since`` on not collected again within ``revisit_within`` seconds
+        of their end."""
+        ...
+
+    async def set_frontiers(self, frontiers: Sequence[tuple[Series, datetime]]) -> None:
+        """Move frontiers forward (never back)."""
+        ...
+
+    async def record_gaps(self, series: Series, starts: Sequence[datetime], reason: str, now: datetime) -> None: ...
 
 
 class LeaseStore(Protocol):
@@ -269,16 +331,3 @@ class Store(MetricSink, Registry, SchedulerStore, LeaseStore, RunStore, Protocol
     async def cluster_state(self) -> dict[str, Any]: ...
 
     async def ping(self) -> None: ...
-
-
-@dataclass
-class Runtime:
-    """The ports plugged together for one process (built by :func:`collector.wiring.runtime`)."""
-
-    settings: Settings
-    store: Store
-    source: ConnectSource
-    limiters: Limiters
-    clock: Clock
-    pipeline: PipelineOptions  # the pipeline's options, resolved from ``settings`` once
-    v2: V2Ports | None = None  # GetMetricDataV2's store and source (None: no V2 source plugged in)

@@ -14,11 +14,8 @@ from types import TracebackType
 
 import anyio
 
-from collector import catalog
+from collector import quotas
 from collector.ports import Clock
-from collector.retry import RetryPolicy
-
-__all__ = ["AdaptiveLimiter", "Limiters", "RetryPolicy"]  # RetryPolicy lives in collector.retry
 
 
 class AdaptiveLimiter:
@@ -123,7 +120,7 @@ class Limiters:
         return (
             self.account_overrides.get((account, api))
             or self.overrides.get(api)
-            or catalog.DEFAULT_QUOTAS[api]
+            or quotas.DEFAULT_QUOTAS[api]
         )
 
     def get(self, account: str, region: str, api: str) -> AdaptiveLimiter:

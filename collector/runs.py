@@ -6,41 +6,65 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 
 import anyio
 import structlog
 
 from collector import errors
+from collector.apis import DEFAULT_PROFILE
+from collector.calendar import tile
 from collector.config import InstanceSettings, Settings
-from collector.fleet import resolve, select_instances
-from collector.model import RunSummary, SliceWork
+from collector.fleet import Resolution, resolve, select_instances
+from collector.guard import ShardGuard
+from collector.model import PartRecord, RunSummary, Shard, SliceKey
 from collector.observability import DB_METER, RUN_DURATION, RUNS
-from collector.pipeline import FetchUnit, Progress, ShardGuard, Sink, run_collection
-from collector.planner import DEFAULT_PROFILE, plan
-from collector.ports import PartRecord, Runtime, Shard
+from collector.pipeline import run_collection
+from collector.ports import FetchUnit, MetricApi
+from collector.progress import Progress
 from collector.retry import OUTLAST, RetryPolicy, retry
-from collector.v2 import runs as v2runs
+from collector.runtime import Runtime
 
 log = structlog.get_logger("collector.runs")
 
 Finish = Callable[[str, RunSummary], Awaitable[None]]
+Lost = list[tuple[str, str]]  # (slice or scope, reason): slices that cannot be collected
 
 
 def check_collection(
-    settings: Settings, start: datetime, end: datetime, instances: Sequence[str], now: datetime,
-    profile: str = DEFAULT_PROFILE,
+    settings: Settings, apis: Mapping[str, MetricApi], start: datetime, end: datetime, instances: Sequence[str],
+    now: datetime, profile: str = DEFAULT_PROFILE,
 ) -> list[InstanceSettings]:
     """Refuse a collection that cannot be served, before any call or connection."""
-    if (v2 := v2runs.v2_profile(settings, profile)) is not None:
-        return v2runs.check_collection(settings, v2, start, end, instances, now)
-    try:
-        coll = settings.profile(profile)
-    except errors.ConfigError as e:
-        raise errors.ConfigError(e.detail, field="profile") from None
-    plan([], coll, start, end, now, profile)
+    api = apis.get(profile)
+    if api is None:
+        raise errors.ConfigError(f"profile {profile!r} is not configured", field="profile")
+    api.check_range(start, end, now, settings.scheduler.seconds("lookback_margin"))
     return select_instances(settings, instances)
+
+
+def planned(
+    rt: Runtime, api: MetricApi, res: Resolution, start: datetime, end: datetime
+) -> tuple[list[FetchUnit], Lost]:
+    """The units to collect, and the failures standing for the slices that cannot be. Each
+    target is planned on its own, so one that cannot be (nothing discovered for an
+    ``"all"`` filter) fails only its own slices."""
+    now, margin = rt.clock.now(), rt.settings.scheduler.seconds("lookback_margin")
+    units: list[FetchUnit] = []
+    failed = list(res.failed_instances)
+    for t in res.targets:
+        try:
+            units += api.plan(t, start, end, now, margin)
+        except errors.PlanError as e:
+            failed.append((t.instance_id, e.detail))
+    spans = tile(api.calendar, start, end)
+    lost = [(str(SliceKey(api.profile, iid, s, e)), reason) for iid, reason in failed for s, e in spans]
+    return units, lost + list(res.failed_scopes)
+
+
+def slices_in(units: Sequence[FetchUnit], lost: Lost) -> int:
+    return sum(len(u.slice_keys) for u in units) + len(lost)
 
 
 def run_status(summary: RunSummary) -> str:
@@ -69,7 +93,7 @@ async def _settle(rt: Runtime, run_id: int, status: str, summary: RunSummary, fi
     interrupted by the next start."""
     if finish is None:
         finish = functools.partial(rt.store.finish_run, run_id)
-    policy = OUTLAST if rt.pipeline.write_attempts is None else RetryPolicy(max_attempts=1)
+    policy = OUTLAST if rt.outlasts else RetryPolicy(max_attempts=1)
     await retry(functools.partial(finish, status, summary), operation="finish_run", policy=policy, clock=rt.clock,
                 rng=random.Random(), meter=DB_METER, shield=True)
 
@@ -77,7 +101,7 @@ async def _settle(rt: Runtime, run_id: int, status: str, summary: RunSummary, fi
 async def _requeue(rt: Runtime, run_id: int, shard: Shard) -> None:
     """Put a part back in the queue; under the service a database outage is waited out."""
     assert rt.store.replica is not None
-    policy = OUTLAST if rt.pipeline.write_attempts is None else RetryPolicy(max_attempts=1)
+    policy = OUTLAST if rt.outlasts else RetryPolicy(max_attempts=1)
     await retry(functools.partial(rt.store.requeue_part, run_id, shard, rt.store.replica, RunSummary()),
                 operation="requeue_part", policy=policy, clock=rt.clock, rng=random.Random(), meter=DB_METER,
                 shield=True)
@@ -85,7 +109,7 @@ async def _requeue(rt: Runtime, run_id: int, shard: Shard) -> None:
 
 async def execute(
     rt: Runtime,
-    works: Sequence[SliceWork | FetchUnit],
+    units: Sequence[FetchUnit],
     *,
     run_id: int,
     lost: Sequence[tuple[str, str]] = (),
@@ -94,18 +118,17 @@ async def execute(
     kind: str = "oneoff",
     finish: Finish | None = None,
     guard: ShardGuard | None = None,
-    sink: Sink | None = None,
 ) -> RunSummary:
-    """Collect planned slices under a run row; the run always ends with a status.
+    """Collect planned units under a run row; the run always ends with a status.
 
     ``finish(status, summary)`` replaces the default end of the run (a run part ends its
     part and settles the run only when every part is done)."""
     status = "interrupted"
-    summary = RunSummary(slices_total=len(works) + len(lost))
+    summary = RunSummary(slices_total=slices_in(units, list(lost)))
     started = rt.clock.monotonic()
     try:
         summary = await run_collection(
-            works, source=rt.source, sink=sink or rt.store, limiters=rt.limiters, clock=rt.clock,
+            units, source=rt.source, sink=rt.store, limiters=rt.limiters, clock=rt.clock,
             opts=rt.pipeline, run_id=run_id, progress=progress, stop=stop, guard=guard,
         )
         summary.slices_total += len(lost)
@@ -137,23 +160,22 @@ async def collect(
     run_id: int | None = None,
 ) -> tuple[int, RunSummary]:
     """Plan (refusing bad input before any call), record a run, collect, finish the run."""
-    if (v2 := v2runs.v2_profile(rt.settings, profile)) is not None:
-        return await v2runs.collect(rt, v2, start, end, instances=instances, requested_by=requested_by,
-                                    progress=progress, stop=stop, on_planned=on_planned, run_id=run_id)
     # Check the range before anything is discovered, so bad input costs no call.
-    check_collection(rt.settings, start, end, instances, rt.clock.now(), profile)
-    res = await resolve(rt, instances)
-    works, lost = res.planned(rt.settings.profile(profile), start, end, rt.clock.now(), profile)
+    check_collection(rt.settings, rt.apis, start, end, instances, rt.clock.now(), profile)
+    api = rt.api(profile)
+    res = await resolve(rt, instances, needs=api.needs)
+    units, lost = planned(rt, api, res, start, end)
+    total = slices_in(units, lost)
     names = [t.instance_id for t in res.targets] + [i for i, _r in res.failed_instances]
     if run_id is None:
-        run_id = await rt.store.create_run(requested_by, profile, start, end, names, len(works) + len(lost))
+        run_id = await rt.store.create_run(requested_by, profile, start, end, names, total)
     else:
-        await rt.store.start_run(run_id, len(works) + len(lost), names)
+        await rt.store.start_run(run_id, total, names)
     if on_planned is not None:
-        on_planned(len(works) + len(lost))
-    log.info("run_started", run_id=run_id, slices=len(works), instances=len(res.targets))
+        on_planned(total)
+    log.info("run_started", run_id=run_id, slices=total, units=len(units), instances=len(res.targets))
     summary = await execute(
-        rt, works, run_id=run_id, lost=lost,
+        rt, units, run_id=run_id, lost=lost,
         progress=progress, stop=stop, kind="oneoff" if requested_by != "scheduler" else "scheduled",
     )
     return run_id, summary
@@ -166,23 +188,13 @@ async def collect_part(
     """One (account, Region) part of a one-off run, on the replica holding that shard.
     Returns the run's final status when this was its last part. A part cut short (a
     stop, its shard handed over) goes back to the queue for whichever replica holds the shard."""
-    run = part.run
-    shard = part.shard
+    run, shard = part.run, part.shard
     assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
-    v2 = v2runs.v2_profile(rt.settings, run.profile)
-    works: Sequence[SliceWork | FetchUnit]
-    sink: Sink | None = None
     try:
-        res = await resolve(rt, run.instances or (), owned={shard: generation})
-        if v2 is None:
-            works, lost = res.planned(
-                rt.settings.profile(run.profile), run.range_start, run.range_end, rt.clock.now(), run.profile
-            )
-            total = len(works) + len(lost)
-        else:
-            units, lost, sink = await v2runs.plan_part(rt, v2, res, run.range_start, run.range_end)
-            works, total = units, sum(len(u.slice_keys) for u in units) + len(lost)
-        await rt.store.part_started(run.id, shard, total)
+        api = rt.api(run.profile)
+        res = await resolve(rt, run.instances or (), owned={shard: generation}, needs=api.needs)
+        units, lost = planned(rt, api, res, run.range_start, run.range_end)
+        await rt.store.part_started(run.id, shard, slices_in(units, lost))
     except errors.StorageError as e:
         # The database went away as the part started: not the part's fault. It goes back
         # to the queue (its counts start afresh when it starts again).
@@ -203,6 +215,5 @@ async def collect_part(
             return
         final[0] = await rt.store.finish_part(run.id, shard, part_status(status), summary)
 
-    await execute(rt, works, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish, guard=guard,
-                  sink=sink)
+    await execute(rt, units, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish, guard=guard)
     return final[0]

@@ -1,8 +1,12 @@
 """The scheduler: every slice collected once it has settled, again at each revisit
-point, and caught up oldest first after downtime while the API still has it.
+point, and caught up oldest first after downtime while the API still has it; a slice
+that ages out first is recorded as a gap.
 
-Progress lives in Postgres (frontiers and collected slices), never in memory,
-so a restart resumes where the last acknowledged write left off.
+It is written once for every profile: a profile's metric API (:class:`MetricApi`)
+gives its calendar (slice boundaries, in UTC or a time zone), its lookback and its
+fetch units; nothing here knows which API that is. Progress lives in Postgres
+(frontiers and collected slices), never in memory, so a restart resumes where the
+last acknowledged write left off, and a round reads it in one call.
 """
 
 from __future__ import annotations
@@ -11,20 +15,23 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 import anyio
 import structlog
 
-from collector import catalog
-from collector.config import CollectionSettings
-from collector.model import RunSummary, SliceKey, SliceWork, Target
+from collector import errors
+from collector.calendar import Span, ceil, runs_of, tile
+from collector.clock import sleep_or_stop
+from collector.model import RunSummary, Series, SeriesState, SliceKey, Target
 from collector.observability import DB_METER, GAPS, LAG
-from collector.planner import plan
-from collector.ports import Clock, SchedulerStore
+from collector.ports import Calendar, Clock, FetchUnit, MetricApi, SchedulerStore
 from collector.retry import OUTLAST, retry
 
 log = structlog.get_logger("collector.scheduler")
+
+X = TypeVar("X")
 
 
 @dataclass(frozen=True)
@@ -32,153 +39,219 @@ class ScheduleOptions:
     settle: int = 900
     revisits: tuple[int, ...] = (3600,)
     initial_backfill: int = 24 * 3600
-    catchup_batch: int = 16
+    catchup_batch: int = 16  # catch-up fetch units per instance and profile per round
     lookback_margin: int = 600
     retry_after: int = 30
     max_sleep: int = 300
 
 
-@dataclass(frozen=True)
-class ProfileSpec:
-    name: str
-    collection: CollectionSettings
+@dataclass
+class RoundPlan:
+    units: list[FetchUnit] = field(default_factory=list)
+    lost: list[tuple[SliceKey, str]] = field(default_factory=list)  # due, but cannot be collected: why
+    gaps: int = 0
+    wake_at: datetime | None = None
+    more: bool = False  # catch-up left for the next round
+
+    @property
+    def slices(self) -> int:
+        return sum(len(u.slice_keys) for u in self.units) + len(self.lost)
+
+    def wake(self, at: datetime) -> None:
+        self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
+
+
+def series_of(t: Target, api: MetricApi) -> Series:
+    return Series(t.instance_id, api.profile, api.calendar.seconds, api.calendar.lengths)
+
+
+def oldest_start(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime:
+    """The earliest slice the lookback still serves, ``lookback_margin`` inside it."""
+    return ceil(api.calendar, now - timedelta(seconds=api.lookback - opts.lookback_margin))
+
+
+def newest_end(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime:
+    """The end of the newest slice that has settled."""
+    return api.calendar.floor(now - timedelta(seconds=opts.settle))
+
+
+def _span_words(seconds: int) -> str:
+    return f"{seconds // 86400}-day" if seconds > 86400 else f"{seconds // 3600}-hour"
+
+
+def _collected(state: SeriesState, s: datetime, e: datetime) -> bool:
+    c = state.collected.get(s)
+    return c is not None and c[0] == int((e - s).total_seconds())
+
+
+# -- one round -----------------------------------------------------------------------------
 
 
 @dataclass
-class RoundPlan:
-    works: list[SliceWork] = field(default_factory=list)
-    gaps: int = 0
-    wake_at: datetime | None = None
-    lost: list[tuple[SliceKey, str]] = field(default_factory=list)  # due, but cannot be collected: why
+class _Round:
+    """The plan of one round, series by series."""
 
-    def add(self, t: Target, prof: ProfileSpec, starts: list[int], now: datetime) -> None:
-        """Plan the slices ``starts`` of ``t``; those of an instance that cannot be resolved
-        fail with its reason (they stay due, are reported every round and age out as gaps)."""
-        g = prof.collection.granularity_seconds
-        for s in sorted(starts):
-            if t.unresolved is not None:
-                self.lost.append((SliceKey(prof.name, t.instance_id, _ts(s), _ts(s + g)), t.unresolved))
-            else:
-                self.works.extend(plan([t], prof.collection, _ts(s), _ts(s + g), now, prof.name))
+    store: SchedulerStore
+    opts: ScheduleOptions
+    now: datetime
+    out: RoundPlan
+    frontiers: list[tuple[Series, datetime]] = field(default_factory=list)
+
+    async def series(self, t: Target, api: MetricApi, ser: Series, state: SeriesState) -> None:
+        cal = api.calendar
+        newest = newest_end(api, self.now, self.opts)
+        oldest = oldest_start(api, self.now, self.opts)
+        self.out.wake(cal.next(newest) + timedelta(seconds=self.opts.settle))
+        f = await self.frontier(api, ser, state, newest, oldest)
+        pending = [(s, e) for s, e in tile(cal, f, newest) if not _collected(state, s, e)]
+        revisits = self.revisits(cal, state, oldest)
+        if t.unresolved is not None:
+            self.lose(api, t, self.batch(pending) + revisits, t.unresolved)
+            return
+        try:
+            units = self.plan(api, t, pending)
+            again = self.plan(api, t, revisits)
+        except errors.PlanError as e:
+            self.lose(api, t, self.batch(pending) + revisits, str(e))
+            return
+        self.out.units += self.batch(units) + again
+
+    def batch(self, due: list[X]) -> list[X]:
+        """Catch-up oldest first, ``catchup_batch`` at a time; the newest never starves."""
+        chosen = due[: self.opts.catchup_batch]
+        if due and due[-1] is not chosen[-1]:
+            chosen.append(due[-1])
+        if len(due) > len(chosen):
+            self.out.more = True
+        return chosen
+
+    def plan(self, api: MetricApi, t: Target, spans: list[Span]) -> list[FetchUnit]:
+        margin = self.opts.lookback_margin
+        return [u for s, e in runs_of(spans) for u in api.plan(t, s, e, self.now, margin)]
+
+    def lose(self, api: MetricApi, t: Target, spans: list[Span], reason: str) -> None:
+        self.out.lost += [(SliceKey(api.profile, t.instance_id, s, e), reason) for s, e in sorted(set(spans))]
+
+    async def frontier(
+        self, api: MetricApi, ser: Series, state: SeriesState, newest: datetime, oldest: datetime
+    ) -> datetime:
+        """Set on first sight, moved past what aged out (gaps) and over what is collected."""
+        cal = api.calendar
+        if state.frontier is None:
+            back = min(api.initial_backfill or self.opts.initial_backfill, api.lookback)
+            f = max(ceil(cal, newest - timedelta(seconds=back)), oldest)
+        else:
+            f = ceil(cal, state.frontier)
+            if f < oldest:
+                await self.gaps(api, ser, state, tile(cal, f, min(oldest, max(newest, f))))
+                f = oldest
+        while f < newest and _collected(state, f, cal.next(f)):
+            f = cal.next(f)
+        if state.frontier is None or f > state.frontier:
+            self.frontiers.append((ser, f))
+        return f
+
+    async def gaps(self, api: MetricApi, ser: Series, state: SeriesState, spans: list[Span]) -> None:
+        lost = [s for s, e in spans if not _collected(state, s, e)]
+        if not lost:
+            return
+        reason = f"aged out of the {_span_words(api.lookback)} lookback before collection"
+        await self.store.record_gaps(ser, lost, reason, self.now)
+        GAPS.labels(ser.instance_id, ser.profile).inc(len(lost))
+        self.out.gaps += len(lost)
+        log.warning("slices_aged_out", instance=ser.instance_id, profile=ser.profile, slices=len(lost),
+                    first=lost[0].isoformat(), last=lost[-1].isoformat())
+
+    def revisits(self, cal: Calendar, state: SeriesState, oldest: datetime) -> list[Span]:
+        """Collected slices whose revisit point has passed since they were last collected;
+        the next point still ahead wakes the scheduler."""
+        due: list[Span] = []
+        for s, (secs, last) in state.collected.items():
+            e = s + timedelta(seconds=secs)
+            if s < oldest or cal.floor(s) != s or cal.next(s) != e:
+                continue  # out of the lookback, or a slice of another calendar
+            points = [e + timedelta(seconds=d) for d in self.opts.revisits]
+            if any(last < p <= self.now for p in points):
+                due.append((s, e))
+            ahead = [p for p in points if p > self.now and last < p]
+            if ahead:
+                self.out.wake(min(ahead))
+        return due
 
 
-def _ts(e: int) -> datetime:
-    return datetime.fromtimestamp(e, UTC)
-
-
-def _floor(e: int, g: int) -> int:
-    return e - e % g
-
-
-def _ceil(e: int, g: int) -> int:
-    return -(-e // g) * g
+async def read_state(
+    store: SchedulerStore, targets: Sequence[Target], apis: Sequence[MetricApi], opts: ScheduleOptions,
+    now: datetime,
+) -> list[tuple[Target, MetricApi, Series, SeriesState]]:
+    """Every (instance, profile) of the round and what the store knows of it: one call."""
+    pairs = [(t, api) for api in apis for t in targets]
+    series = [series_of(t, api) for t, api in pairs]
+    since = [oldest_start(api, now, opts) for _t, api in pairs]
+    states = await store.series_state(series, since, max(opts.revisits, default=0))
+    return [(t, api, ser, st) for (t, api), ser, st in zip(pairs, series, states, strict=True)]
 
 
 async def plan_round(
     store: SchedulerStore,
     targets: Sequence[Target],
-    profiles: Sequence[ProfileSpec],
+    apis: Sequence[MetricApi],
     opts: ScheduleOptions,
     now: datetime,
 ) -> RoundPlan:
     """What is due now: settled slices from the frontier (oldest first, the newest
     always included), revisits, and gaps for what aged out."""
-    out = RoundPlan()
-    n = int(now.timestamp())
-    wake = n + opts.max_sleep
-    delays = list(opts.revisits)
-    for prof in profiles:
-        g = prof.collection.granularity_seconds
-        newest_end = _floor(n - opts.settle, g)
-        oldest_ok = _ceil(n - catalog.LOOKBACK_SECONDS + opts.lookback_margin, g)
-        wake = min(wake, newest_end + g + opts.settle)
-        for t in targets:
-            iid = t.instance_id
-            frontier_dt = await store.frontier(iid, prof.name, g)
-            if frontier_dt is None:
-                f = max(_ceil(newest_end - opts.initial_backfill, g), oldest_ok)
-                await store.set_frontier(iid, prof.name, g, _ts(f))
-            else:
-                f = _ceil(int(frontier_dt.timestamp()), g)
-            if f < oldest_ok:
-                upto = min(oldest_ok, max(newest_end, f))
-                done = await store.collected_starts(iid, prof.name, g, _ts(f), _ts(upto))
-                lost = [_ts(s) for s in range(f, upto, g) if _ts(s) not in done]
-                if lost:
-                    await store.record_gaps(
-                        iid, prof.name, g, lost, "aged out of the 24-hour lookback before collection", now
-                    )
-                    GAPS.labels(iid, prof.name).inc(len(lost))
-                    out.gaps += len(lost)
-                    log.warning("slices_aged_out", instance=iid, profile=prof.name, slices=len(lost),
-                                first=lost[0].isoformat(), last=lost[-1].isoformat())
-                f = oldest_ok
-                await store.set_frontier(iid, prof.name, g, _ts(f))
-            starts: list[int] = []
-            if f < newest_end:
-                done = await store.collected_starts(iid, prof.name, g, _ts(f), _ts(newest_end))
-                pending = [s for s in range(f, newest_end, g) if _ts(s) not in done]
-                starts = pending[: opts.catchup_batch]
-                if pending and pending[-1] not in starts:
-                    starts.append(pending[-1])  # the current slice never starves behind catch-up
-                if len(pending) > len(starts):
-                    wake = n  # more catch-up: go again at once
-            if delays:
-                for r in await store.revisits_due(iid, prof.name, g, delays, now, _ts(oldest_ok)):
-                    e = int(r.timestamp())
-                    if e not in starts:
-                        starts.append(e)
-                nxt = await store.next_revisit(iid, prof.name, g, delays, now, _ts(oldest_ok))
-                if nxt is not None:
-                    wake = min(wake, int(nxt.timestamp()))
-            out.add(t, prof, starts, now)
-    out.wake_at = _ts(max(wake, n))
-    return out
+    rnd = _Round(store, opts, now, RoundPlan())
+    rnd.out.wake(now + timedelta(seconds=opts.max_sleep))
+    for t, api, ser, state in await read_state(store, targets, apis, opts, now):
+        await rnd.series(t, api, ser, state)
+    if rnd.frontiers:
+        await store.set_frontiers(rnd.frontiers)
+    if rnd.out.more:
+        rnd.out.wake_at = now  # more catch-up: go again at once
+    return rnd.out
 
 
 async def advance_frontiers(
-    store: SchedulerStore, targets: Sequence[Target], profiles: Sequence[ProfileSpec], now: datetime,
+    store: SchedulerStore, targets: Sequence[Target], apis: Sequence[MetricApi], now: datetime,
     opts: ScheduleOptions,
 ) -> None:
     """Move each frontier over the contiguous run of collected slices; update lag."""
-    n = int(now.timestamp())
-    for prof in profiles:
-        g = prof.collection.granularity_seconds
-        newest_end = _floor(n - opts.settle, g)
-        for t in targets:
-            fd = await store.frontier(t.instance_id, prof.name, g)
-            if fd is None:
-                continue
-            f = int(fd.timestamp())
-            done = await store.collected_starts(t.instance_id, prof.name, g, fd, _ts(max(newest_end, f)))
-            while f < newest_end and _ts(f) in done:
-                f += g
-            if f != int(fd.timestamp()):
-                await store.set_frontier(t.instance_id, prof.name, g, _ts(f))
-            # Nothing collected yet (e.g. an instance that cannot be resolved): it lags since
-            # its frontier, the first slice it should have.
-            newest = await store.newest_collected(t.instance_id, prof.name, g) or fd
-            LAG.labels(t.instance_id, prof.name).set(max(0.0, (now - newest).total_seconds()))
+    moved: list[tuple[Series, datetime]] = []
+    for _t, api, ser, state in await read_state(store, targets, apis, opts, now):
+        if state.frontier is None:
+            continue
+        cal, newest = api.calendar, newest_end(api, now, opts)
+        f = ceil(cal, state.frontier)
+        while f < newest and _collected(state, f, cal.next(f)):
+            f = cal.next(f)
+        if f > state.frontier:
+            moved.append((ser, f))
+        # Nothing collected yet (e.g. an instance that cannot be resolved): it lags since
+        # its frontier, the first slice it should have.
+        newest_seen = state.newest or state.frontier
+        LAG.labels(ser.instance_id, ser.profile).set(max(0.0, (now - newest_seen).total_seconds()))
+    if moved:
+        await store.set_frontiers(moved)
 
 
-RunRound = Callable[[list[SliceWork], list[tuple[SliceKey, str]]], Awaitable[RunSummary]]
+RunRound = Callable[[list[FetchUnit], list[tuple[SliceKey, str]]], Awaitable[RunSummary]]
 
 
-def forget(dropped: set[str], profiles: Sequence[ProfileSpec]) -> None:
+def forget(dropped: set[str], apis: Sequence[MetricApi]) -> None:
     """Instances no longer in the fleet (removed, or no longer discovered) lose their lag
     series, so no alert fires for an instance that is gone."""
     for iid in sorted(dropped):
         log.info("instance_dropped", instance=iid)
-        for prof in profiles:
+        for api in apis:
             with contextlib.suppress(KeyError):
-                LAG.remove(iid, prof.name)
+                LAG.remove(iid, api.profile)
 
 
 async def run_scheduler(
     *,
     store: SchedulerStore,
     targets: Callable[[], Awaitable[Sequence[Target]]],
-    profiles: Sequence[ProfileSpec],
+    apis: Sequence[MetricApi],
     opts: ScheduleOptions,
     clock: Clock,
     run_round: RunRound,
@@ -194,25 +267,26 @@ async def run_scheduler(
     async def one_round() -> tuple[RoundPlan, bool, datetime]:
         ts = await targets()
         now_ids = {t.instance_id for t in ts}
-        forget(seen - now_ids, profiles)
+        forget(seen - now_ids, apis)
         seen.clear()
         seen.update(now_ids)
         now = clock.now()
-        rp = await plan_round(store, ts, profiles, opts, now)
+        rp = await plan_round(store, ts, apis, opts, now)
         failed = False
-        if rp.works or rp.lost:
-            log.info("round_started", slices=len(rp.works) + len(rp.lost))
-            summary = await run_round(rp.works, rp.lost)
+        if rp.units or rp.lost:
+            log.info("round_started", slices=rp.slices, units=len(rp.units))
+            summary = await run_round(rp.units, rp.lost)
             failed = summary.slices_failed > 0
-            await advance_frontiers(store, ts, profiles, clock.now(), opts)
+            await advance_frontiers(store, ts, apis, clock.now(), opts)
         else:
-            await advance_frontiers(store, ts, profiles, now, opts)
+            await advance_frontiers(store, ts, apis, now, opts)
         return rp, failed, now
 
     while not stop.is_set() and (until is None or clock.now() < until):
         rp, failed, now = await retry(one_round, operation="scheduler_round", policy=OUTLAST, clock=clock,
                                       rng=rng, meter=DB_METER)
-        if (rp.works or rp.lost) and stop.is_set():
+        busy = bool(rp.units or rp.lost)
+        if busy and stop.is_set():
             break
         wake = rp.wake_at or now
         if failed:
@@ -220,17 +294,5 @@ async def run_scheduler(
         if until is not None:
             wake = min(wake, until)
         delay = (wake - clock.now()).total_seconds()
-        if delay > 0 and not ((rp.works or rp.lost) and wake <= now):
+        if delay > 0 and not (busy and wake <= now):
             await sleep_or_stop(clock, delay, stop)
-
-
-async def sleep_or_stop(clock: Clock, seconds: float, stop: anyio.Event) -> None:
-    async with anyio.create_task_group() as tg:
-
-        async def wait_stop() -> None:
-            await stop.wait()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(wait_stop)
-        await clock.sleep(seconds)
-        tg.cancel_scope.cancel()

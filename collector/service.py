@@ -37,21 +37,19 @@ import uvicorn
 from anyio.abc import TaskGroup
 
 from collector import errors
-from collector.api import CollectionRequest, create_app
-from collector.config import Settings, parse_duration
-from collector.fleet import Shard, Targets, discovering, shards
+from collector.clock import sleep_or_stop
+from collector.config import Settings
+from collector.durations import parse_duration
+from collector.fleet import Targets, discovering, shards
+from collector.http_api import CollectionRequest, create_app
 from collector.leases import LeaseManager
-from collector.model import RunSummary, SliceKey, SliceWork
+from collector.model import PartRecord, RunRecord, RunSummary, Shard, SliceKey
 from collector.observability import DB_METER
-from collector.ports import Clock, ConnectSource, PartRecord, RunRecord, Runtime
-from collector.ratelimit import Limiters
+from collector.ports import FetchUnit
 from collector.retry import OUTLAST, retry
 from collector.runs import check_collection, collect, collect_part, execute, failed_summary
-from collector.scheduler import ProfileSpec, run_scheduler, sleep_or_stop
-from collector.v2 import schedule as v2_schedule
-from collector.wiring import runtime, schedule_options
-
-__all__ = ["Service", "schedule_options", "serve"]
+from collector.runtime import Runtime
+from collector.scheduler import ScheduleOptions, run_scheduler
 
 log = structlog.get_logger("collector.service")
 
@@ -93,12 +91,14 @@ class Service:
     def __init__(
         self,
         rt: Runtime,
+        schedule: ScheduleOptions,
         *,
         stop: anyio.Event | None = None,
         until: datetime | None = None,
         on_run_finished: Callable[[int], None] | None = None,
     ) -> None:
         self.rt = rt
+        self.schedule = schedule
         self.settings: Settings = rt.settings
         self.stop = stop or anyio.Event()
         self.until = until
@@ -147,7 +147,6 @@ class Service:
                 tg.start_soon(self.lease_loop)
                 tg.start_soon(self.parts_loop)
                 tg.start_soon(self.scheduler_loop)
-                tg.start_soon(v2_schedule.scheduler_loop, self, schedule_options(self.settings))  # V2 profiles
                 tg.start_soon(self.oneoff_loop)
                 tg.start_soon(self.retention_loop)
                 tg.start_soon(self.adopt_loop)
@@ -157,7 +156,8 @@ class Service:
 
     # -- runs in --------------------------------------------------------------------------
     def validate(self, body: CollectionRequest) -> None:
-        check_collection(self.settings, body.start, body.end, body.instances or (), self.rt.clock.now(), body.profile)
+        check_collection(self.settings, self.rt.apis, body.start, body.end, body.instances or (), self.rt.clock.now(),
+                         body.profile)
 
     async def submit(self, body: CollectionRequest, resumed_from: int | None = None) -> int:
         """The one way a one-off run starts: queued, then split into parts (cluster) or
@@ -242,7 +242,7 @@ class Service:
             log.warning("no_instances_configured")
             self._nothing_configured = True
             return
-        opts = schedule_options(self.settings)
+        opts = self.schedule
         ttl = self.settings.scheduler.seconds("discovery_ttl")
         # wake at least every discovery_ttl, so new instances are found and removed ones dropped
         opts = dataclasses.replace(opts, max_sleep=max(1, min(opts.max_sleep, ttl)))
@@ -255,17 +255,17 @@ class Service:
         try:
             await run_scheduler(
                 store=self.rt.store, targets=targets,
-                profiles=[ProfileSpec(name, coll) for name, coll in self.settings.all_profiles()],
+                apis=list(self.rt.apis.values()),
                 opts=opts, clock=self.rt.clock, run_round=self.run_round, stop=self.stop, until=self.until,
             )
         finally:
             if self.until is not None:  # a bounded run (tests, one-shot catch-up) ends the service
                 self.stop.set()
 
-    async def run_round(self, works: list[SliceWork], lost: list[tuple[SliceKey, str]]) -> RunSummary:
-        """One scheduled run: ``works`` are collected, ``lost`` (slices of instances that cannot
-        be resolved) count as failed with their reasons."""
-        keys = [w.key for w in works] + [k for k, _r in lost]
+    async def run_round(self, units: list[FetchUnit], lost: list[tuple[SliceKey, str]]) -> RunSummary:
+        """One scheduled run: ``units`` are collected, ``lost`` (slices of instances that cannot
+        be resolved or planned) count as failed with their reasons."""
+        keys = [k for u in units for k in u.slice_keys] + [k for k, _r in lost]
         names = sorted({k.profile for k in keys})
         run_id = await self.rt.store.create_run(
             "scheduler", names[0] if len(names) == 1 else ",".join(names),
@@ -273,7 +273,7 @@ class Service:
             sorted({k.instance_id for k in keys}), len(keys),
         )
         guard = self.leases.guard if self.leases is not None else None
-        return await execute(self.rt, works, run_id=run_id, lost=[(str(k), r) for k, r in lost], stop=self.stop,
+        return await execute(self.rt, units, run_id=run_id, lost=[(str(k), r) for k, r in lost], stop=self.stop,
                              kind="scheduled", guard=guard)
 
     async def ready(self) -> None:
@@ -468,22 +468,3 @@ class Service:
         if server is not None:
             server.should_exit = True
         tg.cancel_scope.cancel()
-
-
-async def serve(
-    settings: Settings,
-    *,
-    clock: Clock | None = None,
-    source: ConnectSource | None = None,
-    limiters: Limiters | None = None,
-    stop: anyio.Event | None = None,
-    until: datetime | None = None,
-    with_api: bool = True,
-    handle_signals: bool = True,
-    on_ready: Callable[[str | None], None] | None = None,
-    on_run_finished: Callable[[int], None] | None = None,
-) -> None:
-    """Run the service until ``stop`` (or a signal, or ``until`` on the clock)."""
-    async with runtime(settings, source=source, clock=clock, limiters=limiters, outlast=True) as rt:
-        service = Service(rt, stop=stop, until=until, on_run_finished=on_run_finished)
-        await service.run(with_api=with_api, handle_signals=handle_signals, on_ready=on_ready)

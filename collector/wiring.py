@@ -1,14 +1,12 @@
 """The composition root: settings in, a :class:`Runtime` out (adapters plugged into
-ports, limiters, pipeline options). The only core module that imports adapters.
-
-``collect``, ``check_collection`` (:mod:`collector.runs`) and ``shards``
-(:mod:`collector.fleet`) are re-exported for the CLI."""
+ports, each profile on its metric API, limiters, the rooms' own options), and the
+service started on it. The only module besides the CLI that imports adapters."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import cast
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import anyio
 import structlog
@@ -16,22 +14,17 @@ import structlog
 from collector.adapters.connect import BotocoreConnect
 from collector.adapters.embedded import embedded_dsn
 from collector.adapters.postgres import PgStore, check_schema, connect_pool, migrate
-from collector.adapters.postgres_v2 import PgStoreV2
+from collector import apis
 from collector.clock import SystemClock
-from collector.config import Settings, parse_duration
-from collector.fleet import shards
+from collector.config import Settings
+from collector.durations import parse_duration
 from collector.pipeline import PipelineOptions
-from collector.ports import Clock, ConnectSource, Runtime
+from collector.ports import Clock, ConnectSource, MetricApi
 from collector.ratelimit import Limiters
 from collector.retry import RetryPolicy
-from collector.runs import check_collection, collect
+from collector.runtime import Runtime
 from collector.scheduler import ScheduleOptions
-from collector.v2.ports import V2Ports, V2Source
-
-__all__ = [
-    "Runtime", "check_collection", "collect", "database_dsn", "limiters_for", "pipeline_options",
-    "runtime", "schedule_options", "shards",
-]
+from collector.writer import WriterOptions
 
 log = structlog.get_logger("collector.wiring")
 
@@ -69,11 +62,9 @@ def limiters_for(settings: Settings, clock: Clock | None = None) -> Limiters:
     )
 
 
-def v2_ports(store: PgStore, source: object) -> V2Ports | None:
-    """GetMetricDataV2's store and source, when the source speaks V2 (``BotocoreConnect`` does)."""
-    if not hasattr(source, "get_metric_data_v2"):
-        return None
-    return V2Ports(PgStoreV2(store), cast("V2Source", source))
+def metric_apis(settings: Settings) -> dict[str, MetricApi]:
+    """Every profile by name, on its metric API."""
+    return apis.metric_apis(settings.collection, settings.profiles)
 
 
 def schedule_options(settings: Settings) -> ScheduleOptions:
@@ -88,14 +79,15 @@ def schedule_options(settings: Settings) -> ScheduleOptions:
     )
 
 
-def pipeline_options(settings: Settings) -> PipelineOptions:
+def pipeline_options(settings: Settings, outlast: bool = False) -> PipelineOptions:
+    """``outlast`` (the service): writes wait out any database outage."""
+    w = settings.writer
     return PipelineOptions(
         workers_per_key=settings.aws.workers_per_account,
         max_inflight=settings.aws.max_inflight_slices,
-        channel_size=settings.writer.channel_size,
-        batch_rows=settings.writer.batch_rows,
-        batch_seconds=settings.writer.batch_seconds,
-        write_attempts=settings.writer.max_attempts,
+        channel_size=w.channel_size,
+        writer=WriterOptions(batch_rows=w.batch_rows, batch_seconds=w.batch_seconds,
+                             write_attempts=None if outlast else w.max_attempts),
         retry=RetryPolicy(max_attempts=settings.aws.max_attempts),
     )
 
@@ -122,26 +114,40 @@ async def runtime(
                 await check_schema(conn)
         async with contextlib.AsyncExitStack() as stack:
             if source is None:
-                source = await stack.enter_async_context(
-                    BotocoreConnect(
-                        connect_timeout=settings.aws.connect_timeout,
-                        read_timeout=settings.aws.read_timeout,
-                        fast_path=settings.aws.fast_path,
-                    )
-                )
+                connect = BotocoreConnect(connect_timeout=settings.aws.connect_timeout,
+                                          read_timeout=settings.aws.read_timeout, fast_path=settings.aws.fast_path)
+                source = connect
+                await stack.enter_async_context(connect)
             clock = clock or SystemClock()
-            store = PgStore(pool, clock=clock)
-            pipeline = pipeline_options(settings)
-            if outlast:
-                pipeline.write_attempts = None
             yield Runtime(
                 settings=settings,
-                store=store,
+                store=PgStore(pool, clock=clock),
                 source=source,
                 limiters=limiters or limiters_for(settings, clock),
                 clock=clock,
-                pipeline=pipeline,
-                v2=v2_ports(store, source),
+                pipeline=pipeline_options(settings, outlast),
+                apis=metric_apis(settings),
             )
     finally:
         await pool.close()
+
+
+async def serve(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    source: ConnectSource | None = None,
+    limiters: Limiters | None = None,
+    stop: anyio.Event | None = None,
+    until: datetime | None = None,
+    with_api: bool = True,
+    handle_signals: bool = True,
+    on_ready: Callable[[str | None], None] | None = None,
+    on_run_finished: Callable[[int], None] | None = None,
+) -> None:
+    """Run the service until ``stop`` (or a signal, or ``until`` on the clock)."""
+    from collector.service import Service  # the HTTP stack: only for the service
+
+    async with runtime(settings, source=source, clock=clock, limiters=limiters, outlast=True) as rt:
+        service = Service(rt, schedule_options(settings), stop=stop, until=until, on_run_finished=on_run_finished)
+        await service.run(with_api=with_api, handle_signals=handle_signals, on_ready=on_ready)

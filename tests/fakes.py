@@ -5,23 +5,28 @@ so unit tests of a room run in milliseconds with no Postgres and no simulator.""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector.model import Dims, MetricDataRequest, RunSummary, Target
-from collector.ports import (
-    CompletedSlice,
-    ConnectSource,
+from collector.apis.v1.model import Dims, MetricDataRequest
+from collector.apis.v2.model import PageV2, V2Request
+from collector.model import (
+    AgentInfo,
     InstanceInfo,
     PartRecord,
     QueueInfo,
+    ResourceInfo,
     RunRecord,
+    RunSummary,
+    Series,
+    SeriesState,
     Shard,
-    Store,
+    Target,
     WriteResult,
 )
+from collector.ports import CompletedSlice, ConnectSource, Store
 
 SliceId = tuple[str, str, int, datetime]  # (instance, profile, seconds, start)
 
@@ -54,6 +59,8 @@ class InMemoryStore:
     queues: dict[str, list[QueueInfo]] = field(default_factory=dict)
     writes: list[list[CompletedSlice]] = field(default_factory=list)
     fail_writes: list[Exception] = field(default_factory=list)
+    resources: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (instance, kind) -> IDs
+    state_reads: int = 0  # series_state calls: one per planned round (and one after it)
 
     # -- MetricSink ---------------------------------------------------------------------------
     async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
@@ -108,55 +115,59 @@ class InMemoryStore:
     ) -> None:
         self.queues[instance_id] = list(queues)
 
-    # -- SchedulerStore ---------------------------------------------------------------------------
-    async def frontier(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
-        return self.frontiers.get((instance_id, profile, seconds))
+    async def save_agents(
+        self, instance_id: str, region: str, account: str | None, agents: Sequence[AgentInfo]
+    ) -> None:
+        self.resources[(instance_id, "agents")] = [a.id for a in agents]
 
-    async def set_frontier(self, instance_id: str, profile: str, seconds: int, frontier: datetime) -> None:
-        key = (instance_id, profile, seconds)
-        old = self.frontiers.get(key)
-        self.frontiers[key] = frontier if old is None else max(old, frontier)  # GREATEST, as in SQL
+    async def save_routing_profiles(
+        self, instance_id: str, region: str, account: str | None, items: Sequence[ResourceInfo]
+    ) -> None:
+        self.resources[(instance_id, "routing_profiles")] = [r.id for r in items]
 
-    def _mine(self, instance_id: str, profile: str, seconds: int) -> dict[datetime, Collected]:
-        return {s: c for (i, p, g, s), c in self.collected.items() if (i, p, g) == (instance_id, profile, seconds)}
+    async def save_hierarchy_groups(
+        self, instance_id: str, region: str, account: str | None, items: Sequence[ResourceInfo]
+    ) -> None:
+        self.resources[(instance_id, "hierarchy_groups")] = [g.id for g in items]
 
-    async def collected_starts(
-        self, instance_id: str, profile: str, seconds: int, start: datetime, end: datetime
-    ) -> set[datetime]:
-        return {s for s in self._mine(instance_id, profile, seconds) if start <= s < end}
+    # -- SchedulerStore (as the series_state query) -------------------------------------------------
+    def _series(self, ser: Series) -> dict[datetime, Collected]:
+        lo, hi = ser.lengths
+        return {s: c for (i, p, g, s), c in self.collected.items()
+                if (i, p) == (ser.instance_id, ser.profile) and lo <= g <= hi}
 
-    def _revisit_points(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], oldest: datetime
-    ) -> list[tuple[datetime, datetime]]:
+    def _seconds(self, ser: Series, start: datetime) -> int:
+        lo, hi = ser.lengths
+        return next(g for (i, p, g, s) in self.collected
+                    if (i, p, s) == (ser.instance_id, ser.profile, start) and lo <= g <= hi)
+
+    async def series_state(
+        self, series: Sequence[Series], since: Sequence[datetime], revisit_within: int
+    ) -> list[SeriesState]:
+        self.state_reads += 1
         out = []
-        for s, c in self._mine(instance_id, profile, seconds).items():
-            for d in delays:
-                point = s + timedelta(seconds=seconds + d)
-                if s >= oldest and c.last_at < point:
-                    out.append((s, point))
+        for ser, edge in zip(series, since, strict=True):
+            frontier = self.frontiers.get((ser.instance_id, ser.profile, ser.seconds))
+            mine = {s: (self._seconds(ser, s), c) for s, c in self._series(ser).items()}
+            newest = max((s + timedelta(seconds=g) for s, (g, _c) in mine.items()), default=None)
+            lower = frontier if frontier is not None else edge
+            collected = {
+                s: (g, c.last_at) for s, (g, c) in mine.items()
+                if s >= min(lower, edge)
+                and (s >= lower or c.last_at < s + timedelta(seconds=g + revisit_within))
+            }
+            out.append(SeriesState(frontier, newest, collected))
         return out
 
-    async def revisits_due(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime, oldest: datetime
-    ) -> list[datetime]:
-        pts = self._revisit_points(instance_id, profile, seconds, delays, oldest)
-        return sorted({s for s, p in pts if p <= now})
+    async def set_frontiers(self, frontiers: Sequence[tuple[Series, datetime]]) -> None:
+        for ser, f in frontiers:
+            key = (ser.instance_id, ser.profile, ser.seconds)
+            old = self.frontiers.get(key)
+            self.frontiers[key] = f if old is None else max(old, f)  # GREATEST, as in SQL
 
-    async def next_revisit(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime, oldest: datetime
-    ) -> datetime | None:
-        pts = [p for _s, p in self._revisit_points(instance_id, profile, seconds, delays, oldest) if p > now]
-        return min(pts, default=None)
-
-    async def record_gaps(
-        self, instance_id: str, profile: str, seconds: int, starts: list[datetime], reason: str, now: datetime
-    ) -> None:
+    async def record_gaps(self, series: Series, starts: Sequence[datetime], reason: str, now: datetime) -> None:
         for s in starts:
-            self.gaps.setdefault((instance_id, profile, seconds, s), reason)
-
-    async def newest_collected(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
-        mine = self._mine(instance_id, profile, seconds)
-        return max(mine) + timedelta(seconds=seconds) if mine else None
+            self.gaps.setdefault((series.instance_id, series.profile, series.seconds, s), reason)
 
     # -- LeaseStore (no expiry: leases move only when released or claimed from nobody) -------------
     async def heartbeat(self, replica: str, api_url: str | None) -> None:
@@ -313,13 +324,19 @@ class ScriptedSource:
     """A :class:`collector.ports.ConnectSource` that answers from a script.
 
     ``pages`` maps an instance id to the pages GetMetricData returns in turn (each a list
-    of (dims, values) rows); ``failures`` are raised, one per call, before any page."""
+    of (dims, values) rows), ``pages_v2`` to GetMetricDataV2's (a function of the request:
+    the rows of each slice); ``failures`` are raised, one per call, before any page."""
 
     pages: dict[str, list[Rows]] = field(default_factory=dict)
     failures: list[Exception] = field(default_factory=list)
     queues: dict[str, list[QueueInfo]] = field(default_factory=dict)
     instances: list[InstanceInfo] = field(default_factory=list)
     calls: list[tuple[str, str, str | None]] = field(default_factory=list)  # (operation, instance, token)
+    pages_v2: Callable[[V2Request], PageV2] | None = None
+    agents: dict[str, list[AgentInfo]] = field(default_factory=dict)
+    routing_profiles: dict[str, list[ResourceInfo]] = field(default_factory=dict)
+    hierarchy_groups: dict[str, list[ResourceInfo]] = field(default_factory=dict)
+    requests_v2: list[V2Request] = field(default_factory=list)
 
     async def get_metric_data(
         self, target: Target, request: MetricDataRequest, next_token: str | None
@@ -343,6 +360,32 @@ class ScriptedSource:
         if self.failures:
             raise self.failures.pop(0)
         return self.instances, None
+
+
+    async def get_metric_data_v2(self, target: Target, request: V2Request, next_token: str | None) -> PageV2:
+        self.calls.append(("GetMetricDataV2", target.instance_id, next_token))
+        self.requests_v2.append(request)
+        if self.failures:
+            raise self.failures.pop(0)
+        if self.pages_v2 is None:
+            return PageV2(request.metrics, [])
+        return self.pages_v2(request)
+
+    async def search_users(self, target: Target, next_token: str | None) -> tuple[list[AgentInfo], str | None]:
+        self.calls.append(("SearchUsers", target.instance_id, next_token))
+        return self.agents.get(target.instance_id, []), None
+
+    async def list_routing_profiles(
+        self, target: Target, next_token: str | None
+    ) -> tuple[list[ResourceInfo], str | None]:
+        self.calls.append(("ListRoutingProfiles", target.instance_id, next_token))
+        return self.routing_profiles.get(target.instance_id, []), None
+
+    async def list_user_hierarchy_groups(
+        self, target: Target, next_token: str | None
+    ) -> tuple[list[ResourceInfo], str | None]:
+        self.calls.append(("ListUserHierarchyGroups", target.instance_id, next_token))
+        return self.hierarchy_groups.get(target.instance_id, []), None
 
 
 def _conforms(store: InMemoryStore, source: ScriptedSource) -> tuple[Store, ConnectSource]:

@@ -32,12 +32,12 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from collector import catalog, errors
-from collector.decode import decode_page, metric_index, rows_of
-from collector.model import Dims, MetricDataRequest, MetricSet, Target
-from collector.ports import InstanceInfo, QueueInfo
-from collector.v2 import decode as decode_v2
-from collector.v2.model import AgentInfo, MetricSetV2, PageV2, ResourceInfo, V2Request
+from collector import errors, quotas
+from collector.apis.v1.decode import decode_page, metric_index, rows_of
+from collector.apis.v1.model import Dims, MetricDataRequest, MetricSet
+from collector.apis.v2 import decode as decode_v2
+from collector.apis.v2.model import MetricSetV2, PageV2, V2Request
+from collector.model import AgentInfo, InstanceInfo, QueueInfo, ResourceInfo, Target
 
 
 def map_client_error(e: ClientError) -> errors.ApiError:
@@ -51,7 +51,7 @@ def map_client_error(e: ClientError) -> errors.ApiError:
 
 def classify(code: str, message: str, status: int) -> errors.ApiError:
     detail = f"{code} ({status}): {message}" if message else f"{code} ({status})"
-    if code in catalog.THROTTLING_CODES or status == 429:
+    if code in quotas.THROTTLING_CODES or status == 429:
         return errors.Throttled(detail, code=code, status=status)
     if status >= 500 or code in ("InternalServiceException", "ServiceUnavailableException"):
         return errors.TransientApiError(detail, code=code, status=status)
@@ -102,7 +102,7 @@ _FAST_PAGE_V2: ContextVar[_FastPageV2 | None] = ContextVar("collector_fast_page_
 
 async def _fast_send_v2(client: Any, request: Any, **_kwargs: Any) -> Any:
     """``before-send`` hook for GetMetricDataV2, as :func:`_fast_send` for v1: the body is
-    decoded by :func:`collector.v2.decode.decode_page`; botocore parses ``{}`` or the error."""
+    decoded by :func:`collector.apis.v2.decode.decode_page`; botocore parses ``{}`` or the error."""
     page = _FAST_PAGE_V2.get()
     if page is None:
         return None
@@ -117,7 +117,7 @@ async def _fast_send_v2(client: Any, request: Any, **_kwargs: Any) -> Any:
 async def _fast_send(client: Any, request: Any, **_kwargs: Any) -> Any:
     """``before-send`` hook for GetMetricData: send the request aiobotocore built and
     signed, over its own HTTP session, and decode a 200 body straight into rows
-    (:func:`collector.decode.decode_page`). botocore then parses only ``{}`` (or, for
+    (:func:`collector.apis.v1.decode.decode_page`). botocore then parses only ``{}`` (or, for
     errors, the small error body, so errors map exactly as on the plain path)."""
     page = _FAST_PAGE.get()
     if page is None:
@@ -191,7 +191,7 @@ class BotocoreConnect:
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
             # every request is checked against the API's limits before it is built
-            # (collector.planner.check_request), more strictly than botocore's minimums
+            # (collector.apis.v1.planner.check_request), more strictly than botocore's minimums
             parameter_validation=False,
         )
         self._stack = contextlib.AsyncExitStack()

@@ -12,55 +12,56 @@ import hashlib
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
 import structlog
 
 from collector.errors import MigrationError, StorageError
-from collector.model import Dims, MetricSet, RunSummary, SliceKey
-from collector.observability import DB_METER, TAKEOVERS
-from collector.ports import (
-    Clock,
-    CompletedSlice,
+from collector.model import (
+    AgentInfo,
     PartRecord,
     QueueInfo,
+    ResourceInfo,
     RunRecord,
+    RunSummary,
+    Series,
+    SeriesState,
     Shard,
+    SliceKey,
     WriteResult,
 )
+from collector.observability import DB_METER, TAKEOVERS
+from collector.ports import Clock, CompletedSlice, StorageCodec
 from collector.retry import RetryPolicy, retry
 from collector.sqlfiles import check_versions, migrations, q
 
 log = structlog.get_logger("collector.postgres")
 
-
-class StoredSlice(Protocol):
-    """What the writer needs of a completed slice, v1 or V2."""
-
-    @property
-    def key(self) -> SliceKey: ...
-
-    @property
-    def collected_at(self) -> datetime: ...
-
-    @property
-    def fence(self) -> tuple[str, str, int] | None: ...
-
-    @property
-    def rows(self) -> int: ...
+SliceRef = tuple[int, datetime, int, int]  # (instance_ref, slice_start, slice_seconds, profile_id)
 
 
-# (slice, (instance_ref, slice_start, slice_seconds, profile_id), metric_values records, values)
-Prepared = tuple[StoredSlice, tuple[int, datetime, int, int], list[tuple[Any, ...]], int]
+@dataclass(slots=True)
+class Prepared:
+    """A slice ready for the write transaction: its key columns and ``metric_values`` records."""
+
+    slice: CompletedSlice
+    ref: SliceRef
+    records: list[tuple[Any, ...]]
+    values: int
+
 
 MIGRATION_LOCK = 7_215_310_001  # pg_advisory_xact_lock key for migrations
 
+# Driver and OS errors, the client-side ones included (a connection reset on release
+# raises InternalClientError "cannot switch to state ..."): all mean "the database is away".
 _PG_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     OSError,
     ConnectionError,
     TimeoutError,
@@ -147,14 +148,6 @@ async def check_schema(conn: asyncpg.Connection) -> None:
         )
 
 
-def dims_key(d: Dims) -> str:
-    return orjson.dumps(d).decode()
-
-
-def metric_set_signature(ms: MetricSet) -> str:
-    return orjson.dumps([[m.name, m.unit, m.statistic, m.threshold] for m in ms]).decode()
-
-
 @_storage_errors
 class PgStore:
     """Writer and registry over one asyncpg pool. Ids are cached once committed."""
@@ -167,8 +160,9 @@ class PgStore:
         self.replica = replica  # set when leases fence this replica's writes
         self._instances: dict[str, int] = {}
         self._profiles: dict[str, int] = {}
-        self._metric_sets: dict[MetricSet, int] = {}
-        self._dims: dict[Dims, int] = {}
+        # per codec (one per metric API): metric set -> id, dimension group -> id
+        self._metric_sets: dict[StorageCodec, dict[Any, int]] = {}
+        self._dims: dict[StorageCodec, dict[Any, int]] = {}
         self._partitions: set[date] = set()
         # Test seam: awaited inside the write transaction at "slices_locked" (before the
         # leases are checked) and "fences_checked" (after): a writer stalled mid-write.
@@ -196,37 +190,33 @@ class PgStore:
             self._profiles[name] = pid
         return pid
 
-    async def metric_set_id(self, ms: MetricSet) -> int:
-        mid = self._metric_sets.get(ms)
+    async def metric_set_id(self, codec: StorageCodec, ms: Any) -> int:
+        cache = self._metric_sets.setdefault(codec, {})
+        mid = cache.get(ms)
         if mid is not None:
             return mid
-        sig = metric_set_signature(ms)
+        sig = codec.metric_set_signature(ms)
+        members = list(zip(*codec.metric_set_members(ms), strict=True))
         async with self.pool.acquire() as conn, conn.transaction():
             mid = await conn.fetchval(q("insert_metric_set"), sig)
             if mid is None:
                 mid = await conn.fetchval(q("find_metric_set"), sig)
-            await conn.execute(
-                q("insert_metric_set_members"),
-                mid,
-                [m.name for m in ms],
-                [m.statistic for m in ms],
-                [m.unit for m in ms],
-                [m.threshold for m in ms],
-            )
-        self._metric_sets[ms] = mid
+            await conn.execute(q("insert_metric_set_members"), mid, *[list(c) for c in members])
+        cache[ms] = int(mid)
         return int(mid)
 
-    async def dims_ids(self, dims: set[Dims]) -> None:
-        missing = [d for d in dims if d not in self._dims]
-        if not missing:
-            return
-        keys = [dims_key(d) for d in missing]
-        cols = list(zip(*missing, strict=True))
-        async with self.pool.acquire() as conn:
-            await conn.execute(q("upsert_dimension_sets"), keys, *[list(c) for c in cols])
-            found = {r["key"]: r["id"] for r in await conn.fetch(q("dimension_ids"), keys)}
-        for d, k in zip(missing, keys, strict=True):
-            self._dims[d] = found[k]
+    async def dims_ids(self, codec: StorageCodec, dims: set[Any]) -> dict[Any, int]:
+        cache = self._dims.setdefault(codec, {})
+        missing = [d for d in dims if d not in cache]
+        if missing:
+            keys = [codec.dims_key(d) for d in missing]
+            cols = list(zip(*[codec.dims_columns(d) for d in missing], strict=True))
+            async with self.pool.acquire() as conn:
+                await conn.execute(q("upsert_dimension_sets"), keys, *[list(c) for c in cols])
+                found = {r["key"]: r["id"] for r in await conn.fetch(q("dimension_ids"), keys)}
+            for d, k in zip(missing, keys, strict=True):
+                cache[d] = found[k]
+        return cache
 
     async def save_queues(self, instance_id: str, region: str, account: str | None, queues: Sequence[QueueInfo]) -> None:
         ref = await self.instance_ref(instance_id, region, account)
@@ -237,6 +227,30 @@ class PgStore:
             [x.arn for x in queues],
             [x.name for x in queues],
             [x.queue_type for x in queues],
+        )
+
+    async def save_agents(self, instance_id: str, region: str, account: str | None,
+                          agents: Sequence[AgentInfo]) -> None:
+        ref = await self.instance_ref(instance_id, region, account)
+        await self.pool.execute(
+            q("upsert_agents"), ref, [a.id for a in agents], [a.arn for a in agents],
+            [a.username for a in agents], [a.first_name for a in agents], [a.last_name for a in agents],
+        )
+
+    async def save_routing_profiles(self, instance_id: str, region: str, account: str | None,
+                                    items: Sequence[ResourceInfo]) -> None:
+        ref = await self.instance_ref(instance_id, region, account)
+        await self.pool.execute(
+            q("upsert_routing_profiles"), ref, [r.id for r in items], [r.arn for r in items],
+            [r.name for r in items],
+        )
+
+    async def save_hierarchy_groups(self, instance_id: str, region: str, account: str | None,
+                                    items: Sequence[ResourceInfo], levels: Sequence[int | None] | None = None) -> None:
+        ref = await self.instance_ref(instance_id, region, account)
+        await self.pool.execute(
+            q("upsert_hierarchy_groups"), ref, [g.id for g in items], [g.arn for g in items],
+            [g.name for g in items], list(levels) if levels is not None else [None] * len(items),
         )
 
     # -- runs ------------------------------------------------------------------------
@@ -268,7 +282,9 @@ class PgStore:
 
     # -- the writer ------------------------------------------------------------------
     async def write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
-        """COPY the batch into staging, then delete stale rows and upsert, in one transaction.
+        """Every slice of the batch in one transaction (whatever its metric API): slice
+        locks, fencing, newer-collection-wins, then COPY (new slices) or staging, delete
+        stale and upsert (re-collected ones).
 
         Writers of one slice are serialised (transaction-scoped advisory locks per instance,
         profile and day, taken in a fixed order), and a slice whose stored collection is newer than this
@@ -276,44 +292,42 @@ class PgStore:
         whose shard lease moved on are refused (``WriteResult.fenced``); the lease rows are
         locked until commit, so a takeover cannot slip in between the check and the write.
         """
-        try:
-            return await self._write(batch, run_id)
-        except _PG_ERRORS as e:
-            raise StorageError(f"{type(e).__name__}: {e}") from None
-
-    async def _write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
-        all_dims: set[Dims] = set()
-        for s in batch:
-            for _ms, rows in s.pages:
-                for d, _v in rows:
-                    all_dims.add(d)
-        await self.dims_ids(all_dims)
         await self.ensure_partitions(batch)
-        prepared = await self.prepare(batch, self.metric_set_id, self._dims)
-        return await self.write_prepared(batch, prepared, run_id)
+        prepared = await self.prepare(batch)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._lock(conn, prepared)
+            fenced = await self._fence(conn, prepared)
+            lost = {k for k, _r in fenced}
+            prepared = [p for p in prepared if p.slice.key not in lost]
+            if self.pause_in_write is not None:
+                await self.pause_in_write("fences_checked")
+            stored = await self._stored(conn, prepared)
+            prepared = _newest_wins(prepared, stored)
+            await self._store_values(conn, prepared, fresh=not any(p.ref in stored for p in prepared))
+            await self._record(conn, batch, prepared, fenced, run_id)
+        return WriteResult(sum(len(p.records) for p in prepared), sum(p.values for p in prepared), tuple(fenced))
 
-    async def prepare(
-        self, batch: Sequence[Any], metric_set_id: Callable[[Any], Awaitable[int]], dims_ids: Mapping[Any, int],
-    ) -> list[Prepared]:
-        """The ``metric_values`` records of each slice (v1 or V2: the caller's metric set
-        and dimension ids), with the slice's key columns and its count of values."""
+    async def prepare(self, batch: Sequence[CompletedSlice]) -> list[Prepared]:
+        """The ``metric_values`` records of each slice, with its key columns and count of values."""
         prepared: list[Prepared] = []
         for s in batch:
             k = s.key
-            iref = await self.instance_ref(k.instance_id)
-            pid = await self.profile_id(k.profile)
-            secs = int((k.end - k.start).total_seconds())
+            ref: SliceRef = (await self.instance_ref(k.instance_id), k.start, k.seconds,
+                             await self.profile_id(k.profile))
             records: list[tuple[Any, ...]] = []
             values = 0
-            for ms, rows in s.pages:
-                mid = await metric_set_id(ms)
-                for d, vals in rows:
-                    records.append((k.start, iref, dims_ids[d], mid, secs, pid, s.collected_at, vals))
-                    values += len(vals)
-            prepared.append((s, (iref, k.start, secs, pid), records, values))
+            if s.pages:
+                assert s.codec is not None, "a slice with pages names its codec"
+                ids = await self.dims_ids(s.codec, {d for _ms, rows in s.pages for d, _v in rows})
+                for ms, rows in s.pages:
+                    mid = await self.metric_set_id(s.codec, ms)
+                    for d, vals in rows:
+                        records.append((k.start, ref[0], ids[d], mid, ref[2], ref[3], s.collected_at, vals))
+                        values += len(vals)
+            prepared.append(Prepared(s, ref, records, values))
         return prepared
 
-    async def ensure_partitions(self, batch: Sequence[StoredSlice]) -> None:
+    async def ensure_partitions(self, batch: Sequence[CompletedSlice]) -> None:
         """Create the day partitions the batch writes into (once per process and day)."""
         days = {s.key.start.astimezone(UTC).date() for s in batch} - self._partitions
         for day in sorted(days):
@@ -323,130 +337,108 @@ class PgStore:
                 pass  # another writer created it at the same moment
             self._partitions.add(day)
 
-    async def write_prepared(
-        self, batch: Sequence[StoredSlice], prepared: list[Prepared], run_id: int | None
-    ) -> WriteResult:
-        """The one transaction every writer (GetMetricData and GetMetricDataV2) goes
-        through: slice locks, fencing, newer-collection-wins, COPY or stage + upsert."""
-        columns = [
-            "slice_start", "instance_ref", "dims_id", "metric_set_id",
-            "slice_seconds", "profile_id", "collected_at", "vals",
+    async def _lock(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> None:
+        """One writer of a slice at a time (locks per instance/profile/day); a fixed lock
+        order avoids deadlocks."""
+        await conn.execute(q("lock_slices"), sorted({_slice_lock(*p.ref) for p in prepared}))
+        if self.pause_in_write is not None:
+            await self.pause_in_write("slices_locked")
+
+    async def _fence(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> list[tuple[SliceKey, str]]:
+        """The slices whose shard's lease moved on. The lease rows stay locked (FOR SHARE)
+        until commit, so no takeover can commit between this check and the write."""
+        fences = {p.slice.fence for p in prepared if p.slice.fence is not None}
+        if not fences:
+            return []
+        held = {
+            (r["account"], r["region"], r["generation"])
+            for r in await conn.fetch(q("lock_fences"), self.replica, [f[0] for f in fences],
+                                      [f[1] for f in fences], [f[2] for f in fences])
+        }
+        return [
+            (p.slice.key, f"the lease of {f[0]}/{f[1]} (generation {f[2]}) moved on to another replica")
+            for p in prepared if (f := p.slice.fence) is not None and f not in held
         ]
-        locks = sorted({_slice_lock(*p[1]) for p in prepared})
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                # One writer of a slice at a time (locks per instance/profile/day); a fixed
-                # lock order avoids deadlocks.
-                await conn.execute(q("lock_slices"), locks)
-                if self.pause_in_write is not None:
-                    await self.pause_in_write("slices_locked")
-                fenced: list[tuple[SliceKey, str]] = []
-                fences = {s.fence for s in batch if s.fence is not None}
-                if fences:
-                    # Fencing: the lease rows stay locked (FOR SHARE) until commit, so no
-                    # takeover can commit between this check and the write.
-                    held = {
-                        (r["account"], r["region"], r["generation"])
-                        for r in await conn.fetch(
-                            q("lock_fences"), self.replica, [f[0] for f in fences],
-                            [f[1] for f in fences], [f[2] for f in fences],
-                        )
-                    }
-                    for s, *_ in prepared:
-                        if s.fence is not None and s.fence not in held:
-                            account, region, gen = s.fence
-                            fenced.append((s.key, f"the lease of {account}/{region} (generation {gen})"
-                                                  " moved on to another replica"))
-                    if fenced:
-                        lost = {k for k, _r in fenced}
-                        prepared = [p for p in prepared if p[0].key not in lost]
-                if self.pause_in_write is not None:
-                    await self.pause_in_write("fences_checked")
-                # A slice already stored from a newer collection is left as it is.
-                stored = {
-                    (r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["last_collected_at"]
-                    for r in await conn.fetch(q("collected_at_of"), *_slice_columns(p[1] for p in prepared))
-                } if prepared else {}
-                newer = {p[1] for p in prepared if p[1] in stored and stored[p[1]] > p[0].collected_at}
-                if newer:
-                    log.info("slices_superseded", slices=len(newer))
-                    prepared = [p for p in prepared if p[1] not in newer]
-                records = [r for p in prepared for r in p[2]]
-                values = sum(p[3] for p in prepared)
-                keys = _slice_columns(p[1] for p in prepared)
-                # Slices never collected before (a backfill, the first collection of a
-                # new slice) have no rows to replace: COPY them straight into place.
-                fresh = bool(records) and not any(p[1] in stored for p in prepared)
-                if fresh:
-                    try:
-                        async with conn.transaction():  # a savepoint: fall back to the upsert
-                            await conn.copy_records_to_table("metric_values", records=records, columns=columns)
-                    except asyncpg.UniqueViolationError:
-                        fresh = False
-                if not fresh and prepared:
-                    await conn.execute(q("create_staging"))
-                    if records:
-                        await conn.copy_records_to_table("staging_values", records=records, columns=columns)
-                    await conn.execute(q("delete_stale"), *keys)
-                    await conn.execute(q("upsert_values"))
-                if prepared:
-                    await conn.execute(
-                        q("record_slices"), *keys, [p[0].rows for p in prepared], [run_id] * len(prepared),
-                        [p[0].collected_at for p in prepared],
-                    )
-                done = len(batch) - len(fenced)
-                if run_id is not None and done:
-                    await conn.execute(q("run_progress"), run_id, done, len(records), values)
-                    await _part_progress(conn, run_id, batch, fenced, prepared)
-        return WriteResult(len(records), values, tuple(fenced))
+
+    async def _stored(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> dict[SliceRef, datetime]:
+        """When each slice that is stored already was last collected."""
+        if not prepared:
+            return {}
+        rows = await conn.fetch(q("collected_at_of"), *_slice_columns(p.ref for p in prepared))
+        return {(r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["last_collected_at"]
+                for r in rows}
+
+    async def _store_values(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], fresh: bool) -> None:
+        """Slices never collected before (a backfill, the first collection of a new slice)
+        have no rows to replace: COPY them straight into place. Otherwise stage, delete
+        what the new collection no longer has, and upsert."""
+        records = [r for p in prepared for r in p.records]
+        if fresh and records:
+            try:
+                async with conn.transaction():  # a savepoint: fall back to the upsert
+                    await conn.copy_records_to_table("metric_values", records=records, columns=_COLUMNS)
+                return
+            except asyncpg.UniqueViolationError:
+                pass
+        if prepared:
+            await conn.execute(q("create_staging"))
+            if records:
+                await conn.copy_records_to_table("staging_values", records=records, columns=_COLUMNS)
+            await conn.execute(q("delete_stale"), *_slice_columns(p.ref for p in prepared))
+            await conn.execute(q("upsert_values"))
+
+    async def _record(
+        self, conn: asyncpg.Connection, batch: Sequence[CompletedSlice], prepared: Sequence[Prepared],
+        fenced: Sequence[tuple[SliceKey, str]], run_id: int | None,
+    ) -> None:
+        """The collected slices, and the run's (and its parts') progress."""
+        if prepared:
+            await conn.execute(
+                q("record_slices"), *_slice_columns(p.ref for p in prepared),
+                [p.slice.rows for p in prepared], [run_id] * len(prepared), [p.slice.collected_at for p in prepared],
+            )
+        done = len(batch) - len(fenced)
+        if run_id is not None and done:
+            await conn.execute(q("run_progress"), run_id, done, sum(len(p.records) for p in prepared),
+                               sum(p.values for p in prepared))
+            await _part_progress(conn, run_id, batch, fenced, prepared)
 
     # -- scheduler state ---------------------------------------------------------------
-    async def frontier(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
-        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
-        value: datetime | None = await self.pool.fetchval(q("get_frontier"), iref, pid, seconds)
-        return value
+    async def _series_refs(self, series: Sequence[Series]) -> tuple[list[int], list[int]]:
+        return ([await self.instance_ref(x.instance_id) for x in series],
+                [await self.profile_id(x.profile) for x in series])
 
-    async def set_frontier(self, instance_id: str, profile: str, seconds: int, frontier: datetime) -> None:
-        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
-        await self.pool.execute(q("set_frontier"), iref, pid, seconds, frontier)
+    async def series_state(
+        self, series: Sequence[Series], since: Sequence[datetime], revisit_within: int
+    ) -> list[SeriesState]:
+        if not series:
+            return []
+        irefs, pids = await self._series_refs(series)
+        rows = await self.pool.fetch(
+            q("series_state"), irefs, pids, [x.seconds for x in series], [x.lengths[0] for x in series],
+            [x.lengths[1] for x in series], list(since), revisit_within,
+        )
+        out = [SeriesState() for _ in series]
+        for r in rows:
+            st = out[r["ord"] - 1]
+            st.frontier, st.newest = r["frontier"], r["newest"]
+            st.collected = dict(zip(r["starts"] or (), zip(r["secs"] or (), r["lasts"] or (), strict=True),
+                                    strict=True))
+        return out
 
-    async def collected_starts(
-        self, instance_id: str, profile: str, seconds: int, start: datetime, end: datetime
-    ) -> set[datetime]:
-        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
-        rows = await self.pool.fetch(q("collected_starts"), iref, pid, seconds, start, end)
-        return {r["slice_start"] for r in rows}
+    async def set_frontiers(self, frontiers: Sequence[tuple[Series, datetime]]) -> None:
+        if not frontiers:
+            return
+        irefs, pids = await self._series_refs([x for x, _f in frontiers])
+        await self.pool.execute(q("set_frontiers"), irefs, pids, [x.seconds for x, _f in frontiers],
+                                [f for _x, f in frontiers])
 
-    async def revisits_due(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime,
-        oldest: datetime,
-    ) -> list[datetime]:
-        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
-        rows = await self.pool.fetch(q("revisits_due"), iref, pid, seconds, delays, now, oldest)
-        return [r["slice_start"] for r in rows]
-
-    async def record_gaps(
-        self, instance_id: str, profile: str, seconds: int, starts: list[datetime], reason: str,
-        now: datetime,
-    ) -> None:
-        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
-        await self.pool.execute(q("record_gaps"), iref, pid, seconds, reason, now, starts)
-
-    async def next_revisit(
-        self, instance_id: str, profile: str, seconds: int, delays: list[int], now: datetime,
-        oldest: datetime,
-    ) -> datetime | None:
-        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
-        value: datetime | None = await self.pool.fetchval(q("next_revisit"), iref, pid, seconds, delays, now, oldest)
-        return value
+    async def record_gaps(self, series: Series, starts: Sequence[datetime], reason: str, now: datetime) -> None:
+        iref, pid = await self.instance_ref(series.instance_id), await self.profile_id(series.profile)
+        await self.pool.execute(q("record_gaps"), iref, pid, series.seconds, reason, now, list(starts))
 
     async def set_resumed_from(self, run_id: int, old_run_id: int) -> None:
         await self.pool.execute(q("set_resumed_from"), run_id, old_run_id)
-
-    async def newest_collected(self, instance_id: str, profile: str, seconds: int) -> datetime | None:
-        iref, pid = await self.instance_ref(instance_id), await self.profile_id(profile)
-        value: datetime | None = await self.pool.fetchval(q("newest_collected"), iref, pid, seconds)
-        return value
 
     # -- runs for the HTTP API -----------------------------------------------------------
     async def queue_run(
@@ -566,7 +558,7 @@ class PgStore:
 
 
 async def _part_progress(
-    conn: asyncpg.Connection, run_id: int, batch: Sequence[StoredSlice], fenced: Sequence[tuple[SliceKey, str]],
+    conn: asyncpg.Connection, run_id: int, batch: Sequence[CompletedSlice], fenced: Sequence[tuple[SliceKey, str]],
     prepared: Sequence[Prepared],
 ) -> None:
     """Counts per shard for the run's parts (runs without parts match no row)."""
@@ -575,15 +567,27 @@ async def _part_progress(
     for s in batch:
         if s.fence is not None and s.key not in lost:
             per.setdefault((s.fence[0], s.fence[1]), [0, 0, 0])[0] += 1
-    for s, _k, records, values in prepared:
-        if s.fence is not None:
-            c = per.setdefault((s.fence[0], s.fence[1]), [0, 0, 0])
-            c[1] += len(records)
-            c[2] += values
+    for p in prepared:
+        if (f := p.slice.fence) is not None:
+            c = per.setdefault((f[0], f[1]), [0, 0, 0])
+            c[1] += len(p.records)
+            c[2] += p.values
     if per:
         shards = list(per)
         await conn.execute(q("part_progress"), run_id, [a for a, _r in shards], [r for _a, r in shards],
                            *[[per[k][i] for k in shards] for i in range(3)])
+
+
+_COLUMNS = ["slice_start", "instance_ref", "dims_id", "metric_set_id", "slice_seconds", "profile_id",
+            "collected_at", "vals"]
+
+
+def _newest_wins(prepared: list[Prepared], stored: Mapping[SliceRef, datetime]) -> list[Prepared]:
+    """A slice already stored from a newer collection is left as it is."""
+    newer = {p.ref for p in prepared if p.ref in stored and stored[p.ref] > p.slice.collected_at}
+    if newer:
+        log.info("slices_superseded", slices=len(newer))
+    return [p for p in prepared if p.ref not in newer]
 
 
 def _slice_lock(iref: int, start: datetime, secs: int, pid: int) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector import catalog
+from collector.apis.v1 import catalog
 
 SUBTYPES = ("connect:Chat", "connect:SMS", "connect:Telephony", "connect:WebRTC")
 VALIDATION_TEST_TYPES = ("TEST_CALL", "SIMULATION")

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from collector import catalog
+from collector.apis.v1 import catalog
 from collector.simulator import v2 as simv2
 from collector.simulator.fleet import Fleet, FleetSpec, Instance
 

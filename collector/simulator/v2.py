@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from collector.apis.v2 import catalog as v2cat
 from collector.simulator.fleet import Instance
-from collector.v2 import catalog as v2cat
 
 BUCKET = 900
 PERIOD_SECONDS = {"FIFTEEN_MIN": 900, "THIRTY_MIN": 1800, "HOUR": 3600}

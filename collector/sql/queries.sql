@@ -21,17 +21,20 @@ ON CONFLICT (signature) DO NOTHING
 RETURNING id;
 
 -- name: insert_metric_set_members
-INSERT INTO metric_set_members (metric_set_id, ord, metric_name, statistic, unit, threshold_value)
-SELECT $1, m.ord, m.name, m.statistic, m.unit, m.threshold
-FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[]) WITH ORDINALITY
-     AS m(name, statistic, unit, threshold, ord)
+-- A metric set's members as its API describes them (collector.ports.StorageCodec).
+INSERT INTO metric_set_members (metric_set_id, ord, metric_name, statistic, unit, threshold_value,
+                                api, threshold_comparison, metric_filters)
+SELECT $1, m.ord, m.name, m.statistic, m.unit, m.threshold, m.api, m.comparison, m.filters::jsonb
+FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::text[], $8::text[])
+     WITH ORDINALITY AS m(name, statistic, unit, threshold, api, comparison, filters, ord)
 ON CONFLICT DO NOTHING;
 
 -- name: upsert_dimension_sets
 INSERT INTO dimension_sets (key, queue_id, channel, routing_profile_id, agent_status_id,
-                            routing_step_expression, subtype, validation_test_type)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::text[])
+                            routing_step_expression, subtype, validation_test_type, agent_id, dimensions)
+SELECT k, q, c, r, s, e, t, v, a, d::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[]) AS x(k, q, c, r, s, e, t, v, a, d)
 ON CONFLICT (key) DO NOTHING;
 
 -- name: dimension_ids
@@ -112,38 +115,48 @@ SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
 ON CONFLICT (instance_ref, queue_id) DO UPDATE
 SET arn = EXCLUDED.arn, name = EXCLUDED.name, queue_type = EXCLUDED.queue_type, seen_at = now();
 
--- name: get_frontier
-SELECT frontier FROM watermarks WHERE instance_ref = $1 AND profile_id = $2 AND slice_seconds = $3;
+-- name: series_state
+-- One round of the scheduler, every (instance, profile) series at once ($1..$6 per series:
+-- instance_ref, profile_id, nominal slice seconds, shortest and longest slice, the
+-- lookback edge): its frontier, the end of its newest slice, and its collected slices
+-- from the frontier on (the edge where there is none) and those from the edge on that
+-- were not collected again within $7 seconds of their end (revisit candidates). Slices
+-- of another length (an edited interval) are another series' and never match.
+WITH s AS (
+    SELECT * FROM unnest($1::int[], $2::smallint[], $3::int[], $4::int[], $5::int[], $6::timestamptz[])
+        WITH ORDINALITY AS s(instance_ref, profile_id, seconds, lo, hi, since, ord)
+)
+SELECT s.ord, w.frontier, n.newest, c.starts, c.secs, c.lasts
+FROM s
+LEFT JOIN watermarks w
+       ON w.instance_ref = s.instance_ref AND w.profile_id = s.profile_id AND w.slice_seconds = s.seconds
+LEFT JOIN LATERAL (
+    SELECT x.slice_start + make_interval(secs => x.slice_seconds) AS newest
+    FROM collected_slices x
+    WHERE x.instance_ref = s.instance_ref AND x.profile_id = s.profile_id
+      AND x.slice_seconds BETWEEN s.lo AND s.hi
+    ORDER BY x.slice_start DESC LIMIT 1) n ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(x.slice_start) AS starts, array_agg(x.slice_seconds) AS secs,
+           array_agg(x.last_collected_at) AS lasts
+    FROM collected_slices x
+    WHERE x.instance_ref = s.instance_ref AND x.profile_id = s.profile_id
+      AND x.slice_seconds BETWEEN s.lo AND s.hi
+      AND x.slice_start >= least(coalesce(w.frontier, s.since), s.since)
+      AND (x.slice_start >= coalesce(w.frontier, s.since)
+           OR x.last_collected_at < x.slice_start + make_interval(secs => x.slice_seconds + $7))) c ON true
+ORDER BY s.ord;
 
--- name: set_frontier
+-- name: set_frontiers
 INSERT INTO watermarks (instance_ref, profile_id, slice_seconds, frontier, updated_at)
-VALUES ($1, $2, $3, $4, now())
+SELECT i, p, g, f, now() FROM unnest($1::int[], $2::smallint[], $3::int[], $4::timestamptz[]) AS x(i, p, g, f)
 ON CONFLICT (instance_ref, profile_id, slice_seconds)
 DO UPDATE SET frontier = GREATEST(watermarks.frontier, EXCLUDED.frontier), updated_at = now();
-
--- name: collected_starts
-SELECT slice_start FROM collected_slices
-WHERE instance_ref = $1 AND profile_id = $2 AND slice_seconds = $3
-  AND slice_start >= $4 AND slice_start < $5;
-
--- name: revisits_due
--- Slices collected before a revisit point that has now passed, still inside the lookback.
-SELECT DISTINCT c.slice_start FROM collected_slices c
-CROSS JOIN unnest($4::int[]) AS d(delay)
-WHERE c.instance_ref = $1 AND c.profile_id = $2 AND c.slice_seconds = $3
-  AND c.slice_start >= $6
-  AND c.slice_start + make_interval(secs => c.slice_seconds + d.delay) <= $5
-  AND c.last_collected_at < c.slice_start + make_interval(secs => c.slice_seconds + d.delay)
-ORDER BY c.slice_start;
 
 -- name: record_gaps
 INSERT INTO collection_gaps (instance_ref, profile_id, slice_start, slice_seconds, reason, recorded_at)
 SELECT $1, $2, s, $3, $4, $5 FROM unnest($6::timestamptz[]) AS s
 ON CONFLICT DO NOTHING;
-
--- name: newest_collected
-SELECT max(slice_start + make_interval(secs => slice_seconds)) FROM collected_slices
-WHERE instance_ref = $1 AND profile_id = $2 AND slice_seconds = $3;
 
 -- name: get_run
 SELECT * FROM collection_runs WHERE id = $1;
@@ -185,14 +198,6 @@ RETURNING c.*;
 -- At start-up: parts this replica id was running before a restart go back to the queue.
 UPDATE run_parts SET status = 'queued', claimed_by = NULL, updated_at = now()
 WHERE status = 'running' AND claimed_by = $1;
-
--- name: next_revisit
-SELECT min(c.slice_start + make_interval(secs => c.slice_seconds + d.delay)) FROM collected_slices c
-CROSS JOIN unnest($4::int[]) AS d(delay)
-WHERE c.instance_ref = $1 AND c.profile_id = $2 AND c.slice_seconds = $3
-  AND c.slice_start >= $6
-  AND c.slice_start + make_interval(secs => c.slice_seconds + d.delay) > $5
-  AND c.last_collected_at < c.slice_start + make_interval(secs => c.slice_seconds + d.delay);
 
 -- name: set_resumed_from
 UPDATE collection_runs SET resumed_from = $2 WHERE id = $1;
@@ -387,3 +392,26 @@ RETURNING *;
 SELECT count(*) FROM collection_runs r
 WHERE r.status = 'queued' AND r.requested_by <> 'scheduler'
   AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id);
+
+-- Resources for filters and joins (agents, routing profiles, hierarchy groups).
+
+-- name: upsert_agents
+INSERT INTO agents (instance_ref, agent_id, arn, username, first_name, last_name, seen_at)
+SELECT $1, *, now() FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+ON CONFLICT (instance_ref, agent_id) DO UPDATE
+SET arn = EXCLUDED.arn, username = EXCLUDED.username,
+    first_name = COALESCE(EXCLUDED.first_name, agents.first_name),
+    last_name = COALESCE(EXCLUDED.last_name, agents.last_name), seen_at = now();
+
+-- name: upsert_routing_profiles
+INSERT INTO routing_profiles (instance_ref, routing_profile_id, arn, name, seen_at)
+SELECT $1, *, now() FROM unnest($2::text[], $3::text[], $4::text[])
+ON CONFLICT (instance_ref, routing_profile_id) DO UPDATE
+SET arn = EXCLUDED.arn, name = EXCLUDED.name, seen_at = now();
+
+-- name: upsert_hierarchy_groups
+INSERT INTO hierarchy_groups (instance_ref, group_id, arn, name, level, seen_at)
+SELECT $1, *, now() FROM unnest($2::text[], $3::text[], $4::text[], $5::smallint[])
+ON CONFLICT (instance_ref, group_id) DO UPDATE
+SET arn = EXCLUDED.arn, name = EXCLUDED.name, level = COALESCE(EXCLUDED.level, hierarchy_groups.level),
+    seen_at = now();

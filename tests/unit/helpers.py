@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from collector.config import CollectionSettings
-from collector.model import SliceWork, Target
-from collector.planner import plan
+from collector.apis.v1.api import plan
+from collector.apis.v1.settings import CollectionSettings
+from collector.apis.v1.unit import SliceWork
+from collector.model import Target
 
 NOW = datetime(2026, 3, 2, 12, 0, 1, tzinfo=UTC)
 COLL = CollectionSettings(groupings=["QUEUE"], metrics=["CONTACTS_HANDLED"], service_levels=[])

@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 import anyio
 import pytest
 
+from collector.apis import metric_apis
+from collector.apis.v1.model import MetricDataRequest
+from collector.apis.v1.settings import CollectionSettings
 from collector.clock import ManualClock
-from collector.model import MetricDataRequest, Target
-from collector.pipeline import PipelineOptions, ShardGuard
-from collector.ports import Runtime
+from collector.guard import ShardGuard
+from collector.model import Target
+from collector.pipeline import PipelineOptions
 from collector.ratelimit import Limiters
 from collector.runs import execute
+from collector.runtime import Runtime
+from collector.writer import WriterOptions
 from tests.fakes import InMemoryStore, Rows, ScriptedSource
 from tests.unit.helpers import NOW, target, works
 
@@ -41,8 +46,8 @@ def _rt(store: InMemoryStore, source: ScriptedSource) -> Runtime:
     from collector.config import Settings
 
     clock = ManualClock(NOW)
-    return Runtime(settings=Settings(), store=store, source=source, limiters=Limiters(clock=clock),
-                   clock=clock, pipeline=PipelineOptions(batch_rows=1, workers_per_key=1))
+    return Runtime(settings=Settings(), apis=metric_apis(CollectionSettings()), store=store, source=source, limiters=Limiters(clock=clock),
+                   clock=clock, pipeline=PipelineOptions(workers_per_key=1, writer=WriterOptions(batch_rows=1)))
 
 
 async def test_revoking_a_shard_mid_run_hands_its_slices_over_and_keeps_the_others() -> None:

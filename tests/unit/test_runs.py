@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from collector import errors
+from collector.apis import metric_apis
+from collector.apis.v1.settings import CollectionSettings
 from collector.clock import ManualClock
 from collector.model import RunSummary
 from collector.pipeline import PipelineOptions
-from collector.ports import Runtime
 from collector.ratelimit import Limiters
 from collector.runs import execute, part_status, run_status
+from collector.runtime import Runtime
+from collector.writer import WriterOptions
 from tests.fakes import InMemoryStore, ScriptedSource
 from tests.unit.helpers import NOW, works
 
@@ -40,8 +43,8 @@ def _rt(store: InMemoryStore, source: ScriptedSource) -> Runtime:
     from collector.config import Settings
 
     clock = ManualClock(NOW)
-    return Runtime(settings=Settings(), store=store, source=source, limiters=Limiters(clock=clock),
-                   clock=clock, pipeline=PipelineOptions(batch_rows=1))
+    return Runtime(settings=Settings(), apis=metric_apis(CollectionSettings()), store=store, source=source, limiters=Limiters(clock=clock),
+                   clock=clock, pipeline=PipelineOptions(writer=WriterOptions(batch_rows=1)))
 
 
 async def test_a_run_with_lost_slices_ends_partial_with_every_reason() -> None:
@@ -91,8 +94,8 @@ async def test_a_part_whose_start_meets_a_database_outage_goes_back_to_the_queue
     store = _StartsWhileDatabaseAway(down=1)
     settings = Settings(instances=[InstanceSettings(id="i-1", region="us-east-1", queues=["q-1"])])
     clock = ManualClock(NOW)
-    rt = Runtime(settings=settings, store=store, source=ScriptedSource(), limiters=Limiters(clock=clock),
-                 clock=clock, pipeline=PipelineOptions(batch_rows=1, write_attempts=None))
+    rt = Runtime(settings=settings, apis=metric_apis(settings.collection), store=store, source=ScriptedSource(), limiters=Limiters(clock=clock),
+                 clock=clock, pipeline=PipelineOptions(writer=WriterOptions(batch_rows=1, write_attempts=None)))
     end = NOW.replace(second=0) - timedelta(minutes=30)
     run_id = await store.queue_run("api", "default", end - timedelta(minutes=30), end, [])
     shard = ("default", "us-east-1")

@@ -20,9 +20,9 @@ from typing import Any
 
 import msgspec
 
+from collector.apis.v2.catalog import NEXT_TOKEN_MAX
+from collector.apis.v2.model import DimsV2, MetricKey, MetricSetV2, PageV2, RowV2, metric_key
 from collector.errors import MalformedResponse
-from collector.v2.catalog import NEXT_TOKEN_MAX
-from collector.v2.model import DimsV2, MetricKey, MetricSetV2, PageV2, RowV2, metric_key
 
 
 class MetricIndex:

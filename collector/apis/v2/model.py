@@ -1,21 +1,11 @@
-"""Plain data of the GetMetricDataV2 path (no I/O here).
-
-The exactly-once unit is the **slice**: one interval-aligned period (15 minutes
-... one local week) of one (instance, profile), exactly what one result's
-``MetricInterval`` covers. A :class:`V2Window` is a run of consecutive slices
-fetched by the same requests (as much range per request as the API allows):
-every request of the window covers all its slices, the results are split by
-``MetricInterval`` into the slices, and the window's slices are written in one
-transaction, each replacing what was stored for it before.
-"""
+"""Plain data of the GetMetricDataV2 path (no I/O here): requests, metric sets,
+dimension groups and decoded pages."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from collector.model import SliceKey, Target
 
 # The result's whole Dimensions map as returned, as sorted (key, value) pairs.
 DimsV2 = tuple[tuple[str, str], ...]
@@ -99,24 +89,6 @@ class V2Request:
         return kwargs
 
 
-@dataclass(frozen=True, slots=True)
-class V2Window:
-    """Consecutive slices of one (instance, profile) and every request that collects them whole."""
-
-    target: Target
-    profile: str
-    slices: tuple[SliceKey, ...]
-    requests: tuple[V2Request, ...]
-
-    @property
-    def start(self) -> datetime:
-        return self.slices[0].start
-
-    @property
-    def end(self) -> datetime:
-        return self.slices[-1].end
-
-
 @dataclass(slots=True)
 class PageV2:
     """One decoded page: rows per interval start (epoch seconds), values follow ``metrics``."""
@@ -124,40 +96,3 @@ class PageV2:
     metrics: MetricSetV2
     rows: list[tuple[int, int, RowV2]]  # (interval start, interval end, (dims, values))
     next_token: str | None = None
-
-
-@dataclass(slots=True)
-class CompletedSliceV2:
-    """One slice, whole: the rows of every request of its window that fell in its interval."""
-
-    key: SliceKey
-    pages: list[tuple[MetricSetV2, list[RowV2]]]
-    collected_at: datetime
-    fence: tuple[str, str, int] | None = None
-
-    @property
-    def rows(self) -> int:
-        return sum(len(r) for _m, r in self.pages)
-
-
-@dataclass(frozen=True, slots=True)
-class AgentInfo:
-    """An agent: ListUsers gives id, ARN and username; SearchUsers also names, routing
-    profile and hierarchy group (None where not read)."""
-
-    id: str
-    arn: str
-    username: str
-    first_name: str | None = None
-    last_name: str | None = None
-    routing_profile_id: str | None = None
-    hierarchy_group_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceInfo:
-    """A routing profile (ListRoutingProfiles) or user hierarchy group (ListUserHierarchyGroups)."""
-
-    id: str
-    arn: str
-    name: str

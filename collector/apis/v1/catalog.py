@@ -94,24 +94,6 @@ MAX_RANGE_SECONDS: Final = 24 * 3600  # the range must be strictly less than thi
 LOOKBACK_SECONDS: Final = 24 * 3600
 NEXT_TOKEN_TTL_SECONDS: Final = 300
 
-# Quotas per account, Region and API: (rate per second, burst).
-DEFAULT_QUOTAS: Final[dict[str, tuple[float, int]]] = {
-    "GetMetricData": (5.0, 8),
-    "GetCurrentMetricData": (5.0, 8),
-    "GetMetricDataV2": (10.0, 10),
-    "ListQueues": (10.0, 10),
-    "ListInstances": (2.0, 5),
-    # V2 discovery (published defaults: 2/s, burst 5 for Connect's listing APIs)
-    "ListUsers": (2.0, 5),
-    "SearchUsers": (2.0, 5),
-    "ListRoutingProfiles": (2.0, 5),
-    "ListUserHierarchyGroups": (2.0, 5),
-}
-
-THROTTLING_CODES: Final = frozenset(
-    {"ThrottlingException", "TooManyRequestsException", "Throttling", "ThrottledException"}
-)
-
 # Dimension columns of ``historical_metrics`` in the order rows carry them.
 DIMENSION_COLUMNS: Final = (
     "queue_id",

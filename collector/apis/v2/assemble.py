@@ -2,7 +2,7 @@
 
 Every request of a window covers every slice of it, so a slice is whole once all
 of the window's requests are: :func:`split_window` is called with the pages of
-all of them, and returns one :class:`CompletedSliceV2` per slice (an empty one
+all of them, and returns one :class:`collector.ports.CompletedSlice` per slice (an empty one
 for a slice no result fell in: "collected, no data").
 """
 
@@ -11,18 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from collector.apis.v2.codec import CODEC
+from collector.apis.v2.model import MetricSetV2, PageV2, RowV2
 from collector.errors import MalformedResponse
-from collector.v2.model import CompletedSliceV2, MetricSetV2, PageV2, RowV2, V2Window
+from collector.model import Fence, SliceKey
+from collector.ports import CompletedSlice
 
 
 def split_window(
-    window: V2Window,
+    slices: Sequence[SliceKey],
     pages: Sequence[PageV2],
     collected_at: datetime,
-    fence: tuple[str, str, int] | None = None,
-) -> list[CompletedSliceV2]:
-    by_start = {int(k.start.timestamp()): (i, int(k.end.timestamp())) for i, k in enumerate(window.slices)}
-    parts: list[dict[MetricSetV2, list[RowV2]]] = [{} for _ in window.slices]
+    fence: Fence | None = None,
+) -> list[CompletedSlice]:
+    by_start = {int(k.start.timestamp()): (i, int(k.end.timestamp())) for i, k in enumerate(slices)}
+    parts: list[dict[MetricSetV2, list[RowV2]]] = [{} for _ in slices]
     seen: set[tuple[int, MetricSetV2, tuple[tuple[str, str], ...]]] = set()
     for page in pages:
         for start, end, row in page.rows:
@@ -30,7 +33,7 @@ def split_window(
             if found is None:
                 raise MalformedResponse(
                     f"a result's MetricInterval starts at {start}, not on a slice of the window "
-                    f"{window.start.isoformat()}..{window.end.isoformat()}"
+                    f"{slices[0].start.isoformat()}..{slices[-1].end.isoformat()}"
                 )
             i, want_end = found
             if end != want_end:
@@ -45,6 +48,6 @@ def split_window(
             seen.add(mark)
             parts[i].setdefault(page.metrics, []).append(row)
     return [
-        CompletedSliceV2(key, list(part.items()), collected_at, fence)
-        for key, part in zip(window.slices, parts, strict=True)
+        CompletedSlice(key, list(part.items()), collected_at, fence, CODEC)
+        for key, part in zip(slices, parts, strict=True)
     ]

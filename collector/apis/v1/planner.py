@@ -1,20 +1,15 @@
-"""Config + time range -> slices and GetMetricData requests.
-
-Every limit of the API is checked here, before any request leaves:
-:func:`check_request` runs on each request again right before it is sent.
-"""
+"""GetMetricData's slices and limits: a range tiled into slices, the metric lists of a
+slice's requests, and every limit of the API (:func:`check_request` runs on each planned
+request, and again right before it is sent)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
-from collector import catalog
-from collector.config import CollectionSettings
+from collector.apis.v1 import catalog
+from collector.apis.v1.model import MetricDataRequest, MetricRequest, MetricSet
 from collector.errors import PlanError
-from collector.model import MetricDataRequest, MetricRequest, MetricSet, SliceKey, SliceWork, Target
-
-DEFAULT_PROFILE = "default"
 
 
 def _epoch(t: datetime, field: str = "body") -> int:
@@ -76,64 +71,9 @@ def metric_chunks(names: Sequence[str], service_levels: Sequence[int]) -> list[M
     return [c for c in chunks if c]
 
 
-def _batches(items: Sequence[str], size: int) -> Iterator[tuple[str, ...]]:
+def batches(items: Sequence[str], size: int) -> Iterator[tuple[str, ...]]:
     for i in range(0, len(items), size):
         yield tuple(items[i : i + size])
-
-
-def plan(
-    targets: Iterable[Target],
-    collection: CollectionSettings,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    profile: str = DEFAULT_PROFILE,
-) -> list[SliceWork]:
-    """Every slice of every target, with the requests that collect it whole."""
-    spans = slices(start, end, collection.granularity_seconds, now)
-    chunks = metric_chunks(collection.metric_names(), collection.service_levels)
-    groupings = tuple(collection.groupings)
-    extra_filters: dict[str, tuple[str, ...]] = {"Channels": tuple(collection.channels)}
-    for key, values in (
-        ("RoutingProfiles", collection.routing_profiles),
-        ("AgentStatuses", collection.agent_statuses),
-        ("Subtypes", collection.subtypes),
-        ("ValidationTestTypes", collection.validation_test_types),
-    ):
-        if values:
-            extra_filters[key] = tuple(values)
-    qmax = catalog.FILTER_LIMITS["Queues"][1]
-    out: list[SliceWork] = []
-    for target in targets:
-        queues = list(dict.fromkeys(target.queues))
-        if not queues:
-            raise PlanError(f"instance {target.instance_id} has no queues to collect")
-        if "QUEUE" not in groupings and len(queues) > qmax:
-            raise PlanError(
-                f"instance {target.instance_id} has {len(queues)} queues and the groupings "
-                f"{list(groupings)} do not include QUEUE: GetMetricData takes 100 queues a request "
-                "and its values per group cannot be combined across requests; group by QUEUE "
-                "or list at most 100 queues"
-            )
-        batches = list(_batches(queues, qmax))
-        for s, e in spans:
-            reqs = tuple(
-                MetricDataRequest(
-                    instance_id=target.instance_id,
-                    start=s,
-                    end=e,
-                    filters={"Queues": batch, **extra_filters},
-                    groupings=groupings,
-                    metrics=chunk,
-                    max_results=collection.max_results,
-                )
-                for batch in batches
-                for chunk in chunks
-            )
-            for r in reqs:
-                check_request(r, now)
-            out.append(SliceWork(SliceKey(profile, target.instance_id, s, e), target, reqs))
-    return out
 
 
 def check_request(req: MetricDataRequest, now: datetime) -> None:
@@ -141,6 +81,17 @@ def check_request(req: MetricDataRequest, now: datetime) -> None:
     s, e, n = _epoch(req.start), _epoch(req.end), _epoch(now)
     if not req.instance_id or len(req.instance_id) > 100:
         raise PlanError("InstanceId must be 1-100 characters")
+    _check_range(s, e, n, req.start, now)
+    _check_filters(req.filters)
+    _check_groupings(req.groupings)
+    _check_metrics(req.metrics)
+    if not catalog.MAX_RESULTS_MIN <= req.max_results <= catalog.MAX_RESULTS_MAX:
+        raise PlanError("MaxResults must be 1-100")
+
+
+def _check_range(s: int, e: int, n: int, start: datetime, now: datetime) -> None:
+    """StartTime ``s`` and EndTime ``e`` (epoch seconds; ``n`` is now): on 5-minute
+    marks, in order, less than 24 hours apart, and within the 24-hour lookback."""
     if s % catalog.SLICE_ALIGN_SECONDS or e % catalog.SLICE_ALIGN_SECONDS:
         raise PlanError("StartTime and EndTime must be multiples of 5 minutes")
     if e <= s:
@@ -148,10 +99,15 @@ def check_request(req: MetricDataRequest, now: datetime) -> None:
     if e - s >= catalog.MAX_RANGE_SECONDS:
         raise PlanError("the time range must be less than 24 hours")
     if s < n - catalog.LOOKBACK_SECONDS:
-        raise PlanError(f"StartTime {fmt(req.start)} is earlier than 24 hours before now ({fmt(now)})")
-    if not req.filters:
+        raise PlanError(f"StartTime {fmt(start)} is earlier than 24 hours before now ({fmt(now)})")
+
+
+def _check_filters(filters: Mapping[str, Sequence[str]]) -> None:
+    """Filters: present, each key one GetMetricData takes, with its number of values,
+    and only the channels GetMetricData serves."""
+    if not filters:
         raise PlanError("Filters is required")
-    for key, values in req.filters.items():
+    for key, values in filters.items():
         if key in catalog.V1_UNSUPPORTED_FILTERS:
             raise PlanError(f"{key} is not a valid filter for GetMetricData")
         if key not in catalog.FILTER_LIMITS:
@@ -163,39 +119,52 @@ def check_request(req: MetricDataRequest, now: datetime) -> None:
             for c in values:
                 if c not in catalog.CHANNELS:
                     raise PlanError(f"channel {c} is not supported by GetMetricData (VOICE, CHAT, TASK)")
-    if len(req.groupings) > catalog.MAX_GROUPINGS:
-        raise PlanError(f"at most {catalog.MAX_GROUPINGS} groupings, {len(req.groupings)} given")
-    for g in req.groupings:
+
+
+def _check_groupings(groupings: Sequence[str]) -> None:
+    """Groupings: at most two, each valid for GetMetricData, none repeated."""
+    if len(groupings) > catalog.MAX_GROUPINGS:
+        raise PlanError(f"at most {catalog.MAX_GROUPINGS} groupings, {len(groupings)} given")
+    for g in groupings:
         if g not in catalog.GROUPINGS or g in catalog.V1_UNSUPPORTED_GROUPINGS:
             raise PlanError(f"grouping {g} is not valid for GetMetricData")
-    if len(set(req.groupings)) != len(req.groupings):
+    if len(set(groupings)) != len(groupings):
         raise PlanError("a grouping is repeated")
-    if not req.metrics:
+
+
+def _check_metrics(metrics: MetricSet) -> None:
+    """HistoricalMetrics: present, each entry valid, none twice, at most 20 SERVICE_LEVELs."""
+    if not metrics:
         raise PlanError("HistoricalMetrics is required")
     seen: set[tuple[str, float | None]] = set()
     n_sl = 0
-    for m in req.metrics:
-        spec = catalog.METRICS.get(m.name)
-        if spec is None:
-            raise PlanError(f"unknown metric {m.name}")
-        if (m.unit, m.statistic) != (spec.unit, spec.statistic):
-            raise PlanError(
-                f"{m.name} takes Unit {spec.unit} and Statistic {spec.statistic}, not {m.unit}/{m.statistic}"
-            )
+    for m in metrics:
+        _check_metric(m)
         if m.name == catalog.SERVICE_LEVEL:
             n_sl += 1
-            t = m.threshold
-            if t is None or t != int(t) or not catalog.THRESHOLD_MIN <= t <= catalog.THRESHOLD_MAX:
-                raise PlanError("SERVICE_LEVEL needs a whole-number threshold of 1-604800 seconds")
-        elif m.threshold is not None:
-            raise PlanError(f"{m.name} takes no Threshold")
         if (m.name, m.threshold) in seen:
             raise PlanError(f"{m.name} is requested twice")
         seen.add((m.name, m.threshold))
     if n_sl > catalog.MAX_SERVICE_LEVELS_PER_REQUEST:
         raise PlanError(f"at most 20 SERVICE_LEVEL metrics a request, {n_sl} given")
-    if not catalog.MAX_RESULTS_MIN <= req.max_results <= catalog.MAX_RESULTS_MAX:
-        raise PlanError("MaxResults must be 1-100")
+
+
+def _check_metric(m: MetricRequest) -> None:
+    """One HistoricalMetrics entry: a known metric with its Unit and Statistic, and a
+    whole-number threshold if (and only if) it is SERVICE_LEVEL."""
+    spec = catalog.METRICS.get(m.name)
+    if spec is None:
+        raise PlanError(f"unknown metric {m.name}")
+    if (m.unit, m.statistic) != (spec.unit, spec.statistic):
+        raise PlanError(
+            f"{m.name} takes Unit {spec.unit} and Statistic {spec.statistic}, not {m.unit}/{m.statistic}"
+        )
+    if m.name == catalog.SERVICE_LEVEL:
+        t = m.threshold
+        if t is None or t != int(t) or not catalog.THRESHOLD_MIN <= t <= catalog.THRESHOLD_MAX:
+            raise PlanError("SERVICE_LEVEL needs a whole-number threshold of 1-604800 seconds")
+    elif m.threshold is not None:
+        raise PlanError(f"{m.name} takes no Threshold")
 
 
 def parse_time(text: str, label: str) -> datetime:

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
+from collector.apis.v1.model import Dims, MetricSet
 from collector.errors import MalformedResponse
-from collector.model import Dims, MetricSet
 
 
 def metric_index(metrics: MetricSet) -> dict[tuple[str, float | None], int]:

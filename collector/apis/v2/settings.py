@@ -17,7 +17,7 @@ queues = "all"
 channels = ["VOICE", "CHAT"]
 ```
 Every check names the key at fault; the request-level limits are checked again by
-:mod:`collector.v2.planner` before any request leaves.
+:mod:`collector.apis.v2.planner` before any request leaves.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from collector.v2 import catalog
+from collector.apis.v2 import catalog
+from collector.durations import parse_duration
 
 # [profiles.filters] key -> the API's filter key.
 FILTER_KEYS: dict[str, str] = {
@@ -139,11 +140,8 @@ class V2ProfileSettings(_Strict):
     @field_validator("initial_backfill")
     @classmethod
     def _backfill(cls, v: str | None) -> str | None:
-        if v is not None:
-            from collector.config import parse_duration
-
-            if parse_duration(v) > catalog.LOOKBACK_SECONDS:
-                raise ValueError(f"initial_backfill {v!r} is beyond GetMetricDataV2's 90 days")
+        if v is not None and parse_duration(v) > catalog.LOOKBACK_SECONDS:
+            raise ValueError(f"initial_backfill {v!r} is beyond GetMetricDataV2's 90 days")
         return v
 
     @field_validator("time_zone")

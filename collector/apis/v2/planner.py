@@ -1,8 +1,6 @@
-"""V2 profile + time range -> windows of interval-aligned slices and their requests.
-
-Pure: no I/O. Every limit of GetMetricDataV2 is checked here before a request
-leaves (:func:`check_request` runs on each planned request, and again right
-before it is sent):
+"""GetMetricDataV2's calendar, request building and limits (pure: no I/O). Every
+limit of GetMetricDataV2 is checked before a request leaves (:func:`check_request`
+runs on each planned request, and again right before it is sent):
 
 - slices are aligned to the interval in the profile's time zone: 15m/30m/1h on
   local wall-clock boundaries, 1d on local midnight, 1w on local midnight of
@@ -22,20 +20,20 @@ before it is sent):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from collector.errors import PlanErrorV2 as PlanError
-from collector.model import SliceKey, Target
-from collector.v2 import catalog
-from collector.v2.model import MetricFilterV2, MetricSetV2, MetricV2, V2Request, V2Window
-from collector.v2.settings import V2ProfileSettings
+from collector.apis.v2 import catalog
+from collector.apis.v2.model import MetricFilterV2, MetricSetV2, MetricV2, V2Request
+from collector.apis.v2.settings import V2ProfileSettings
+from collector.errors import PlanErrorV2
+from collector.model import Target
 
 
-def _utc(t: datetime) -> datetime:
+def utc(t: datetime) -> datetime:
     if t.tzinfo is None:
-        raise PlanError(f"{t.isoformat()} has no time zone; give an offset such as Z or +00:00")
+        raise PlanErrorV2(f"{t.isoformat()} has no time zone; give an offset such as Z or +00:00")
     return t.astimezone(UTC)
 
 
@@ -50,7 +48,7 @@ def _local_midnight(d: date, tz: ZoneInfo) -> datetime:
 
 def floor_boundary(t: datetime, interval: str, time_zone: str) -> datetime:
     """The latest slice boundary at or before ``t``."""
-    t = _utc(t)
+    t = utc(t)
     tz = ZoneInfo(time_zone)
     if interval in catalog.INTERVAL_SECONDS:
         p = catalog.INTERVAL_SECONDS[interval]
@@ -62,7 +60,7 @@ def floor_boundary(t: datetime, interval: str, time_zone: str) -> datetime:
     if interval == "WEEK":
         d -= timedelta(days=d.weekday())
     elif interval != "DAY":
-        raise PlanError(f"interval {interval} is not collected (FIFTEEN_MIN, THIRTY_MIN, HOUR, DAY, WEEK)")
+        raise PlanErrorV2(f"interval {interval} is not collected (FIFTEEN_MIN, THIRTY_MIN, HOUR, DAY, WEEK)")
     b = _local_midnight(d, tz)
     if b > t:  # a local midnight that DST skipped lands after t
         b = _local_midnight(d - timedelta(days=7 if interval == "WEEK" else 1), tz)
@@ -80,17 +78,17 @@ def next_boundary(b: datetime, interval: str, time_zone: str) -> datetime:
 
 def ceil_boundary(t: datetime, interval: str, time_zone: str) -> datetime:
     b = floor_boundary(t, interval, time_zone)
-    return b if b == _utc(t) else next_boundary(b, interval, time_zone)
+    return b if b == utc(t) else next_boundary(b, interval, time_zone)
 
 
 def slices(start: datetime, end: datetime, interval: str, time_zone: str) -> list[tuple[datetime, datetime]]:
     """Tile [start, end) with interval-aligned slices; both ends must be boundaries."""
-    s, e = _utc(start), _utc(end)
+    s, e = utc(start), utc(end)
     if e <= s:
-        raise PlanError(f"end {fmt(e)} is not after start {fmt(s)}")
+        raise PlanErrorV2(f"end {fmt(e)} is not after start {fmt(s)}")
     for label, t in (("start", s), ("end", e)):
         if floor_boundary(t, interval, time_zone) != t:
-            raise PlanError(
+            raise PlanErrorV2(
                 f"{label} {fmt(t)} is not on a {interval} boundary in {time_zone} "
                 f"(the nearest earlier one is {fmt(floor_boundary(t, interval, time_zone))})"
             )
@@ -106,7 +104,7 @@ def slices(start: datetime, end: datetime, interval: str, time_zone: str) -> lis
 def oldest_start(now: datetime, interval: str, time_zone: str, margin: int = 0) -> datetime:
     """The earliest slice start the lookback allows, ``margin`` seconds inside it
     (as v1's scheduler keeps its ``lookback_margin``)."""
-    edge = _utc(now) - timedelta(seconds=catalog.LOOKBACK_SECONDS - margin)
+    edge = utc(now) - timedelta(seconds=catalog.LOOKBACK_SECONDS - margin)
     return ceil_boundary(edge, interval, time_zone)
 
 
@@ -159,18 +157,18 @@ def filter_batches(
     over different resources that cannot be combined."""
     keys = list(filters)
     if not keys:
-        raise PlanError(f"{where}GetMetricDataV2 needs at least one filter")
+        raise PlanErrorV2(f"{where}GetMetricDataV2 needs at least one filter")
     if len(keys) > catalog.MAX_FILTER_KEYS:
-        raise PlanError(f"{where}{len(keys)} filter keys; GetMetricDataV2 takes at most 5")
+        raise PlanErrorV2(f"{where}{len(keys)} filter keys; GetMetricDataV2 takes at most 5")
     if not catalog.RESOURCE_FILTER_KEYS & set(keys):
-        raise PlanError(f"{where}needs a QUEUE, ROUTING_PROFILE, AGENT or AGENT_HIERARCHY_LEVEL_* filter")
+        raise PlanErrorV2(f"{where}needs a QUEUE, ROUTING_PROFILE, AGENT or AGENT_HIERARCHY_LEVEL_* filter")
     for k in keys:
         if not filters[k]:
-            raise PlanError(f"{where}filter {k} has no values (nothing discovered?)")
+            raise PlanErrorV2(f"{where}filter {k} has no values (nothing discovered?)")
     counted = sorted((k for k in keys if k not in catalog.UNCOUNTED_FILTER_KEYS), key=lambda k: len(filters[k]))
     budget = catalog.MAX_FILTER_VALUES
     if len(counted) > budget:
-        raise PlanError(f"{where}more filter keys than filter values allowed")
+        raise PlanErrorV2(f"{where}more filter keys than filter values allowed")
     sizes: dict[str, int] = {}
     for i, k in enumerate(counted):
         share = budget // (len(counted) - i)
@@ -178,7 +176,7 @@ def filter_batches(
         budget -= sizes[k]
     for k in counted:
         if sizes[k] < len(filters[k]) and k not in groupings:
-            raise PlanError(
+            raise PlanErrorV2(
                 f"{where}filter {k} has {len(filters[k])} values, more than fit in one request "
                 f"({sizes[k]} with the other filters), and {k} is not among the groupings "
                 f"{list(groupings)}: values per group cannot be combined across requests; "
@@ -192,65 +190,6 @@ def filter_batches(
     return [tuple(combo) for combo in itertools.product(*per_key)]
 
 
-def plan(
-    targets: Iterable[Target],
-    profile: V2ProfileSettings,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    resources: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
-    lookback_margin: int = 0,
-) -> list[V2Window]:
-    """Every window of every target, with the requests that collect its slices whole.
-
-    ``resources``: per instance, the discovered IDs for filters given as ``"all"``
-    (``{"<instance id>": {"QUEUE": [...], "AGENT": [...]}}``)."""
-    interval, tz = profile.interval_period, profile.time_zone
-    spans = slices(start, end, interval, tz)
-    n = _utc(now)
-    oldest = oldest_start(n, interval, tz, lookback_margin)
-    if spans[0][0] < oldest:
-        raise PlanError(
-            f"start {fmt(spans[0][0])} is more than 90 days ago (the earliest {interval} slice "
-            f"still served with a {lookback_margin}s margin starts {fmt(oldest)}); GetMetricDataV2 keeps 3 months"
-        )
-    if spans[-1][1] > n:
-        raise PlanError(f"end {fmt(spans[-1][1])} is in the future (now {fmt(n)})")
-    limit = catalog.MAX_RANGE_SECONDS[interval]
-    runs: list[list[tuple[datetime, datetime]]] = [[]]
-    for s, e in spans:
-        if runs[-1] and (e - runs[-1][0][0]).total_seconds() >= limit:
-            runs.append([])
-        runs[-1].append((s, e))
-    chunks = metric_chunks(metric_entries(profile))
-    groupings = tuple(profile.groupings)
-    out: list[V2Window] = []
-    for target in targets:
-        arn = instance_arn(target)
-        found = (resources or {}).get(target.instance_id, {})
-        filters: dict[str, Sequence[str]] = {}
-        for key, values in profile.api_filters().items():
-            if values == "all":
-                if key not in found:
-                    raise PlanError(f"instance {target.instance_id}: filter {key} = \"all\" is not discovered yet")
-                filters[key] = list(found[key])
-            else:
-                filters[key] = list(values)
-        batches = filter_batches(filters, groupings, f"instance {target.instance_id}: ")
-        for run in runs:
-            ws, we = run[0][0], run[-1][1]
-            reqs = tuple(
-                V2Request(arn, ws, we, interval, tz, batch, groupings, chunk, profile.max_results)
-                for batch in batches
-                for chunk in chunks
-            )
-            for r in reqs:
-                check_request(r, n)
-            keys = tuple(SliceKey(profile.name, target.instance_id, s, e) for s, e in run)
-            out.append(V2Window(target, profile.name, keys, reqs))
-    return out
-
-
 def instance_arn(target: Target) -> str:
     if target.instance_id.startswith("arn:"):
         return target.instance_id
@@ -261,88 +200,135 @@ def instance_arn(target: Target) -> str:
 
 
 def check_request(req: V2Request, now: datetime) -> None:
-    """Raise :class:`PlanError` naming the first GetMetricDataV2 limit this request breaks."""
-    s, e, n = _utc(req.start), _utc(req.end), _utc(now)
+    """Raise :class:`PlanErrorV2` naming the first GetMetricDataV2 limit this request breaks."""
+    s, e, n = utc(req.start), utc(req.end), utc(now)
     if not req.resource_arn.startswith("arn:") or ":instance/" not in req.resource_arn:
-        raise PlanError(f"ResourceArn {req.resource_arn!r} is not an instance ARN")
-    if req.interval not in catalog.MAX_RANGE_SECONDS or req.interval == "TOTAL":
-        raise PlanError(f"IntervalPeriod {req.interval} is not collected")
+        raise PlanErrorV2(f"ResourceArn {req.resource_arn!r} is not an instance ARN")
+    _check_interval(req.interval, req.time_zone)
+    _check_range(s, e, n, req.interval)
+    _check_filters(req.filters)
+    _check_groupings(req.groupings)
+    _check_metrics(req.metrics, req.groupings, [k for k, _v in req.filters])
+    if not 1 <= req.max_results <= catalog.MAX_RESULTS_MAX:
+        raise PlanErrorV2("MaxResults must be 1-100")
+
+
+def _check_interval(interval: str, time_zone: str) -> None:
+    """Interval: a collected IntervalPeriod (not TOTAL) and an IANA TimeZone."""
+    if interval not in catalog.MAX_RANGE_SECONDS or interval == "TOTAL":
+        raise PlanErrorV2(f"IntervalPeriod {interval} is not collected")
     try:
-        ZoneInfo(req.time_zone)
+        ZoneInfo(time_zone)
     except (KeyError, ValueError):
-        raise PlanError(f"TimeZone {req.time_zone!r} is not an IANA time zone") from None
+        raise PlanErrorV2(f"TimeZone {time_zone!r} is not an IANA time zone") from None
+
+
+def _check_range(s: datetime, e: datetime, n: datetime, interval: str) -> None:
+    """StartTime ``s`` and EndTime ``e`` (UTC; ``n`` is now): in order, under the
+    interval's range limit, not in the future, and within the 90-day lookback."""
     if e <= s:
-        raise PlanError("EndTime must be later than StartTime")
-    if (e - s).total_seconds() >= catalog.MAX_RANGE_SECONDS[req.interval]:
-        days = catalog.MAX_RANGE_SECONDS[req.interval] // 86400
-        raise PlanError(f"the time range must be less than {days} days for {req.interval}")
+        raise PlanErrorV2("EndTime must be later than StartTime")
+    if (e - s).total_seconds() >= catalog.MAX_RANGE_SECONDS[interval]:
+        days = catalog.MAX_RANGE_SECONDS[interval] // 86400
+        raise PlanErrorV2(f"the time range must be less than {days} days for {interval}")
     if e > n:
-        raise PlanError(f"EndTime {fmt(e)} is later than now ({fmt(n)})")
+        raise PlanErrorV2(f"EndTime {fmt(e)} is later than now ({fmt(n)})")
     if s < n - timedelta(seconds=catalog.LOOKBACK_SECONDS):
-        raise PlanError(f"StartTime {fmt(s)} is more than 3 months (90 days) before now ({fmt(n)})")
-    if not 1 <= len(req.filters) <= catalog.MAX_FILTER_KEYS:
-        raise PlanError(f"Filters takes 1-5 keys, {len(req.filters)} given")
-    keys = [k for k, _v in req.filters]
+        raise PlanErrorV2(f"StartTime {fmt(s)} is more than 3 months (90 days) before now ({fmt(n)})")
+
+
+def _check_filters(filters: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Filters: 1-5 keys, none repeated, at least one resource key, 1-100 values a key,
+    valid channels, and at most 100 values across keys (CHANNEL values do not count)."""
+    if not 1 <= len(filters) <= catalog.MAX_FILTER_KEYS:
+        raise PlanErrorV2(f"Filters takes 1-5 keys, {len(filters)} given")
+    keys = [k for k, _v in filters]
     if len(set(keys)) != len(keys):
-        raise PlanError("a filter key is repeated")
+        raise PlanErrorV2("a filter key is repeated")
     if not catalog.RESOURCE_FILTER_KEYS & set(keys):
-        raise PlanError("Filters needs QUEUE, ROUTING_PROFILE, AGENT or an AGENT_HIERARCHY_LEVEL_* key")
+        raise PlanErrorV2("Filters needs QUEUE, ROUTING_PROFILE, AGENT or an AGENT_HIERARCHY_LEVEL_* key")
     counted = 0
-    for k, values in req.filters:
+    for k, values in filters:
         if not 1 <= len(values) <= catalog.MAX_FILTER_VALUES:
-            raise PlanError(f"filter {k} takes 1-100 values, {len(values)} given")
+            raise PlanErrorV2(f"filter {k} takes 1-100 values, {len(values)} given")
         if k == catalog.CHANNEL:
             for c in values:
                 if c not in catalog.CHANNELS:
-                    raise PlanError(f"channel {c} is not valid (VOICE, CHAT, TASK, EMAIL)")
+                    raise PlanErrorV2(f"channel {c} is not valid (VOICE, CHAT, TASK, EMAIL)")
         else:
             counted += len(values)
     if counted > catalog.MAX_FILTER_VALUES:
-        raise PlanError(f"at most 100 filter values across keys (channels excepted), {counted} given")
-    if len(req.groupings) > catalog.MAX_GROUPINGS:
-        raise PlanError(f"at most 4 groupings, {len(req.groupings)} given")
-    if len(set(req.groupings)) != len(req.groupings):
-        raise PlanError("a grouping is repeated")
-    if not req.metrics:
-        raise PlanError("Metrics is required")
+        raise PlanErrorV2(f"at most 100 filter values across keys (channels excepted), {counted} given")
+
+
+def _check_groupings(groupings: Sequence[str]) -> None:
+    """Groupings: at most 4, none repeated (each metric's own groupings are checked
+    in :func:`_check_metric`)."""
+    if len(groupings) > catalog.MAX_GROUPINGS:
+        raise PlanErrorV2(f"at most 4 groupings, {len(groupings)} given")
+    if len(set(groupings)) != len(groupings):
+        raise PlanErrorV2("a grouping is repeated")
+
+
+def _check_metrics(metrics: MetricSetV2, groupings: Sequence[str], keys: Sequence[str]) -> None:
+    """Metrics: present, each entry valid for the request's ``groupings`` and filter
+    ``keys``, none twice, at most 20 SERVICE_LEVEL entries."""
+    if not metrics:
+        raise PlanErrorV2("Metrics is required")
     n_sl = 0
     seen = set()
-    for m in req.metrics:
-        spec = catalog.METRICS.get(m.name)
-        if spec is None:
-            raise PlanError(catalog.refusal(m.name))
-        if m.unit != spec.unit:
-            raise PlanError(f"{m.name} is in {spec.unit}, not {m.unit}")
-        for g in req.groupings:
-            if g not in spec.groupings:
-                raise PlanError(f"{m.name} cannot be grouped by {g}")
-        for k in keys:
-            if k not in spec.filters:
-                raise PlanError(f"{m.name} cannot be filtered by {k}")
-        if m.threshold is None:
-            if spec.takes_threshold:
-                raise PlanError(f"{m.name} needs a Threshold")
-        else:
-            comp, value = m.threshold
-            if comp not in spec.thresholds:
-                raise PlanError(f"{m.name} takes threshold comparisons {'/'.join(spec.thresholds) or 'none'}")
-            if value != int(value) or not catalog.THRESHOLD_MIN <= value <= catalog.THRESHOLD_MAX:
-                raise PlanError(f"{m.name}: ThresholdValue must be a whole number from 1 to 604800")
-        if len(m.metric_filters) > catalog.MAX_METRIC_FILTERS:
-            raise PlanError(f"{m.name}: at most 2 metric filters, {len(m.metric_filters)} given")
-        for f in m.metric_filters:
-            if f.key not in spec.metric_filter_keys:
-                raise PlanError(f"{m.name} cannot take metric filter {f.key}")
-            if not 1 <= len(f.values) <= catalog.MAX_METRIC_FILTER_VALUES:
-                raise PlanError(f"{m.name}: metric filter {f.key} takes 1-10 values, {len(f.values)} given")
-            if f.negate and not spec.negate:
-                raise PlanError(f"{m.name}: Negate is not applicable to its metric filters")
+    for m in metrics:
+        _check_metric(m, groupings, keys)
         if m.name == catalog.SERVICE_LEVEL:
             n_sl += 1
         if m.match_key in seen:
-            raise PlanError(f"{m.name} is requested twice with the same threshold and filters")
+            raise PlanErrorV2(f"{m.name} is requested twice with the same threshold and filters")
         seen.add(m.match_key)
     if n_sl > catalog.MAX_SERVICE_LEVELS_PER_REQUEST:
-        raise PlanError(f"at most 20 SERVICE_LEVEL metrics a request, {n_sl} given")
-    if not 1 <= req.max_results <= catalog.MAX_RESULTS_MAX:
-        raise PlanError("MaxResults must be 1-100")
+        raise PlanErrorV2(f"at most 20 SERVICE_LEVEL metrics a request, {n_sl} given")
+
+
+def _check_metric(m: MetricV2, groupings: Sequence[str], keys: Sequence[str]) -> None:
+    """One Metrics entry: a known metric in its unit, valid for every grouping and
+    filter key, with a valid threshold and valid metric filters."""
+    spec = catalog.METRICS.get(m.name)
+    if spec is None:
+        raise PlanErrorV2(catalog.refusal(m.name))
+    if m.unit != spec.unit:
+        raise PlanErrorV2(f"{m.name} is in {spec.unit}, not {m.unit}")
+    for g in groupings:
+        if g not in spec.groupings:
+            raise PlanErrorV2(f"{m.name} cannot be grouped by {g}")
+    for k in keys:
+        if k not in spec.filters:
+            raise PlanErrorV2(f"{m.name} cannot be filtered by {k}")
+    _check_threshold(m, spec)
+    _check_metric_filters(m, spec)
+
+
+def _check_threshold(m: MetricV2, spec: catalog.MetricSpecV2) -> None:
+    """A threshold where the metric needs one; a threshold given has a comparison the
+    metric takes and a whole-number value from 1 to 604800."""
+    if m.threshold is None:
+        if spec.takes_threshold:
+            raise PlanErrorV2(f"{m.name} needs a Threshold")
+    else:
+        comp, value = m.threshold
+        if comp not in spec.thresholds:
+            raise PlanErrorV2(f"{m.name} takes threshold comparisons {'/'.join(spec.thresholds) or 'none'}")
+        if value != int(value) or not catalog.THRESHOLD_MIN <= value <= catalog.THRESHOLD_MAX:
+            raise PlanErrorV2(f"{m.name}: ThresholdValue must be a whole number from 1 to 604800")
+
+
+def _check_metric_filters(m: MetricV2, spec: catalog.MetricSpecV2) -> None:
+    """At most 2 metric filters, each a key the metric takes, with 1-10 values, and
+    negated only where the metric allows it."""
+    if len(m.metric_filters) > catalog.MAX_METRIC_FILTERS:
+        raise PlanErrorV2(f"{m.name}: at most 2 metric filters, {len(m.metric_filters)} given")
+    for f in m.metric_filters:
+        if f.key not in spec.metric_filter_keys:
+            raise PlanErrorV2(f"{m.name} cannot take metric filter {f.key}")
+        if not 1 <= len(f.values) <= catalog.MAX_METRIC_FILTER_VALUES:
+            raise PlanErrorV2(f"{m.name}: metric filter {f.key} takes 1-10 values, {len(f.values)} given")
+        if f.negate and not spec.negate:
+            raise PlanErrorV2(f"{m.name}: Negate is not applicable to its metric filters")

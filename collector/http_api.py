@@ -151,6 +151,19 @@ async def _refuse(send: Send, status: int, detail: str, extra: dict[str, str] | 
     await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
+def _answer_validation_errors(app: FastAPI) -> None:
+    """Answer a request that fails validation with 422 and, for each error, only its
+    location, message and type (not the input it was given)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+
 def create_app(
     *,
     token: str | None,
@@ -172,13 +185,7 @@ def create_app(
         version="1",
     )
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": detail})
+    _answer_validation_errors(app)
 
     @app.post("/collections", status_code=202, response_model=Accepted,
               responses={401: {"description": "missing or wrong token"}, 413: {"description": "body too large"},

@@ -6,7 +6,7 @@ Pure core modules (no I/O); the adapters meet them in ``collector.adapters``
 How a V2 collection runs (``work.WindowUnit`` as a pipeline fetch unit, ``runs``,
 ``schedule`` and ``fleet`` drive these steps in the service, the CLI and the API):
 
-1. ``Settings.v2_profiles()`` -> :class:`collector.v2.settings.V2ProfileSettings`.
+1. ``Settings.v2_profiles()`` -> :class:`collector.apis.v2.settings.V2ProfileSettings`.
 2. per instance, ``collect.discover(source, target, keys)`` for the ``"all"`` filters
    (ListQueues, SearchUsers, ListRoutingProfiles, ListUserHierarchyGroups), stored with
    ``PgStoreV2.save_agents / save_routing_profiles / save_hierarchy_groups``.

@@ -1,0 +1,37 @@
+"""Walking a profile's calendar (:class:`collector.ports.Calendar`): boundaries, slices, runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from collector.ports import Calendar
+
+Span = tuple[datetime, datetime]
+
+
+def ceil(cal: Calendar, t: datetime) -> datetime:
+    b = cal.floor(t)
+    return b if b == t else cal.next(b)
+
+
+def tile(cal: Calendar, start: datetime, end: datetime) -> list[Span]:
+    """The slices of [start, end); ``start`` is a boundary."""
+    out: list[Span] = []
+    b = start
+    while b < end:
+        n = cal.next(b)
+        out.append((b, n))
+        b = n
+    return out
+
+
+def runs_of(spans: Sequence[Span]) -> list[Span]:
+    """Slices -> maximal ranges of consecutive slices."""
+    out: list[Span] = []
+    for s, e in sorted(set(spans)):
+        if out and out[-1][1] == s:
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
