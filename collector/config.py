@@ -289,13 +289,6 @@ class Settings(Section):
                 return p
         raise ConfigError(f"profile {name!r} is not configured")
 
-    def all_profiles(self) -> list[tuple[str, CollectionSettings]]:
-        """The GetMetricData (v1) profiles; V2 profiles are in :meth:`v2_profiles`."""
-        return [
-            ("default", self.collection),
-            *[(p.name, p) for p in self.profiles if isinstance(p, ProfileSettings)],
-        ]
-
     def v2_profiles(self) -> list[V2ProfileSettings]:
         return [p for p in self.profiles if isinstance(p, V2ProfileSettings)]
 

@@ -10,15 +10,18 @@ from typing import Any
 import pytest
 
 from collector.adapters.connect import BotocoreConnect
+from collector.apis.v1.api import plan
+from collector.apis.v1.decode import rows_of
+from collector.apis.v1.planner import metric_chunks
+from collector.apis.v1.settings import CollectionSettings
+from collector.apis.v1.unit import SliceWork
 from collector.clock import ManualClock
-from collector.config import CollectionSettings
-from collector.decode import rows_of
 from collector.errors import MalformedResponse
-from collector.fetch import FetchCounters, SliceFailure, collect_slice
-from collector.model import SliceWork, Target
-from collector.planner import metric_chunks, plan
+from collector.fetch import FetchContext, SliceFailure, fetch_unit
+from collector.model import Target
 from collector.ports import CompletedSlice
-from collector.ratelimit import Limiters, RetryPolicy
+from collector.ratelimit import Limiters
+from collector.retry import Counters, RetryPolicy
 from collector.simulator import Simulator, SimulatorConfig
 from tests.conftest import StartSim
 
@@ -36,13 +39,10 @@ POLICY = RetryPolicy(max_attempts=5, base=0.5, cap=4.0)
 
 
 async def _collect(sim_work: SliceWork, clock: ManualClock,
-                   policy: RetryPolicy = POLICY) -> tuple[CompletedSlice, FetchCounters]:
-    counters = FetchCounters()
+                   policy: RetryPolicy = POLICY) -> tuple[CompletedSlice, Counters]:
+    counters = Counters()
     async with BotocoreConnect() as source:
-        done = await collect_slice(
-            sim_work, source=source, limiters=Limiters(), policy=policy, clock=clock,
-            rng=random.Random(3), counters=counters,
-        )
+        (done,) = await fetch_unit(sim_work, FetchContext(source, Limiters(), policy, clock, random.Random(3), counters))
     return done, counters
 
 

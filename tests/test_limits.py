@@ -14,15 +14,19 @@ import pytest
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
-from collector import catalog
 from collector.adapters.connect import BotocoreConnect
+from collector.apis.v1 import catalog
+from collector.apis.v1.api import plan
+from collector.apis.v1.model import MetricDataRequest, MetricRequest
+from collector.apis.v1.planner import check_request, metric_chunks, slices
+from collector.apis.v1.settings import CollectionSettings
+from collector.apis.v1.unit import SliceWork
 from collector.clock import SystemClock
-from collector.config import CollectionSettings
 from collector.errors import PlanError
-from collector.fetch import FetchCounters, SliceFailure, collect_slice
-from collector.model import MetricDataRequest, MetricRequest, SliceKey, SliceWork, Target
-from collector.planner import check_request, metric_chunks, plan, slices
-from collector.ratelimit import Limiters, RetryPolicy
+from collector.fetch import FetchContext, SliceFailure, fetch_unit
+from collector.model import SliceKey, Target
+from collector.ratelimit import Limiters
+from collector.retry import Counters, RetryPolicy
 from collector.simulator import SimulatorConfig
 from tests.conftest import StartSim
 
@@ -104,10 +108,8 @@ async def test_broken_request_is_never_sent(start_sim: StartSim, small_fleet: Si
     work = SliceWork(SliceKey("default", inst.id, req.start, req.end), target, (req,))
     async with BotocoreConnect() as source:
         with pytest.raises(SliceFailure):
-            await collect_slice(
-                work, source=source, limiters=Limiters(), policy=RetryPolicy(),
-                clock=SystemClock(), rng=random.Random(1), counters=FetchCounters(),
-            )
+            await fetch_unit(work, FetchContext(source, Limiters(), RetryPolicy(), SystemClock(), random.Random(1),
+                                                Counters()))
     assert sum(h.sim.stats.by_status.values()) == 0  # nothing reached the API
 
 

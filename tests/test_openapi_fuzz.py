@@ -14,16 +14,17 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from collector.api import CollectionRequest, create_app
 from collector.config import Settings
-from collector.wiring import check_collection
+from collector.http_api import CollectionRequest, create_app
+from collector.runs import check_collection
+from collector.wiring import metric_apis
 
 SETTINGS = Settings.model_validate({"instances": [{"id": "i-1", "region": "us-east-1"}]})
 RUNS: dict[int, dict[str, Any]] = {}
 
 
 def _validate(body: CollectionRequest) -> None:
-    check_collection(SETTINGS, body.start, body.end, body.instances or (), datetime.now(UTC), body.profile)
+    check_collection(SETTINGS, metric_apis(SETTINGS), body.start, body.end, body.instances or (), datetime.now(UTC), body.profile)
 
 
 async def _submit(body: CollectionRequest) -> int:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import ProfileSettings, Settings, load_settings
+from collector.apis.v2 import catalog
+from collector.apis.v2.settings import V2ProfileSettings
+from collector.apis.v1.settings import ProfileSettings
+from collector.config import Settings, load_settings
 from collector.errors import ConfigError
-from collector.v2 import catalog
-from collector.v2.settings import V2ProfileSettings
 
 HEAD = '[[instances]]\nid = "i-1"\nregion = "us-east-1"\n'
 
@@ -73,7 +74,7 @@ def test_catalog_scope_units_and_refusals() -> None:
 
 def test_v2_profile_loads_beside_v1_profiles(tmp_path: Path) -> None:
     s = _load(tmp_path, '[[profiles]]\nname = "hourly"\ngranularity = "1h"\n' + V2)
-    assert [n for n, _ in s.all_profiles()] == ["default", "hourly"]  # v1 only
+    assert [p.name for p in s.profiles if isinstance(p, ProfileSettings)] == ["hourly"]  # v1
     assert isinstance(s.profiles[0], ProfileSettings)
     (p,) = s.v2_profiles()
     assert isinstance(p, V2ProfileSettings)

@@ -14,9 +14,10 @@ import asyncpg
 import pytest
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
-from collector.model import Dims, SliceKey
-from collector.planner import metric_chunks
-from collector.ports import CompletedSlice, WriteResult
+from collector.apis.v1.model import Dims
+from collector.apis.v1.planner import metric_chunks
+from collector.model import SliceKey, WriteResult
+from collector.ports import CompletedSlice
 from tests.conftest import StartSim
 from tests.helpers import wait_until
 
@@ -183,11 +184,12 @@ async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
     import random
 
     from collector.adapters.connect import BotocoreConnect
+    from collector.apis.v1.api import plan
+    from collector.apis.v1.settings import CollectionSettings
     from collector.clock import SystemClock
-    from collector.config import CollectionSettings
     from collector.model import Target
     from collector.pipeline import PipelineOptions, run_collection
-    from collector.planner import plan
+from collector.writer import WriterOptions
     from collector.ratelimit import Limiters
     from collector.simulator import FleetSpec, SimulatorConfig
     from tests.helpers import utc_floor
@@ -208,7 +210,7 @@ async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
     coll = CollectionSettings(metrics=["CONTACTS_HANDLED"], service_levels=[])
     works = plan(targets, coll, end - timedelta(hours=1), end, now)
     # one batch holds the slices of both shards (flushed when the fetchers are done)
-    opts = dataclasses.replace(PipelineOptions(), batch_rows=10**9, batch_seconds=3600)
+    opts = PipelineOptions(writer=WriterOptions(batch_rows=10**9, batch_seconds=3600))
     async with BotocoreConnect() as source:
         summary = await run_collection(works, source=source, sink=store, limiters=Limiters(),
                                        clock=SystemClock(), opts=opts, rng=random.Random(1))

@@ -82,7 +82,7 @@ async def test_slices_past_90_days_become_gaps_and_the_frontier_moves_to_the_edg
     assert gaps[-1] < edge <= gaps[-1] + timedelta(hours=1)
     assert {r for r in store.gaps.values()} == {"aged out of the 90-day lookback before collection"}
     assert store.frontiers[(T.instance_id, "agents", 3600)] == datetime(2026, 3, 3, 13, tzinfo=UTC)
-    assert list(rp.units[0].slice_keys)[0].start == datetime(2026, 3, 3, 13, tzinfo=UTC)
+    assert rp.units[0].slice_keys[0].start == datetime(2026, 3, 3, 13, tzinfo=UTC)
 
 
 async def test_an_edited_interval_does_not_count_the_old_slices_as_collected() -> None:
