@@ -11,10 +11,10 @@ from datetime import datetime
 import anyio
 import structlog
 
+from collector import apis
 from collector.adapters.connect import BotocoreConnect
 from collector.adapters.embedded import embedded_dsn
 from collector.adapters.postgres import PgStore, check_schema, connect_pool, migrate
-from collector import apis
 from collector.clock import SystemClock
 from collector.config import Settings
 from collector.durations import parse_duration

@@ -87,7 +87,7 @@ def test_compose_env_names_and_config_keys_exist_in_the_code(tmp_path: Path) -> 
     # Published port = the API port the collector serves on; health checks hit real routes.
     host_port = coll["ports"][0].rsplit(":", 1)[1]
     assert int(host_port) == (args.port or settings.api.port)
-    api = (ROOT / "collector" / "api.py").read_text()
+    api = (ROOT / "collector" / "http_api.py").read_text()
     probes = re.findall(r"http://127\.0\.0\.1:\d+(/\w+)", " ".join(coll["healthcheck"]["test"]))
     assert probes
     for probe in probes:

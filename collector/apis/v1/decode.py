@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from collector.apis.v1.model import Dims, MetricSet
+from collector.apis.wire import collection_values, decode_body, decode_metric
 from collector.errors import MalformedResponse
 
 
@@ -166,33 +167,21 @@ def decode_page(
 ) -> tuple[list[tuple[Dims, list[float | None]]], str | None]:
     """A GetMetricData 200 body -> (rows, NextToken); :class:`MalformedResponse` on
     anything that is not the documented shape (a string Value, truncated JSON, ...)."""
-    try:
-        page = _PAGE.decode(body)
-    except msgspec.ValidationError as e:
-        raise MalformedResponse(f"GetMetricData body does not match the API: {e}") from None
-    except msgspec.DecodeError as e:
-        raise MalformedResponse(f"GetMetricData body is not JSON: {e}") from None
+    page = decode_body(_PAGE, body, "GetMetricData")
     n = len(metrics)
     out: list[tuple[Dims, list[float | None]]] = []
+
+
+    def position(raw: bytes) -> int:
+        m = decode_metric(_METRIC, raw)
+        tv = m.Threshold.ThresholdValue if m.Threshold else None
+        found = index.get((m.Name, tv))
+        if found is None:
+            raise MalformedResponse(f"result has metric {m.Name!r} (threshold {tv}) that was not requested")
+        return found
+
     for res in page.MetricResults or ():
-        values: list[float | None] = [None] * n
-        for c in res.Collections:
-            raw = bytes(c.Metric)
-            pos = cache.get(raw)
-            if pos is None:
-                try:
-                    m = _METRIC.decode(raw)
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    raise MalformedResponse("a Collections entry has no valid Metric") from None
-                tv = m.Threshold.ThresholdValue if m.Threshold else None
-                found = index.get((m.Name, tv))
-                if found is None:
-                    raise MalformedResponse(f"result has metric {m.Name!r} (threshold {tv}) that was not requested")
-                pos = cache[raw] = found
-            v = c.Value
-            if v is not None and not math.isfinite(v):
-                raise MalformedResponse(f"a Value is {v!r}, not a finite number")
-            values[pos] = v
+        values = collection_values(res.Collections, n, cache, position)
         d = res.Dimensions
         dims: Dims = _NO_DIMS if d is None else (
             _ref(d.Queue), d.Channel, _ref(d.RoutingProfile), _ref(d.AgentStatus),

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from collector.apis.wire import paged_request
+
 # One dimension group: (queue_id, channel, routing_profile_id, agent_status_id,
 # routing_step_expression, subtype, validation_test_type), None where not grouped.
 Dims = tuple[str | None, str | None, str | None, str | None, str | None, str | None, str | None]
@@ -51,8 +53,4 @@ class MetricDataRequest:
             "HistoricalMetrics": [m.to_api() for m in self.metrics],
             "MaxResults": self.max_results,
         }
-        if self.groupings:
-            kwargs["Groupings"] = list(self.groupings)
-        if next_token:
-            kwargs["NextToken"] = next_token
-        return kwargs
+        return paged_request(kwargs, self.groupings, next_token)

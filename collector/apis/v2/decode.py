@@ -22,6 +22,7 @@ import msgspec
 
 from collector.apis.v2.catalog import NEXT_TOKEN_MAX
 from collector.apis.v2.model import DimsV2, MetricKey, MetricSetV2, PageV2, RowV2, metric_key
+from collector.apis.wire import collection_values, decode_body, decode_metric
 from collector.errors import MalformedResponse
 
 
@@ -156,32 +157,20 @@ _METRIC = msgspec.json.Decoder(dict[str, Any])
 def decode_page(body: bytes, metrics: MetricSetV2, index: MetricIndex) -> PageV2:
     """A GetMetricDataV2 200 body -> :class:`PageV2`; :class:`MalformedResponse` on
     anything that is not the documented shape."""
-    try:
-        page = _PAGE.decode(body)
-    except msgspec.ValidationError as e:
-        raise MalformedResponse(f"GetMetricDataV2 body does not match the API: {e}") from None
-    except msgspec.DecodeError as e:
-        raise MalformedResponse(f"GetMetricDataV2 body is not JSON: {e}") from None
+    page = decode_body(_PAGE, body, "GetMetricDataV2")
     n = index.n
     cache = index.cache
     dims_cache = index.dims
     times: dict[int, int] = {}
     out: list[tuple[int, int, RowV2]] = []
+
+
+    def position(raw: bytes) -> int:
+        metric: dict[str, Any] = decode_metric(_METRIC, raw)
+        return index.find(metric)
+
     for res in page.MetricResults or ():
-        values: list[float | None] = [None] * n
-        for c in res.Collections:
-            raw = bytes(c.Metric)
-            pos = cache.get(raw)
-            if pos is None:
-                try:
-                    m = _METRIC.decode(raw)
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    raise MalformedResponse("a Collections entry has no valid Metric") from None
-                pos = cache[raw] = index.find(m)
-            v = c.Value
-            if v is not None and not math.isfinite(v):
-                raise MalformedResponse(f"a Value is {v!r}, not a finite number")
-            values[pos] = v
+        values = collection_values(res.Collections, n, cache, position)
         mi = res.MetricInterval
         if not (math.isfinite(mi.StartTime) and math.isfinite(mi.EndTime)):
             raise MalformedResponse("MetricInterval has a time that is not finite")

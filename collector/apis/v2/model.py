@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from collector.apis.wire import paged_request
+
 # The result's whole Dimensions map as returned, as sorted (key, value) pairs.
 DimsV2 = tuple[tuple[str, str], ...]
 RowV2 = tuple[DimsV2, list[float | None]]
@@ -82,11 +84,7 @@ class V2Request:
             "Metrics": [m.to_api() for m in self.metrics],
             "MaxResults": self.max_results,
         }
-        if self.groupings:
-            kwargs["Groupings"] = list(self.groupings)
-        if next_token:
-            kwargs["NextToken"] = next_token
-        return kwargs
+        return paged_request(kwargs, self.groupings, next_token)
 
 
 @dataclass(slots=True)
