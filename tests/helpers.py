@@ -9,9 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from collector.config import CollectionSettings
-from collector.decode import dims_of
-from collector.planner import metric_chunks, slices
+from collector.apis.v1.decode import dims_of
+from collector.apis.v1.planner import metric_chunks, slices
+from collector.apis.v1.settings import CollectionSettings
 from collector.simulator import Simulator
 
 Row = tuple[object, ...]

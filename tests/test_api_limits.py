@@ -21,8 +21,8 @@ import uvicorn
 from anyio.abc import SocketStream
 
 from collector import errors
-from collector.api import MAX_BODY, CollectionRequest, create_app
 from collector.config import load_settings
+from collector.http_api import MAX_BODY, CollectionRequest, create_app
 from collector.simulator import SimulatorConfig
 from tests.conftest import StartSim, write_config
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from collector import catalog
+from collector.apis.v1 import catalog
 from collector.cli import main
 from collector.config import load_settings
 from collector.errors import ConfigError

@@ -12,12 +12,12 @@ import anyio
 import pytest
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
+from collector.apis.v1.planner import metric_chunks
 from collector.config import Settings, load_settings
 from collector.model import SliceKey
-from collector.planner import metric_chunks
 from collector.ports import CompletedSlice
-from collector.service import serve
 from collector.simulator import FleetSpec, SimulatorConfig
+from collector.wiring import serve
 from tests.conftest import StartSim, write_config
 from tests.helpers import lease_owners, query, stored_rows, wait_until
 

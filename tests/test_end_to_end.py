@@ -10,8 +10,9 @@ import pytest
 
 from collector.cli import main
 from collector.config import load_settings
+from collector.runs import collect
 from collector.simulator import FleetSpec, SimulatorConfig
-from collector.wiring import collect, runtime
+from collector.wiring import runtime
 from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, snapshot, stored_rows, utc_floor
 

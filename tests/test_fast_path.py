@@ -13,10 +13,11 @@ from botocore.parsers import create_parser
 
 from collector import errors
 from collector.adapters.connect import BotocoreConnect
-from collector.config import CollectionSettings
-from collector.decode import rows_of
-from collector.model import MetricDataRequest, Target
-from collector.planner import plan
+from collector.apis.v1.api import plan
+from collector.apis.v1.decode import rows_of
+from collector.apis.v1.model import MetricDataRequest
+from collector.apis.v1.settings import CollectionSettings
+from collector.model import Target
 from collector.simulator import FleetSpec, SimulatorConfig
 from tests.conftest import StartSim
 

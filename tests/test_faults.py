@@ -12,9 +12,10 @@ import asyncpg
 
 from collector.config import load_settings
 from collector.model import SliceKey
-from collector.pipeline import Progress
+from collector.progress import Progress
+from collector.runs import collect
 from collector.simulator import SimulatorConfig
-from collector.wiring import collect, runtime
+from collector.wiring import runtime
 from tests.conftest import StartSim, write_config
 from tests.helpers import Row, expected_rows, stored_rows, utc_floor
 

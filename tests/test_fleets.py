@@ -12,10 +12,10 @@ import pytest
 
 from collector.clock import ManualClock
 from collector.config import load_settings
-from collector.service import serve
+from collector.runs import collect
 from collector.simulator import FleetSpec, SimulatorConfig
 from collector.simulator.fleet import account_id
-from collector.wiring import collect, runtime
+from collector.wiring import runtime, serve
 from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor
 

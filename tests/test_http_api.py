@@ -12,8 +12,8 @@ import anyio
 import asyncpg
 
 from collector.config import load_settings
-from collector.service import serve
 from collector.simulator import SimulatorConfig
+from collector.wiring import serve
 from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor
 

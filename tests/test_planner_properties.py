@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from collector import catalog
-from collector.config import CollectionSettings
+from collector.apis.v1 import catalog
+from collector.apis.v1.api import plan
+from collector.apis.v1.planner import check_request
+from collector.apis.v1.settings import CollectionSettings
 from collector.model import Target
-from collector.planner import check_request, plan
 
 NOW = datetime(2026, 11, 26, 12, 7, 31, tzinfo=UTC)
 GROUPINGS = sorted(set(catalog.GROUPINGS) - catalog.V1_UNSUPPORTED_GROUPINGS)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from collector.config import load_settings
 from collector.model import SliceKey
+from collector.runs import collect
 from collector.simulator import SimulatorConfig
-from collector.wiring import collect, runtime
+from collector.wiring import runtime
 from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor
 

@@ -241,7 +241,7 @@ async def test_a_start_on_a_busy_port_changes_nothing_in_the_database(
 ) -> None:
     """Service.run itself binds before it touches a run (not only the CLI's pre-check)."""
     from collector import errors
-    from collector.service import serve
+    from collector.wiring import serve
 
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=1), throttle=False))
     cfg = _config(tmp_path, database_url, h.sim, cluster=False)

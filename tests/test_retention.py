@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
+from collector.apis.v1.planner import metric_chunks
 from collector.model import SliceKey
-from collector.planner import metric_chunks
 from collector.ports import CompletedSlice
 
 

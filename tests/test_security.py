@@ -16,8 +16,8 @@ import pytest
 
 from collector.config import Settings, load_settings
 from collector.logs import configure
-from collector.service import serve
 from collector.simulator import SimulatorConfig
+from collector.wiring import serve
 from tests.conftest import StartSim, write_config
 from tests.helpers import utc_floor
 

@@ -9,8 +9,8 @@ import asyncpg
 
 from collector.clock import ManualClock
 from collector.config import Settings, load_settings
-from collector.service import serve
 from collector.simulator import FleetSpec, SimulatorConfig
+from collector.wiring import serve
 from tests.conftest import SimHandle, StartSim, write_config
 from tests.helpers import expected_rows, stored_rows
 

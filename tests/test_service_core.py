@@ -15,9 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import Settings, load_settings
-from collector.service import serve
 from collector.simulator import FleetSpec, SimulatorConfig
 from collector.simulator.fleet import account_id
+from collector.wiring import serve
 from tests.conftest import StartSim, write_config
 from tests.helpers import query, utc_floor
 from tests.test_fleets import _accounts_toml, _config, _free_port, moto_account_of, moto_sts  # noqa: F401

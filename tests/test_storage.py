@@ -5,8 +5,9 @@ from __future__ import annotations
 import anyio
 import asyncpg
 
-from collector import catalog, schema
+from collector import schema
 from collector.adapters.postgres import migrate
+from collector.apis.v1 import catalog
 from collector.sqlfiles import migrations
 
 

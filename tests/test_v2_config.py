@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from collector.apis.v1.settings import ProfileSettings
 from collector.apis.v2 import catalog
 from collector.apis.v2.settings import V2ProfileSettings
-from collector.apis.v1.settings import ProfileSettings
 from collector.config import Settings, load_settings
 from collector.errors import ConfigError
 

@@ -189,9 +189,9 @@ async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
     from collector.clock import SystemClock
     from collector.model import Target
     from collector.pipeline import PipelineOptions, run_collection
-from collector.writer import WriterOptions
     from collector.ratelimit import Limiters
     from collector.simulator import FleetSpec, SimulatorConfig
+    from collector.writer import WriterOptions
     from tests.helpers import utc_floor
 
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=3), throttle=False))
