@@ -1,6 +1,7 @@
 # connect-collector: `make run` and `make test` do all the set-up on a fresh machine.
 #   make run [PORT=8081]   runtime dependencies only, then the sandbox service
-#   make test              + test tools; ruff, mypy and the whole suite
+#   make test              + test tools (and promtool, from Debian's prometheus package, if missing);
+#                          ruff, mypy and the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -16,7 +17,7 @@ SMOKE  ?= tests/test_storage.py tests/test_packaging.py tests/test_end_to_end.py
           tests/test_faults.py::test_database_connections_dropped_mid_collection \
           tests/test_cli_errors.py::test_sandbox_removes_its_temporary_config
 
-.PHONY: run test lint typecheck unit unit-fast smoke-embedded wheel-check bench soak clean
+.PHONY: run test lint typecheck unit unit-fast smoke-embedded wheel-check bench soak clean promtool
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +45,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy collector tests
 
-unit: $(STAMP)
+unit: $(STAMP) promtool
 	$(BIN)/pytest
+
+## promtool (tests/test_ops.py runs the alert rules' unit tests with it): Debian's prometheus
+## package ships it; installed when missing, with sudo only when not root. Nothing else needs it.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "promtool not found: installing Debian's prometheus package (it ships promtool)"; \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus && \
+	  command -v promtool >/dev/null; }
 
 ## unit-fast: the fast tier alone (in-memory fakes; no Postgres, no simulator), in seconds
 unit-fast: $(STAMP)
