@@ -7,6 +7,7 @@ to every public method), so nothing above the adapter catches ``Exception``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -331,10 +332,8 @@ class PgStore:
         """Create the day partitions the batch writes into (once per process and day)."""
         days = {s.key.start.astimezone(UTC).date() for s in batch} - self._partitions
         for day in sorted(days):
-            try:
+            with contextlib.suppress(asyncpg.DuplicateTableError):  # another writer made it just now
                 await self.pool.execute(q("ensure_partition"), day)
-            except asyncpg.DuplicateTableError:
-                pass  # another writer created it at the same moment
             self._partitions.add(day)
 
     async def _lock(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> None:
