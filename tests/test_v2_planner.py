@@ -13,21 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.errors import MalformedResponse, PlanError
-from collector.model import Target
-from collector.v2 import catalog
-from collector.v2.assemble import split_window
-from collector.v2.model import MetricV2, PageV2, V2Request
-from collector.v2.planner import (
+from collector.apis.v2 import catalog
+from collector.apis.v2.api import plan
+from collector.apis.v2.assemble import split_window
+from collector.apis.v2.model import MetricV2, PageV2, V2Request
+from collector.apis.v2.planner import (
     check_request,
     filter_batches,
     newest_end,
     nominal_seconds,
     oldest_start,
-    plan,
     slices,
 )
-from collector.v2.settings import V2ProfileSettings
+from collector.apis.v2.settings import V2ProfileSettings
+from collector.errors import MalformedResponse, PlanError
+from collector.model import Target
 
 NOW = datetime(2026, 11, 26, 12, 7, 31, tzinfo=UTC)
 TARGET = Target("inst-1", "us-east-1", "123456789012", ())
@@ -245,12 +245,12 @@ def test_split_window_by_metric_interval() -> None:
     rows: list[tuple[int, int, tuple[tuple[tuple[str, str], ...], list[float | None]]]] = [
         (s0, s0 + 900, ((("QUEUE", "q1"),), [3.0])), (s0 + 1800, s0 + 2700, ((("QUEUE", "q1"),), [None]))
     ]
-    out = split_window(w, [PageV2(ms, rows)], NOW)
+    out = split_window(w.slices, [PageV2(ms, rows)], NOW)
     assert [s.rows for s in out] == [1, 0, 1, 0]
     assert out[2].pages == [(ms, [((("QUEUE", "q1"),), [None])])]
     with pytest.raises(MalformedResponse, match="not on a slice"):
-        split_window(w, [PageV2(ms, [(s0 + 60, s0 + 960, ((), [1.0]))])], NOW)
+        split_window(w.slices, [PageV2(ms, [(s0 + 60, s0 + 960, ((), [1.0]))])], NOW)
     with pytest.raises(MalformedResponse, match="ends at"):
-        split_window(w, [PageV2(ms, [(s0, s0 + 1800, ((), [1.0]))])], NOW)
+        split_window(w.slices, [PageV2(ms, [(s0, s0 + 1800, ((), [1.0]))])], NOW)
     with pytest.raises(MalformedResponse, match="appears twice"):
-        split_window(w, [PageV2(ms, rows), PageV2(ms, rows[:1])], NOW)
+        split_window(w.slices, [PageV2(ms, rows), PageV2(ms, rows[:1])], NOW)

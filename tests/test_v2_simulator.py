@@ -16,12 +16,13 @@ from botocore.parsers import create_parser
 
 from collector import errors
 from collector.adapters.connect import BotocoreConnect
+from collector.apis.v2 import decode as decode_v2
+from collector.apis.v2.api import plan
+from collector.apis.v2.model import PageV2, V2Request
+from collector.apis.v2.planner import newest_end
+from collector.apis.v2.settings import V2ProfileSettings
 from collector.model import Target
 from collector.simulator import FleetSpec, Simulator, SimulatorConfig
-from collector.v2 import decode as decode_v2
-from collector.v2.model import PageV2, V2Request
-from collector.v2.planner import newest_end, plan
-from collector.v2.settings import V2ProfileSettings
 from tests.conftest import StartSim
 
 FIXED = dt.datetime(2026, 11, 26, 5, 0, 0)

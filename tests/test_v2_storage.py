@@ -5,8 +5,10 @@ nothing for an empty result, and a second run changes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,14 +17,23 @@ import pytest
 
 from collector.adapters.connect import BotocoreConnect
 from collector.adapters.postgres import PgStore, migrate
-from collector.adapters.postgres_v2 import PgStoreV2
+from collector.apis.v2 import catalog
+from collector.apis.v2.api import V2Api
+from collector.apis.v2.codec import CODEC
+from collector.apis.v2.planner import newest_end
+from collector.apis.v2.settings import V2ProfileSettings
+from collector.apis.v2.unit import V2Window
+from collector.clock import ManualClock
+from collector.config import Settings
+from collector.fetch import FetchContext, fetch_unit
+from collector.fleet import RESOURCE_KINDS, discover_queues, discover_resource
 from collector.model import SliceKey, Target
+from collector.pipeline import PipelineOptions
+from collector.ports import CompletedSlice
+from collector.ratelimit import Limiters
+from collector.retry import Counters, RetryPolicy
+from collector.runtime import Runtime
 from collector.simulator import FleetSpec, Simulator, SimulatorConfig
-from collector.v2 import catalog
-from collector.v2.collect import collect_window, discover
-from collector.v2.model import CompletedSliceV2, V2Window
-from collector.v2.planner import newest_end, plan
-from collector.v2.settings import V2ProfileSettings
 from tests.conftest import StartSim
 
 COLS = ("instance_id, interval_start, interval_end, queue_id, channel, routing_profile_id, agent_id, "
@@ -70,23 +81,31 @@ async def _stored(conn: asyncpg.Connection, profile: str) -> set[tuple[Any, ...]
     return out
 
 
-async def _run(sim: Simulator, store2: PgStoreV2, profile: V2ProfileSettings, target: Target,
+async def _run(sim: Simulator, store: PgStore, profile: V2ProfileSettings, target: Target,
                start: dt.datetime, end: dt.datetime, now: dt.datetime) -> list[V2Window]:
+    """As the service does it: resolve the target (its STANDARD queues and the resources
+    the profile needs, stored for joins), plan its windows, fetch each unit whole (every
+    page of every request, each checked before it leaves, on a clock held at ``now``) and
+    write a window's slices in one batch. The limiters pace on a clock of their own that
+    never waits (the simulator does not throttle here), so ``now`` stays put."""
+    api = V2Api(profile)
+    clock = ManualClock(now)
     async with BotocoreConnect() as source:
-        keys = [k for k, v in profile.api_filters().items() if v == "all"]
-        disc = await discover(source, target, keys)
-        await store2.save_agents(target.instance_id, target.region, target.account, disc.agents)
-        await store2.save_routing_profiles(target.instance_id, target.region, target.account,
-                                           disc.routing_profiles)
-        found = disc.filter_values()
-        windows = plan([target], profile, start, end, now, {target.instance_id: found})
+        rt = Runtime(settings=Settings(), store=store, source=source, limiters=Limiters(clock=ManualClock(now)),
+                     clock=clock, pipeline=PipelineOptions(), apis={profile.name: api})
+        queues = tuple(q.id for q in await discover_queues(rt, target))
+        found = [(kind, await discover_resource(rt, target, kind)) for kind in RESOURCE_KINDS if kind in api.needs]
+        target = dataclasses.replace(target, queues=queues, resources=tuple(found))
+        units = api.plan(target, start, end, now, 0)
+        windows = [u for u in units if isinstance(u, V2Window)]
+        assert len(windows) == len(units)
+        ctx = FetchContext(source, rt.limiters, RetryPolicy(), clock, random.Random(0), Counters())
         for w in windows:
-            slices = await collect_window(source, w, now, now)
-            await store2.write(slices, None)
+            await store.write(await fetch_unit(w, ctx), None)
     return windows
 
 
-Stores = tuple[PgStore, PgStoreV2, asyncpg.Pool]
+Stores = tuple[PgStore, asyncpg.Pool]
 
 
 @pytest.fixture
@@ -95,13 +114,12 @@ async def stores(database_url: str) -> AsyncIterator[Stores]:
     assert pool is not None
     async with pool.acquire() as conn:
         await migrate(conn)
-    store = PgStore(pool)
-    yield store, PgStoreV2(store), pool
+    yield PgStore(pool), pool
     await pool.close()
 
 
 async def test_agent_and_queue_15m_over_3_days_lands_exactly(start_sim: StartSim, stores: Stores) -> None:
-    _store, store2, pool = stores
+    store, pool = stores
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=30, agents_per_instance=40), throttle=False))
     sim = h.sim
     inst = next(iter(sim.fleet.instances.values()))
@@ -115,7 +133,7 @@ async def test_agent_and_queue_15m_over_3_days_lands_exactly(start_sim: StartSim
     now = dt.datetime.fromtimestamp(sim.now(), dt.UTC)
     end = newest_end(now, "FIFTEEN_MIN", "UTC")
     start = end - dt.timedelta(days=3)
-    windows = await _run(sim, store2, profile, target, start, end, now)
+    windows = await _run(sim, store, profile, target, start, end, now)
     assert [len(w.slices) for w in windows] == [287, 1]
     assert all(len(w.requests) == 1 for w in windows)  # 30 queues + 40 agents fit one request
     want = _expected(sim, windows, now)
@@ -142,7 +160,7 @@ async def test_agent_and_queue_15m_over_3_days_lands_exactly(start_sim: StartSim
             "JOIN agents a ON a.instance_ref = i.ref AND a.agent_id = h.agent_id WHERE h.api = 'v2'")
         assert len(named) == 40 and all(r["first_name"] and r["last_name"] for r in named)
         # a second run changes nothing
-        await _run(sim, store2, profile, target, start, end, now)
+        await _run(sim, store, profile, target, start, end, now)
         after = await conn.fetch(f"SELECT {COLS}, collected_at FROM historical_metrics ORDER BY 1,2,4,7,8,13")
         assert before == after
         assert await conn.fetchval("SELECT min(times_collected) FROM collected_slices") == 2
@@ -159,7 +177,7 @@ async def test_agent_and_queue_15m_over_3_days_lands_exactly(start_sim: StartSim
     (dt.datetime(2026, 11, 10, 15, tzinfo=dt.UTC), 25),  # fall back, 2026-11-01
 ])
 async def test_day_slices_in_new_york_across_dst_are_exact(start_sim: StartSim, stores: Stores, now: dt.datetime, hours: int) -> None:
-    _store, store2, pool = stores
+    store, pool = stores
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=4, agents_per_instance=6), throttle=False),
                         now=now.timestamp)
     sim = h.sim
@@ -175,9 +193,9 @@ async def test_day_slices_in_new_york_across_dst_are_exact(start_sim: StartSim, 
     end = newest_end(now, "DAY", "America/New_York")
     start = end - dt.timedelta(days=14)
     start = start.astimezone(dt.UTC)
-    from collector.v2.planner import floor_boundary
+    from collector.apis.v2.planner import floor_boundary
     start = floor_boundary(start, "DAY", "America/New_York")
-    windows = await _run(sim, store2, profile, target, start, end, now)
+    windows = await _run(sim, store, profile, target, start, end, now)
     lengths = sorted({(k.end - k.start).total_seconds() / 3600 for w in windows for k in w.slices})
     assert lengths == sorted({24.0, float(hours)})
     async with pool.acquire() as conn:
@@ -191,8 +209,8 @@ async def test_day_slices_in_new_york_across_dst_are_exact(start_sim: StartSim, 
 
 
 async def test_recollecting_a_slice_replaces_it(stores: Stores) -> None:
-    _store, store2, pool = stores
-    from collector.v2.model import MetricV2
+    store, pool = stores
+    from collector.apis.v2.model import MetricV2
 
     ms = (MetricV2("CONTACTS_HANDLED", "COUNT"), MetricV2("AVG_HANDLE_TIME", "SECONDS"))
     t0 = dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)
@@ -200,19 +218,19 @@ async def test_recollecting_a_slice_replaces_it(stores: Stores) -> None:
     a = (("AGENT", "a1"), ("QUEUE", "q1"))
     b = (("AGENT", "a2"), ("QUEUE", "q1"))
     at = dt.datetime(2026, 11, 20, 11, tzinfo=dt.UTC)
-    await store2.write([CompletedSliceV2(key, [(ms, [(a, [3.0, None]), (b, [1.0, 12.5])])], at)], None)
-    await store2.write([CompletedSliceV2(key, [(ms, [(a, [4.0, 20.0])])], at)], None)
+    await store.write([CompletedSlice(key, [(ms, [(a, [3.0, None]), (b, [1.0, 12.5])])], at, None, CODEC)], None)
+    await store.write([CompletedSlice(key, [(ms, [(a, [4.0, 20.0])])], at, None, CODEC)], None)
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT agent_id, metric_name, value FROM historical_metrics ORDER BY 1, 2")
         assert [tuple(r) for r in rows] == [("a1", "AVG_HANDLE_TIME", 20.0), ("a1", "CONTACTS_HANDLED", 4.0)]
-        await store2.write([CompletedSliceV2(key, [], at)], None)  # an empty result stores nothing
+        await store.write([CompletedSlice(key, [], at)], None)  # an empty result stores nothing
         assert await conn.fetchval("SELECT count(*) FROM historical_metrics") == 0
         assert await conn.fetchval("SELECT rows FROM collected_slices") == 0
 
 
 
 async def test_a_90_day_backfill_runs_to_completion(start_sim: StartSim, stores: Stores) -> None:
-    _store, store2, pool = stores
+    store, pool = stores
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(queues_per_instance=2, agents_per_instance=2), throttle=False))
     sim = h.sim
     inst = next(iter(sim.fleet.instances.values()))
@@ -221,11 +239,11 @@ async def test_a_90_day_backfill_runs_to_completion(start_sim: StartSim, stores:
         name="hourly_90d", api="v2", interval="1h", time_zone="Europe/London", groupings=["AGENT"],
         filters={"agents": "all"}, metrics=["CONTACTS_HANDLED", "SUM_ONLINE_TIME_AGENT", "AGENT_OCCUPANCY"],
     )
-    from collector.v2.planner import oldest_start
+    from collector.apis.v2.planner import oldest_start
 
     now = dt.datetime.fromtimestamp(sim.now(), dt.UTC)
     start, end = oldest_start(now, "HOUR", "Europe/London", margin=600), newest_end(now, "HOUR", "Europe/London")
-    windows = await _run(sim, store2, profile, target, start, end, now)
+    windows = await _run(sim, store, profile, target, start, end, now)
     n_slices = sum(len(w.slices) for w in windows)
     assert n_slices == int((end - start).total_seconds() // 3600) and len(windows) == -(-n_slices // 71)
     async with pool.acquire() as conn:
