@@ -13,6 +13,7 @@ import pytest
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
 from collector.apis.v1.planner import metric_chunks
+from collector.apis.v1.unit import CODEC
 from collector.config import Settings, load_settings
 from collector.model import SliceKey
 from collector.ports import CompletedSlice
@@ -174,13 +175,14 @@ async def test_a_replica_that_lost_its_lease_writes_nothing(database_url: str) -
         stale = CompletedSlice(
             SliceKey("default", "i-1", start, start.replace(minute=15)),
             [(ms, [(("q", "VOICE", None, None, None, None, None), [1.0])])],
-            datetime.now(UTC), ("111111111111", "us-east-1", gen),
+            datetime.now(UTC), ("111111111111", "us-east-1", gen), CODEC,
         )
         refused = await old.write([stale], None)
         assert refused.fenced_keys == [stale.key] and refused.rows == 0
         assert await pool.fetchval("SELECT count(*) FROM collected_slices") == 0
         assert await pool.fetchval("SELECT count(*) FROM historical_metrics") == 0
-        fresh = CompletedSlice(stale.key, stale.pages, stale.collected_at, ("111111111111", "us-east-1", gen + 1))
+        fresh = CompletedSlice(stale.key, stale.pages, stale.collected_at, ("111111111111", "us-east-1", gen + 1),
+                               CODEC)
         await new.write([fresh], None)  # the owner's write goes through
         assert await pool.fetchval("SELECT count(*) FROM historical_metrics") == 1
         renewed = await old.renew_leases("r-old", 30)

@@ -8,6 +8,7 @@ import asyncpg
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
 from collector.apis.v1.planner import metric_chunks
+from collector.apis.v1.unit import CODEC
 from collector.model import SliceKey
 from collector.ports import CompletedSlice
 
@@ -25,7 +26,7 @@ async def test_retention_drops_old_partitions_and_keeps_the_rest(database_url: s
                 SliceKey("default", "i-1", day0 + timedelta(days=d, hours=23, minutes=45),
                          day0 + timedelta(days=d + 1)),
                 [(ms, [(("q1", "VOICE", None, None, None, None, None), [float(d), None])])],
-                datetime.now(UTC),
+                datetime.now(UTC), None, CODEC,
             )
             for d in range(3)
         ]

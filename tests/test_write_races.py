@@ -16,6 +16,7 @@ import pytest
 from collector.adapters.postgres import PgStore, connect_pool, migrate
 from collector.apis.v1.model import Dims
 from collector.apis.v1.planner import metric_chunks
+from collector.apis.v1.unit import CODEC
 from collector.model import SliceKey, WriteResult
 from collector.ports import CompletedSlice
 from tests.conftest import StartSim
@@ -35,7 +36,7 @@ def _slice(instance: str, queues: dict[str, float], fence: tuple[str, str, int] 
            at: datetime | None = None) -> CompletedSlice:
     key = SliceKey("default", instance, START, START + timedelta(minutes=15))
     rows: list[tuple[Dims, list[float | None]]] = [(_dims(q), [v]) for q, v in queues.items()]
-    return CompletedSlice(key, [(MS, rows)], at or datetime.now(UTC), fence)
+    return CompletedSlice(key, [(MS, rows)], at or datetime.now(UTC), fence, CODEC)
 
 
 @pytest.fixture
@@ -180,7 +181,6 @@ async def test_fencing_refuses_only_the_slices_of_lost_shards(pool: asyncpg.Pool
 async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
     start_sim: StartSim, pool: asyncpg.Pool
 ) -> None:
-    import dataclasses
     import random
 
     from collector.adapters.connect import BotocoreConnect
