@@ -231,7 +231,8 @@ class Service:
             await self.outlast(attempt, "oneoff_run")
         except errors.CollectorError as e:
             log.error("run_failed", run_id=run.id, reason=str(e))
-            await self.rt.store.finish_run(run.id, "failed", failed_summary(str(e)))
+            await self.outlast(functools.partial(self.rt.store.finish_run, run.id, "failed", failed_summary(str(e))),
+                               "finish_run")
         if self.on_run_finished:
             self.on_run_finished(run.id)
 
@@ -311,7 +312,8 @@ class Service:
                     continue
                 gen = leases.owned.get(part.shard)
                 if gen is None:  # the lease moved between claim and now: back to the queue
-                    await self.rt.store.requeue_part(part.run.id, part.shard, leases.replica, RunSummary())
+                    await self.outlast(functools.partial(self.rt.store.requeue_part, part.run.id, part.shard,
+                                                         leases.replica, RunSummary()), "requeue_part")
                     continue
                 busy.add(part.shard)
                 tg.start_soon(self._run_part, part, gen, busy)
