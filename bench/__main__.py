@@ -13,64 +13,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
 
+from bench.common import QUEUES, _env, _fresh_db, _run, _server_url, _values, line
+from bench.v2 import collect_v2
+from bench.v2 import report as report_v2
+
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "20"))
-QUEUES = int(os.environ.get("BENCH_QUEUES", "30"))
 RATE, BURST = 5.0, 8
 G = 900
-
-
-@dataclass
-class ProcResult:
-    wall: float
-    cpu: float
-    max_rss_mb: float
-    out: str
-
-
-def _server_url() -> str:
-    url = os.environ.get("COLLECTOR_BENCH_DATABASE_URL") or os.environ.get("COLLECTOR_TEST_DATABASE_URL")
-    if url:
-        return url
-    from collector.adapters.embedded import embedded_dsn
-
-    return embedded_dsn(tempfile.mkdtemp(prefix="collector-bench-pg-"))
-
-
-def _with_db(url: str, db: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, "/" + db, p.query, p.fragment))
-
-
-async def _fresh_db(server: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _with_db(server, name)
-
-
-def _env(endpoint: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "AWS_ENDPOINT_URL_CONNECT": endpoint, "AWS_ACCESS_KEY_ID": "SIM100000000000",
-        "AWS_SECRET_ACCESS_KEY": "simulator", "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true",
-        "COLLECTOR_LOG_LEVEL": "warning",
-    })
-    env.pop("AWS_PROFILE", None)
-    return env
 
 
 class Simulator:
@@ -103,18 +59,6 @@ class Simulator:
         self.proc.wait(10)
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> ProcResult:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _pid, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[:4]} failed:\n{out}")
-    return ProcResult(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, out)
-
-
 def _config(sim: Simulator, dsn: str, path: Path) -> Path:
     path.write_text(f'[database]\ndsn = "{dsn}"\n\n' + sim.cfg.read_text())
     return path
@@ -124,14 +68,6 @@ def _range(hours: float) -> tuple[datetime, datetime]:
     n = int((datetime.now(UTC) - timedelta(minutes=20)).timestamp())
     end = datetime.fromtimestamp(n - n % G, UTC)
     return end - timedelta(hours=hours), end
-
-
-async def _values(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT coalesce(sum(cardinality(vals)), 0) FROM metric_values"))
-    finally:
-        await conn.close()
 
 
 async def _storage(dsn: str) -> tuple[int, int]:
@@ -203,8 +139,11 @@ async def writer(server: str) -> dict[str, float]:
     """The writer (COPY to staging + delete-stale + upsert, one transaction a batch)
     against raw binary COPY of the same rows into a table of the same shape."""
     from collector.adapters.postgres import PgStore, connect_pool, migrate
+    from collector.apis.v1.catalog import METRICS
+    from collector.apis.v1.model import Dims
+    from collector.apis.v1.planner import metric_chunks
+    from collector.apis.v1.unit import CODEC
     from collector.model import SliceKey
-    from collector.planner import metric_chunks
     from collector.ports import CompletedSlice
 
     dsn = await _fresh_db(server)
@@ -216,15 +155,17 @@ async def writer(server: str) -> dict[str, float]:
         await conn.execute(
             "CREATE TABLE raw_values_d PARTITION OF raw_values FOR VALUES FROM ('2026-01-01') TO ('2026-01-02')")
     store = PgStore(pool)
-    ms = metric_chunks(sorted(__import__("collector.catalog", fromlist=["x"]).METRICS), [20, 60])[0]
+    ms = metric_chunks(sorted(METRICS), [20, 60])[0]
     base = datetime(2026, 1, 1, tzinfo=UTC)
     now = datetime.now(UTC)
     slices = []
     for k in range(120):
-        rows = [((f"q{q:04d}", ch, None, None, None, None, None), [float(q + k + i) for i in range(len(ms))])
-                for q in range(200) for ch in ("VOICE", "CHAT", "TASK")]
+        rows: list[tuple[Dims, list[float | None]]] = [
+            ((f"q{q:04d}", ch, None, None, None, None, None), [float(q + k + i) for i in range(len(ms))])
+            for q in range(200) for ch in ("VOICE", "CHAT", "TASK")]
         slices.append(CompletedSlice(SliceKey("default", f"i-{k % 4}", base + timedelta(minutes=15 * (k // 4)),
-                                              base + timedelta(minutes=15 * (k // 4 + 1))), [(ms, rows)], now))
+                                              base + timedelta(minutes=15 * (k // 4 + 1))), [(ms, rows)], now,
+                                     codec=CODEC))
     await store.write(slices[:1], None)  # warm the id caches
     batches = [slices[i:i + 33] for i in range(1, len(slices), 33)]
     rows_total = sum(s.rows for s in slices[1:])
@@ -236,9 +177,11 @@ async def writer(server: str) -> dict[str, float]:
     for s in slices[1:]:
         iref = await store.instance_ref(s.key.instance_id)
         pid = await store.profile_id("default")
-        mid = await store.metric_set_id(ms)
-        for d, vals in s.pages[0][1]:
-            records.append((s.key.start, now, iref, store._dims[d], mid, 900, pid, vals))
+        mid = await store.metric_set_id(CODEC, ms)
+        page = s.pages[0][1]
+        dims = await store.dims_ids(CODEC, {d for d, _v in page})
+        for d, vals in page:
+            records.append((s.key.start, now, iref, dims[d], mid, 900, pid, vals))
     cols = ["slice_start", "collected_at", "instance_ref", "dims_id", "metric_set_id", "slice_seconds",
             "profile_id", "vals"]
     t0 = time.perf_counter()
@@ -269,14 +212,8 @@ def main() -> int:
     print("  naive peer, 23 h backfill: done", flush=True)
     w = asyncio.run(writer(server))
     print("  writer vs raw COPY: done", flush=True)
-    from bench.v2 import collect_v2
-    from bench.v2 import report as report_v2
-
     v2 = collect_v2(workdir, server, 18704)
     print("  collector, GetMetricDataV2 (bench/v2.py): done\n", flush=True)
-
-    def line(name: str, value: str, target: str, ok: bool) -> None:
-        print(f"  {name:<44} {value:>22}   {target:<14} {'ok' if ok else 'MISSED'}")
 
     print("figure                                                        value   target")
     line("quota efficiency (API window, 23 h)", f"{big['efficiency']:.3f}", ">= 0.90", big["efficiency"] >= 0.9)

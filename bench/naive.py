@@ -10,13 +10,14 @@ import sys
 import time
 import tomllib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import boto3
 import psycopg
 from botocore.config import Config
 
+from collector.apis.v1.planner import metric_chunks
 from collector.config import Settings
-from collector.planner import metric_chunks
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS naive_metrics (
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS naive_metrics (
 
 
 def main(config: str, dsn: str, start: str, end: str) -> int:
-    settings = Settings(**tomllib.loads(open(config).read()))
+    settings = Settings(**tomllib.loads(Path(config).read_text()))
     t0, t1 = datetime.fromisoformat(start), datetime.fromisoformat(end)
     g = settings.collection.granularity_seconds
     metrics = [m.to_api() for chunk in metric_chunks(settings.collection.metric_names(), settings.collection.service_levels) for m in chunk]

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from bench.__main__ import QUEUES, _env, _fresh_db, _run, _server_url, _values
+from bench.common import QUEUES, _env, _fresh_db, _run, _server_url, _values, line
 
 # Each account's instances page their requests concurrently (a request's pages are a chain:
 # each needs the previous NextToken), so the burst is usable as in v1.
@@ -156,10 +156,6 @@ def report(v2: dict[str, Any], line: Any) -> None:
     line("V2 peak RSS", f"{v2['rss']:.0f} MB", "< 250 MB", v2["rss"] < 250)
 
 
-def _line(name: str, value: str, target: str, ok: bool) -> None:
-    print(f"  {name:<44} {value:>22}   {target:<14} {'ok' if ok else 'MISSED'}")
-
-
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="collector-bench-v2-"))
     print(f"connect-collector bench, GetMetricDataV2: {ACCOUNTS} accounts x {INSTANCES} instances x {QUEUES} queues x "
@@ -167,7 +163,7 @@ def main() -> int:
     v2 = collect_v2(workdir, _server_url(), 18704)
     print(f"  {v2['out']}\n")
     print("figure                                                        value   target")
-    report(v2, _line)
+    report(v2, line)
     return 0
 
 

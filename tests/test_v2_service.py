@@ -5,6 +5,7 @@ serve`` process, against the simulator with throttling on and real Postgres."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -19,20 +20,20 @@ import anyio
 import asyncpg
 import pytest
 
-from collector.adapters.connect import BotocoreConnect
+from collector.apis.v2 import catalog
+from collector.apis.v2.api import plan, resources_of
+from collector.apis.v2.planner import floor_boundary, newest_end, oldest_start
+from collector.apis.v2.unit import V2Window
 from collector.config import Settings, load_settings
-from collector.model import SliceKey, Target
-from collector.pipeline import Progress
+from collector.fleet import resolve
+from collector.model import SliceKey
+from collector.progress import Progress
 from collector.runs import collect
 from collector.simulator import FleetSpec, Simulator, SimulatorConfig
-from collector.v2.collect import discover
-from collector.v2.model import V2Window
-from collector.v2.planner import floor_boundary, newest_end, oldest_start, plan
 from collector.wiring import runtime
 from tests.cli_run import cli_env, run_cli
 from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor, wait_until
-from tests.test_v2_storage import _expected, _stored
 
 AGENTS_15M = """
 [[profiles]]
@@ -92,15 +93,63 @@ class Recorder(Progress):
 
 async def _windows(sim: Simulator, settings: Settings, name: str, start: dt.datetime, end: dt.datetime,
                    now: dt.datetime) -> list[V2Window]:
-    """The windows the collector plans, from the simulator's resources (for ``_expected``)."""
+    """The windows the collector plans, from the simulator's resources (for ``_expected``):
+    every instance resolved with the resources the profile's ``"all"`` filters need."""
     profile = next(p for p in settings.v2_profiles() if p.name == name)
     out: list[V2Window] = []
-    async with BotocoreConnect() as source:
-        for inst in sim.fleet.instances.values():
-            t = Target(inst.id, inst.region, inst.account, tuple(inst.queues))
-            keys = [k for k, v in profile.api_filters().items() if v == "all"]
-            found = (await discover(source, t, keys)).filter_values()
-            out += plan([t], profile, start, end, now, {inst.id: found})
+    async with runtime(settings) as rt:
+        res = await resolve(rt, needs=rt.api(name).needs)
+        assert not res.failed_instances and not res.failed_scopes, res
+        assert {t.instance_id for t in res.targets} == set(sim.fleet.instances)
+        for t in res.targets:
+            out += plan([t], profile, start, end, now, {t.instance_id: resources_of(t)})
+    return out
+
+
+# The view rows of V2 values: the simulator's own answer (``_expected``) against what is
+# stored (``_stored``).
+COLS = ("instance_id, interval_start, interval_end, queue_id, channel, routing_profile_id, agent_id, "
+        "metric_name, statistic, unit, threshold_comparison, threshold_value, metric_filters, value, "
+        "dimensions, api, profile")
+
+
+def _expected(sim: Simulator, windows: list[V2Window], now: dt.datetime) -> set[tuple[Any, ...]]:
+    """The simulator's own answer for every request of every window, as view rows."""
+    out: set[tuple[Any, ...]] = set()
+    for w in windows:
+        inst = sim.fleet.instances[w.target.instance_id]
+        for req in w.requests:
+            body = {**req.to_api(), "StartTime": int(req.start.timestamp()), "EndTime": int(req.end.timestamp())}
+            parts = sim.v2.validate(body, now.timestamp())
+            parts.pop("max_results")
+            for res in sim.v2.results(inst, **parts):
+                d = res["Dimensions"]
+                mi = res["MetricInterval"]
+                for c in res["Collections"]:
+                    m = c["Metric"]
+                    thr = (m.get("Threshold") or [None])[0]
+                    mfs = [{"key": f["MetricFilterKey"], "values": f["MetricFilterValues"],
+                            "negate": f.get("Negate", False)} for f in m.get("MetricFilters") or []]
+                    out.add((
+                        inst.id, mi["StartTime"], mi["EndTime"], d.get("QUEUE"), d.get("CHANNEL"),
+                        d.get("ROUTING_PROFILE"), d.get("AGENT"), m["Name"], None,
+                        catalog.METRICS[m["Name"]].unit, thr and thr["Comparison"],
+                        thr and float(thr["ThresholdValue"]), json.dumps(mfs, sort_keys=True) if mfs else None,
+                        c.get("Value"), json.dumps(d, sort_keys=True), "v2", w.profile,
+                    ))
+    return out
+
+
+async def _stored(conn: asyncpg.Connection, profile: str) -> set[tuple[Any, ...]]:
+    rows = await conn.fetch(f"SELECT {COLS} FROM historical_metrics WHERE profile = $1", profile)
+    out = set()
+    for r in rows:
+        t = list(r.values())
+        t[1], t[2] = int(t[1].timestamp()), int(t[2].timestamp())
+        t[12] = json.dumps(json.loads(t[12]), sort_keys=True) if t[12] is not None else None
+        t[14] = json.dumps(json.loads(t[14]), sort_keys=True)
+        out.add(tuple(t))
+    assert len(out) == len(rows)  # no duplicated value
     return out
 
 
@@ -312,8 +361,10 @@ async def test_collector_serve_schedules_a_v2_profile(start_sim: StartSim, datab
     try:
         n = await conn.fetchval("SELECT count(*) FROM historical_metrics WHERE api = 'v2' AND profile = 'agents_15m'")
         assert n > 0
-        runs = await conn.fetch("SELECT status FROM collection_runs WHERE requested_by = 'scheduler' "
-                                "AND profile = 'agents_15m'")
+        # one scheduler serves every profile: a round's run names each profile it collected
+        # ("agents_15m,default" when the v1 default profile's slices are due with it)
+        runs = await conn.fetch("SELECT status, profile FROM collection_runs WHERE requested_by = 'scheduler' "
+                                "AND 'agents_15m' = ANY(string_to_array(profile, ','))")
         assert runs and {r["status"] for r in runs} <= {"succeeded", "interrupted"}
         assert "succeeded" in {r["status"] for r in runs}
         wm = await conn.fetchval("SELECT count(*) FROM watermarks w JOIN profiles p ON p.id = w.profile_id "
@@ -381,7 +432,7 @@ async def test_a_one_off_v2_run_in_a_cluster_is_split_into_shard_parts(start_sim
 
     import aiohttp
 
-    from collector.service import serve
+    from collector.wiring import serve
     from tests.helpers import lease_owners, query
     from tests.test_http_api import _free_port
 
