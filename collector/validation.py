@@ -34,3 +34,10 @@ def suggest(name: str, known: Any) -> str:
     if close:
         return f"; did you mean {' or '.join(close)}?"
     return f"; known: {', '.join(sorted(known))}"
+
+
+def unique(values: list[Any], what: str) -> list[Any]:
+    """``values`` unchanged, or a ValueError naming the repeated ``what``."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"a {what} is repeated")
+    return values

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from collector.apis.v1 import catalog
 from collector.durations import parse_duration
-from collector.validation import Section, keyword, suggest, upper
+from collector.validation import Section, keyword, suggest, unique, upper
 
 
 class CollectionSettings(Section):
@@ -56,9 +56,7 @@ class CollectionSettings(Section):
                 )
         if len(v) > catalog.MAX_GROUPINGS:
             raise ValueError(f"{len(v)} groupings given; GetMetricData takes at most 2")
-        if len(set(v)) != len(v):
-            raise ValueError("a grouping is repeated")
-        return v
+        return unique(v, "grouping")
 
     @field_validator("channels")
     @classmethod

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from collector.apis.v2 import catalog
 from collector.durations import parse_duration
+from collector.validation import unique
 
 # [profiles.filters] key -> the API's filter key.
 FILTER_KEYS: dict[str, str] = {
@@ -162,9 +163,7 @@ class V2ProfileSettings(_Strict):
         for g in v:
             if g not in known:
                 raise ValueError(f"unknown grouping {g!r}; known: {', '.join(sorted(known))}")
-        if len(set(v)) != len(v):
-            raise ValueError("a grouping is repeated")
-        return v
+        return unique(v, "grouping")
 
     @field_validator("filters")
     @classmethod
