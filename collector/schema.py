@@ -83,3 +83,40 @@ TABLES: Final = {
     "hierarchy_groups": {"instance_ref", "group_id", "arn", "name", "level", "seen_at"},
     "profiles": {"id", "name", "api", "interval", "interval_seconds", "period", "time_zone", "registered_at"},
 }
+
+# The KPI views (migration 011): view -> columns in order (documented in the README).
+KPI_VIEWS: Final = {
+    "kpi_queue_interval": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "interval_start", "interval_end",
+        "local_date", "queue_id", "queue_name", "channel", "routing_profile_id", "routing_profile_name",
+        "contacts_queued", "contacts_handled", "contacts_abandoned", "service_level", "answered_in",
+        "avg_handle_time", "avg_answer_time", "abandonment_rate", "occupancy", "collected_at",
+    ],
+    "kpi_queue_daily": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "local_date", "period_start",
+        "period_end", "intervals", "queue_id", "queue_name", "channel", "routing_profile_id",
+        "routing_profile_name", "contacts_queued", "contacts_handled", "contacts_abandoned", "service_level",
+        "avg_handle_time", "avg_answer_time", "abandonment_rate", "occupancy",
+    ],
+    "kpi_queue_weekly": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "local_week", "period_start",
+        "period_end", "intervals", "queue_id", "queue_name", "channel", "routing_profile_id",
+        "routing_profile_name", "contacts_queued", "contacts_handled", "contacts_abandoned", "service_level",
+        "avg_handle_time", "avg_answer_time", "abandonment_rate", "occupancy",
+    ],
+    "kpi_agent_interval": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "interval_start", "interval_end",
+        "local_date", "agent_id", "username", "agent_name", "routing_profile_id", "routing_profile_name",
+        "hierarchy_group_id", "hierarchy_group_name", "queue_id", "queue_name", "channel", "contacts_handled",
+        "avg_handle_time", "occupancy", "contact_time_agent", "idle_time_agent", "collected_at",
+    ],
+    "kpi_agent_daily": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "local_date", "period_start",
+        "period_end", "intervals", "agent_id", "username", "agent_name", "routing_profile_id",
+        "routing_profile_name", "hierarchy_group_id", "hierarchy_group_name", "queue_id", "queue_name",
+        "channel", "contacts_handled", "avg_handle_time", "occupancy",
+    ],
+    "collection_problems": [
+        "kind", "instance_id", "profile", "interval_start", "interval_end", "reason", "run_id", "recorded_at",
+    ],
+}
