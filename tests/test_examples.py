@@ -94,9 +94,11 @@ async def _collect_everything(start_sim: StartSim, database_url: str, tmp_path: 
         _r, s = await collect(rt, v1_end - dt.timedelta(minutes=15), v1_end)
         assert s.slices_failed == 1
         iid = next(iter(h.sim.fleet.instances))
-        await rt.store.record_gaps(Series(iid, "default", 900, (900, 900)),
-                                   [v1_end - dt.timedelta(hours=30)], "aged_out", dt.datetime.now(dt.UTC))
-    return {"sim": h.sim, "y_start": y_start, "iid": iid}
+        series = Series(iid, "default", 900, (900, 900))
+        await rt.store.record_gaps(series, [v1_end - dt.timedelta(hours=30)], "aged_out", dt.datetime.now(dt.UTC))
+        # a service whose frontier is 6 hours back: the 4 hours before what was collected are overdue
+        await rt.store.set_frontiers([(series, v1_end - dt.timedelta(hours=6))])
+    return {"sim": h.sim, "y_start": y_start, "iid": iid, "v1_end": v1_end}
 
 
 async def test_each_question_is_one_select_over_the_views_and_roll_ups_match_the_api(
@@ -155,8 +157,15 @@ async def test_each_question_is_one_select_over_the_views_and_roll_ups_match_the
         problems = answers["missing_slices"]
         kinds = {(r["kind"], r["profile"]) for r in problems}
         assert ("failed", "default") in kinds and ("gap", "default") in kinds
+        v1_end = ctx["v1_end"]
+        overdue = await conn.fetch("SELECT interval_start, interval_end FROM collection_problems "
+                                   "WHERE kind = 'not_collected' AND interval_start < $1 ORDER BY 1", v1_end)
+        assert [(r["interval_start"], r["interval_end"]) for r in overdue] == [
+            (v1_end - dt.timedelta(hours=6, minutes=-15 * k), v1_end - dt.timedelta(hours=6, minutes=-15 * (k + 1)))
+            for k in range(16)]
         failed = [r for r in problems if r["kind"] == "failed"]
         assert all("injected for the example" in r["reason"] for r in failed)
         assert all(r["instance_id"] == ctx["iid"] for r in problems)
+        assert not [r for r in problems if r["kind"] == "not_collected" and r["profile"] != "default"]
     finally:
         await conn.close()
