@@ -129,3 +129,27 @@ def test_v2_agent_occupancy_is_contact_time_over_contact_and_idle_time() -> None
         busy, idle = v["SUM_CONTACT_TIME_AGENT"], v["SUM_IDLE_TIME_AGENT"]
         assert 0 <= v["AGENT_OCCUPANCY"] <= 100
         assert v["AGENT_OCCUPANCY"] == round(100.0 * busy / (busy + idle), 2)
+
+
+def test_v1_and_v2_agree_on_a_queue_and_channel_where_they_measure_the_same_thing() -> None:
+    sim = _sim()
+    (iid, inst), = sim.fleet.instances.items()
+    start = dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC)
+    end = start + dt.timedelta(hours=1)
+    v2 = {(r["Dimensions"]["QUEUE"], r["Dimensions"]["CHANNEL"], r["MetricInterval"]["StartTime"]): _values(r)
+          for r in _v2(sim, start, end, "FIFTEEN_MIN", ["QUEUE", "CHANNEL"], V2_QUEUE_METRICS)}
+    v1: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for k in range(4):
+        s = start + dt.timedelta(minutes=15 * k)
+        filters = {"Queues": list(inst.queues), "Channels": ["VOICE", "CHAT", "TASK"]}
+        for r in sim.expected(iid, s, s + dt.timedelta(minutes=15), ["QUEUE", "CHANNEL"], filters, V1_METRICS):
+            v1[(r["Dimensions"]["Queue"]["Id"], r["Dimensions"]["Channel"], int(s.timestamp()))] = _values(r)
+    assert v2 and set(v2) <= set(v1)  # every V2 group has its v1 twin
+    pairs = [("CONTACTS_QUEUED", "CONTACTS_QUEUED"), ("CONTACTS_HANDLED", "CONTACTS_HANDLED"),
+             ("CONTACTS_ABANDONED", "CONTACTS_ABANDONED"), ("HANDLE_TIME", "AVG_HANDLE_TIME"),
+             ("INTERACTION_TIME", "AVG_INTERACTION_TIME"), ("QUEUE_ANSWER_TIME", "AVG_QUEUE_ANSWER_TIME"),
+             ("SERVICE_LEVEL 20", "SERVICE_LEVEL LT 20"), ("SERVICE_LEVEL 60", "SERVICE_LEVEL LT 60")]
+    for key, b in v2.items():
+        a = v1[key]
+        for n1, n2 in pairs:
+            assert a[n1] == b[n2], (key, n1, a[n1], b[n2])

@@ -168,6 +168,23 @@ class MetricDataV2:
             w = self._worlds[inst.id] = world(inst, self.agents, self.seed)
         return w
 
+    def queue_contacts(self, inst: Instance, queue: str, channel: str, start: int, end: int) -> Contacts | None:
+        """The contacts of one queue and channel in [start, end) summed over its agents'
+        cells: what GetMetricDataV2 reports for that queue and channel (None: no agent
+        serves it). GetMetricData answers from the same contacts."""
+        agents = [a for a, q, c in self.world(inst).cells if q == queue and c == channel]
+        if not agents:
+            return None
+        parts = []
+        for agent in agents:
+            for bucket in range(start // BUCKET, -(-end // BUCKET)):
+                h = _h(self.seed, agent.id, queue, channel, bucket)
+                if h % 10 < 4:
+                    parts.append(contacts(h, 1 + (h >> 8) % 4))
+        return Contacts(sum(c.handled for c in parts), sum(c.abandoned for c in parts),
+                        tuple(w for c in parts for w in c.waits), sum(c.talk for c in parts),
+                        sum(c.hold for c in parts), sum(c.acw for c in parts), sum(c.abandon_wait for c in parts))
+
     # -- the request ---------------------------------------------------------------
     def instance(self, arn: Any, region: str) -> Instance:
         if not isinstance(arn, str) or ":instance/" not in arn:
@@ -626,3 +643,48 @@ def _coherent(name: str, c: Contacts, threshold: Any) -> tuple[float, float]:
            "AVG_INTERACTION_AND_HOLD_TIME": c.talk + c.hold, "AVG_AFTER_CONTACT_WORK_TIME": c.acw,
            "AVG_QUEUE_ANSWER_TIME": sum(c.waits)}[name]
     return num, c.handled
+
+
+# GetMetricData (v1) names read from the same contacts: (numerator, denominator) as for V2
+_V1_FROM_V2 = {
+    "CONTACTS_QUEUED": "CONTACTS_QUEUED", "CONTACTS_ABANDONED": "CONTACTS_ABANDONED",
+    "HANDLE_TIME": "AVG_HANDLE_TIME", "INTERACTION_TIME": "AVG_INTERACTION_TIME", "HOLD_TIME": "AVG_HOLD_TIME",
+    "INTERACTION_AND_HOLD_TIME": "AVG_INTERACTION_AND_HOLD_TIME",
+    "AFTER_CONTACT_WORK_TIME": "AVG_AFTER_CONTACT_WORK_TIME", "QUEUE_ANSWER_TIME": "AVG_QUEUE_ANSWER_TIME",
+    "ABANDON_TIME": "AVG_ABANDON_TIME",
+}
+
+
+def v1_values(c: Contacts, h: int, metrics: Sequence[tuple[str, float | None]], units: dict[str, str],
+              salts: dict[str, int], provisional: bool = False) -> list[float | None]:
+    """GetMetricData values of a queue and channel from its contacts (the ones V2 reports):
+    counts, averages and service levels agree with GetMetricDataV2's for the same slice;
+    metrics V2 does not model here get values of their own, bounded by the counts.
+    ``provisional`` halves the counts (late contacts not landed yet)."""
+    out: list[float | None] = []
+    for name, thr in metrics:
+        unit = units[name]
+        if name == "CONTACTS_HANDLED":
+            v: float | None = float(c.handled)
+        elif name in _V1_FROM_V2:
+            num, den = _coherent(_V1_FROM_V2[name], c, None)
+            v = float(num) if unit == "COUNT" else (round(num / den, 3) if den else None)
+        elif name == "SERVICE_LEVEL":
+            num, den = _coherent("SERVICE_LEVEL", c, [{"Comparison": "LT", "ThresholdValue": thr or 0}])
+            v = round(100.0 * num / den, 2) if den else None
+        elif name == "QUEUED_TIME":
+            v = float(max(c.waits)) if c.waits else None
+        else:
+            hv = (h ^ salts[name]) * 0x9E3779B97F4A7C15 % (1 << 61)
+            if unit == "COUNT":
+                v = float(hv % (c.handled + 1))
+            elif not c.handled:
+                v = None
+            elif unit == "PERCENT":
+                v = round((hv % 10_001) / 100.0, 2)
+            else:
+                v = round((hv % 600_000) / 1000.0, 3)
+        if provisional and unit == "COUNT" and v is not None:
+            v = float(int(v) // 2)
+        out.append(v)
+    return out
