@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from collector import schema
 from collector.config import load_settings
 from collector.model import Series
 from collector.runs import collect
@@ -154,6 +155,8 @@ async def test_each_question_is_one_select_over_the_views_and_roll_ups_match_the
         v1 = await conn.fetch("SELECT service_level, abandonment_rate FROM kpi_queue_interval WHERE api = 'v1'")
         assert v1 and all(set(json.loads(r["service_level"] or "{}")) <= {"20", "60"} for r in v1)
 
+        await _wide_is_the_long_view_pivoted(conn)
+
         problems = answers["missing_slices"]
         kinds = {(r["kind"], r["profile"]) for r in problems}
         assert ("failed", "default") in kinds and ("gap", "default") in kinds
@@ -169,3 +172,38 @@ async def test_each_question_is_one_select_over_the_views_and_roll_ups_match_the
         assert not [r for r in problems if r["kind"] == "not_collected" and r["profile"] != "default"]
     finally:
         await conn.close()
+
+
+async def _wide_is_the_long_view_pivoted(conn: asyncpg.Connection) -> None:
+    """historical_metrics_wide (reading the arrays directly) holds exactly the long view's
+    values: one row per slice and dimension group, each v1 metric in its column, v1
+    service levels in ``service_level``, V2 values in ``v2_metrics``."""
+    keys = ("instance_id", "interval_start", "interval_end", "queue_id", "channel", "routing_profile_id",
+            "agent_status_id", "routing_step_expression", "subtype", "validation_test_type", "profile", "api",
+            "agent_id", "dimensions")
+    want: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in await conn.fetch("SELECT * FROM historical_metrics"):
+        row = want.setdefault(tuple(r[k] for k in keys), {c.lower(): None for c in schema.WIDE_METRIC_COLUMNS}
+                              | {"service_level": None, "v2_metrics": None})
+        if r["api"] == "v2":
+            label = r["metric_name"]
+            if r["threshold_value"] is not None:
+                label += f' {r["threshold_comparison"]} {int(r["threshold_value"])}'
+            if r["metric_filters"] is not None:
+                label += " " + json.dumps(json.loads(r["metric_filters"]))
+            row["v2_metrics"] = {**(row["v2_metrics"] or {}), label: r["value"]}
+        elif r["metric_name"] == "SERVICE_LEVEL":
+            row["service_level"] = {**(row["service_level"] or {}), str(int(r["threshold_value"])): r["value"]}
+        else:
+            row[r["metric_name"].lower()] = r["value"]
+    got: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in await conn.fetch("SELECT * FROM historical_metrics_wide"):
+        row = {c: r[c] for c in [*schema.WIDE_METRIC_COLUMNS, "service_level", "v2_metrics"]}
+        for c in ("service_level", "v2_metrics"):
+            row[c] = json.loads(row[c]) if row[c] is not None else None
+        key = tuple(r[k] for k in keys)
+        assert key not in got
+        got[key] = row
+    assert len(want) > 100 and {r["api"] for r in await conn.fetch("SELECT api FROM historical_metrics_wide")} == {
+        "v1", "v2"}
+    assert got == want
