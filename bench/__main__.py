@@ -20,6 +20,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from bench.analyst import analyst
+from bench.analyst import report as report_analyst
 from bench.common import QUEUES, _env, _fresh_db, _run, _server_url, _values, line
 from bench.v2 import collect_v2
 from bench.v2 import report as report_v2
@@ -213,7 +215,9 @@ def main() -> int:
     w = asyncio.run(writer(server))
     print("  writer vs raw COPY: done", flush=True)
     v2 = collect_v2(workdir, server, 18704)
-    print("  collector, GetMetricDataV2 (bench/v2.py): done\n", flush=True)
+    print("  collector, GetMetricDataV2 (bench/v2.py): done", flush=True)
+    a = analyst(workdir, server, 18705)
+    print("  analyst queries on 6 h of 2 x 300 queues (bench/analyst.py): done\n", flush=True)
 
     print("figure                                                        value   target")
     line("quota efficiency (API window, 23 h)", f"{big['efficiency']:.3f}", ">= 0.90", big["efficiency"] >= 0.9)
@@ -234,6 +238,7 @@ def main() -> int:
     line("bytes on disk per stored value", f"{big['bytes_per_value']:.1f}", "<= 16", big["bytes_per_value"] <= 16)
     line("  naive peer, one row per value", f"{peer['bytes_per_value']:.1f}", "", True)
     report_v2(v2, line)
+    report_analyst(a)
     print(f"\n(naive peer stored {peer['values']:,} values; the collector {big['values']:,} for the same range)")
     return 0
 

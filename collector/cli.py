@@ -400,9 +400,17 @@ async def _sandbox(args: argparse.Namespace) -> int:
                                                 progress=progress, on_planned=progress.set_total)
         dsn = database_dsn(settings)
     print(f"run {run_id}: {summary.slices_done} slices, {summary.values_written} values stored")
-    print("\nQuery it:")
-    print(f'  psql "{dsn}" -c "SELECT instance_id, interval_start, queue_id, channel, metric_name, value '
-          "FROM historical_metrics WHERE metric_name = 'CONTACTS_HANDLED' ORDER BY interval_start DESC LIMIT 10\"")
+    if settings.database.dsn:
+        print("\nQuery it:")
+        print(f'  psql "{dsn}" -c "SELECT instance_id, interval_start, queue_name, channel, contacts_handled, '
+              'service_level FROM kpi_queue_interval ORDER BY interval_start DESC LIMIT 10"')
+    else:
+        # The embedded Postgres stops with this process: a psql line for it would not connect.
+        print(f"\nThe embedded Postgres in {args.data_dir} stopped with this command; the data stays there.")
+        print("To query it, start the service on the same data directory and use the psql line it prints:")
+        print(f'  COLLECTOR_DATABASE__DATA_DIR="{args.data_dir}" collector serve --sandbox')
+        print("or run the sandbox against a Postgres of your own:")
+        print("  COLLECTOR_DATABASE_URL=postgresql://user@host/db collector sandbox")
     return EXIT_OK if not summary.failures else EXIT_FAILED
 
 
@@ -420,8 +428,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     from collector.simulator import running_simulator
 
-    extra = '[database]\ndata_dir = ".data/pg"\n\n[scheduler]\ninitial_backfill = "6h"\n'
     base = load_settings(args.config)  # the file (if any) and COLLECTOR_* overrides
+    extra = f'[database]\ndata_dir = "{base.database.data_dir}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
     if base.database.dsn:
         extra = f'[database]\ndsn = "{base.database.dsn}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
     _apply_api_args(base, args)

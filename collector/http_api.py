@@ -5,12 +5,14 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
+from importlib import resources
 from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -164,6 +166,32 @@ def _answer_validation_errors(app: FastAPI) -> None:
         return JSONResponse(status_code=422, content={"detail": detail})
 
 
+# Swagger UI (npm swagger-ui-dist, see static/swagger-ui/VERSION) ships inside the package,
+# so /docs works without reaching any other host.
+_ASSETS = resources.files("collector") / "static" / "swagger-ui"
+_ASSET_TYPES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+                "favicon-32x32.png": "image/png"}
+
+
+def _serve_docs(app: FastAPI) -> None:
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - Swagger UI",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js", swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
+        )
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        media = _ASSET_TYPES.get(name)
+        if media is None:
+            raise HTTPException(status_code=404, detail="no such asset")
+        return Response((_ASSETS / name).read_bytes(), media_type=media,
+                        headers={"cache-control": "public, max-age=86400"})
+
+
 def create_app(
     *,
     token: str | None,
@@ -183,7 +211,9 @@ def create_app(
         title="connect-collector",
         description="Amazon Connect historical metrics into PostgreSQL.",
         version="1",
+        docs_url=None,
     )
+    _serve_docs(app)
 
     _answer_validation_errors(app)
 

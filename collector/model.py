@@ -117,6 +117,19 @@ class ResourceInfo:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    """What a profile's metric API says of it, recorded in ``profiles`` for SQL: the API
+    (``v1``/``v2``), the interval as configured (``15m``, ``1d``), its nominal seconds, the
+    API's own period name where it has one, and the time zone its slices align to."""
+
+    api: str
+    interval: str
+    interval_seconds: int
+    period: str | None
+    time_zone: str
+
+
 # -- what the store keeps -----------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from collector.model import (
     Fence,
     InstanceInfo,
     PartRecord,
+    ProfileInfo,
     QueueInfo,
     ResourceInfo,
     RunRecord,
@@ -171,6 +172,11 @@ class MetricApi(Protocol):
     def calendar(self) -> Calendar: ...
 
     @property
+    def info(self) -> ProfileInfo:
+        """How the profile is described in the store's ``profiles`` table."""
+        ...
+
+    @property
     def lookback(self) -> int:
         """Seconds of history the API serves."""
         ...
@@ -219,6 +225,14 @@ class Registry(Protocol):
     async def save_queues(
         self, instance_id: str, region: str, account: str | None, queues: Sequence[QueueInfo]
     ) -> None: ...
+
+    async def register_profile(self, name: str, info: ProfileInfo) -> int:
+        """Record a profile's API, interval and time zone (its id)."""
+        ...
+
+    async def name_instance(self, instance_id: str, region: str, account: str | None, name: str) -> None:
+        """The name the config gives an instance (shown before its alias in the KPI views)."""
+        ...
 
     async def save_agents(
         self, instance_id: str, region: str, account: str | None, agents: Sequence[AgentInfo]

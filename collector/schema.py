@@ -70,15 +70,53 @@ TABLES: Final = {
     "shard_leases": {"account", "region", "owner", "generation", "expires_at", "acquired_at", "takeovers"},
     "collection_gaps": {"instance_ref", "profile_id", "slice_start", "slice_seconds", "reason",
                         "recorded_at"},
-    "instances": {"ref", "instance_id", "region", "account", "arn", "alias", "first_seen"},
+    "instances": {"ref", "instance_id", "region", "account", "arn", "alias", "first_seen", "name"},
     "queues": {"instance_ref", "queue_id", "arn", "name", "queue_type", "seen_at"},
     "dimension_sets": {"id", "key", "queue_id", "channel", "routing_profile_id", "agent_status_id",
                        "routing_step_expression", "subtype", "validation_test_type", "agent_id", "dimensions"},
     "metric_sets": {"id", "signature"},
     "metric_set_members": {"metric_set_id", "ord", "metric_name", "statistic", "unit", "threshold_value",
                            "api", "threshold_comparison", "metric_filters"},
-    "agents": {"instance_ref", "agent_id", "arn", "username", "first_name", "last_name", "seen_at"},
+    "agents": {"instance_ref", "agent_id", "arn", "username", "first_name", "last_name", "seen_at",
+               "routing_profile_id", "hierarchy_group_id"},
     "routing_profiles": {"instance_ref", "routing_profile_id", "arn", "name", "seen_at"},
     "hierarchy_groups": {"instance_ref", "group_id", "arn", "name", "level", "seen_at"},
-    "profiles": {"id", "name"},
+    "profiles": {"id", "name", "api", "interval", "interval_seconds", "period", "time_zone", "registered_at"},
+}
+
+# The KPI views (migration 011): view -> columns in order (documented in the README).
+KPI_VIEWS: Final = {
+    "kpi_queue_interval": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "interval_start", "interval_end",
+        "local_date", "queue_id", "queue_name", "channel", "routing_profile_id", "routing_profile_name",
+        "contacts_queued", "contacts_handled", "contacts_abandoned", "service_level", "answered_in",
+        "avg_handle_time", "avg_answer_time", "abandonment_rate", "occupancy", "collected_at",
+    ],
+    "kpi_queue_daily": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "local_date", "period_start",
+        "period_end", "intervals", "queue_id", "queue_name", "channel", "routing_profile_id",
+        "routing_profile_name", "contacts_queued", "contacts_handled", "contacts_abandoned", "service_level",
+        "avg_handle_time", "avg_answer_time", "abandonment_rate", "occupancy",
+    ],
+    "kpi_queue_weekly": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "local_week", "period_start",
+        "period_end", "intervals", "queue_id", "queue_name", "channel", "routing_profile_id",
+        "routing_profile_name", "contacts_queued", "contacts_handled", "contacts_abandoned", "service_level",
+        "avg_handle_time", "avg_answer_time", "abandonment_rate", "occupancy",
+    ],
+    "kpi_agent_interval": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "interval_start", "interval_end",
+        "local_date", "agent_id", "username", "agent_name", "routing_profile_id", "routing_profile_name",
+        "hierarchy_group_id", "hierarchy_group_name", "queue_id", "queue_name", "channel", "contacts_handled",
+        "avg_handle_time", "occupancy", "contact_time_agent", "idle_time_agent", "collected_at",
+    ],
+    "kpi_agent_daily": [
+        "instance_id", "instance_name", "profile", "api", "time_zone", "local_date", "period_start",
+        "period_end", "intervals", "agent_id", "username", "agent_name", "routing_profile_id",
+        "routing_profile_name", "hierarchy_group_id", "hierarchy_group_name", "queue_id", "queue_name",
+        "channel", "contacts_handled", "avg_handle_time", "occupancy",
+    ],
+    "collection_problems": [
+        "kind", "instance_id", "profile", "interval_start", "interval_end", "reason", "run_id", "recorded_at",
+    ],
 }

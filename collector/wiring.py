@@ -5,7 +5,7 @@ service started on it. The only module besides the CLI that imports adapters."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 
 import anyio
@@ -19,7 +19,7 @@ from collector.clock import SystemClock
 from collector.config import Settings
 from collector.durations import parse_duration
 from collector.pipeline import PipelineOptions
-from collector.ports import Clock, ConnectSource, MetricApi
+from collector.ports import Clock, ConnectSource, MetricApi, Registry
 from collector.ratelimit import Limiters
 from collector.retry import RetryPolicy
 from collector.runtime import Runtime
@@ -119,17 +119,30 @@ async def runtime(
                 source = connect
                 await stack.enter_async_context(connect)
             clock = clock or SystemClock()
+            store = PgStore(pool, clock=clock)
+            profiles = metric_apis(settings)
+            await describe(store, settings, profiles)
             yield Runtime(
                 settings=settings,
-                store=PgStore(pool, clock=clock),
+                store=store,
                 source=source,
                 limiters=limiters or limiters_for(settings, clock),
                 clock=clock,
                 pipeline=pipeline_options(settings, outlast),
-                apis=metric_apis(settings),
+                apis=profiles,
             )
     finally:
         await pool.close()
+
+
+async def describe(store: Registry, settings: Settings, profiles: Mapping[str, MetricApi]) -> None:
+    """Record in the store what SQL needs to know of the config: each profile's API,
+    interval and time zone, and the names the config gives instances."""
+    for name, api in profiles.items():
+        await store.register_profile(name, api.info)
+    for inst in settings.instances:
+        if inst.name:
+            await store.name_instance(inst.id, inst.region, inst.account, inst.name)
 
 
 async def serve(

@@ -16,6 +16,7 @@ from collector.model import (
     AgentInfo,
     InstanceInfo,
     PartRecord,
+    ProfileInfo,
     QueueInfo,
     ResourceInfo,
     RunRecord,
@@ -57,6 +58,8 @@ class InMemoryStore:
     replicas: set[str] = field(default_factory=set)
     instances: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     queues: dict[str, list[QueueInfo]] = field(default_factory=dict)
+    profiles: dict[str, ProfileInfo] = field(default_factory=dict)
+    instance_names: dict[str, str] = field(default_factory=dict)
     writes: list[list[CompletedSlice]] = field(default_factory=list)
     fail_writes: list[Exception] = field(default_factory=list)
     resources: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (instance, kind) -> IDs
@@ -114,6 +117,14 @@ class InMemoryStore:
         self, instance_id: str, region: str, account: str | None, queues: Sequence[QueueInfo]
     ) -> None:
         self.queues[instance_id] = list(queues)
+
+    async def register_profile(self, name: str, info: ProfileInfo) -> int:
+        self.profiles[name] = info
+        return list(self.profiles).index(name) + 1
+
+    async def name_instance(self, instance_id: str, region: str, account: str | None, name: str) -> None:
+        self.instances.setdefault(instance_id, (region, account))
+        self.instance_names[instance_id] = name
 
     async def save_agents(
         self, instance_id: str, region: str, account: str | None, agents: Sequence[AgentInfo]

@@ -4,9 +4,11 @@ one line naming the thing and the fix, and the documented exit code
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,3 +208,17 @@ async def test_sandbox_removes_its_temporary_config(tmp_path: Path, database_url
     assert out.returncode == 0, out.stderr
     assert "slices" in out.stdout
     assert list(tmp.glob("collector-sandbox-*")) == []
+    # a database of the user's own outlives the command: the psql line for it, over a KPI view
+    assert f'psql "{database_url}"' in out.stdout and "kpi_queue_interval" in out.stdout
+
+
+async def test_sandbox_on_the_embedded_database_prints_no_psql_line_for_it() -> None:
+    pg = Path(tempfile.mkdtemp(prefix="collector-test-sandbox-")) / "pg"  # like conftest: pgserver can reach it
+    try:
+        out = await run_cli("sandbox", "--hours", "1", "--data-dir", str(pg), env=cli_env())
+    finally:
+        shutil.rmtree(pg.parent, ignore_errors=True)
+    assert out.returncode == 0, out.stderr
+    assert "psql \"" not in out.stdout  # the embedded Postgres has stopped: such a line would not connect
+    assert f"The embedded Postgres in {pg} stopped" in out.stdout
+    assert f'COLLECTOR_DATABASE__DATA_DIR="{pg}" collector serve --sandbox' in out.stdout

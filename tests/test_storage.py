@@ -28,6 +28,8 @@ async def test_migrated_schema_is_what_the_code_expects(database_url: str) -> No
         assert await _columns(conn, "historical_metrics_wide") == schema.HISTORICAL_METRICS_WIDE
         for table, cols in schema.TABLES.items():
             assert {c for c, _t in await _columns(conn, table)} == cols, table
+        for view, names in schema.KPI_VIEWS.items():
+            assert [c for c, _t in await _columns(conn, view)] == names, view
         wide_metrics = {c.upper() for c in schema.WIDE_METRIC_COLUMNS}
         assert wide_metrics | {"SERVICE_LEVEL"} == set(catalog.METRICS)
     finally:

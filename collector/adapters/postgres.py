@@ -25,6 +25,7 @@ from collector.errors import MigrationError, StorageError
 from collector.model import (
     AgentInfo,
     PartRecord,
+    ProfileInfo,
     QueueInfo,
     ResourceInfo,
     RunRecord,
@@ -191,6 +192,16 @@ class PgStore:
             self._profiles[name] = pid
         return pid
 
+    async def register_profile(self, name: str, info: ProfileInfo) -> int:
+        pid: int = await self.pool.fetchval(q("register_profile"), name, info.api, info.interval,
+                                            info.interval_seconds, info.period, info.time_zone)
+        self._profiles[name] = pid
+        return pid
+
+    async def name_instance(self, instance_id: str, region: str, account: str | None, name: str) -> None:
+        self._instances[instance_id] = await self.pool.fetchval(q("name_instance"), instance_id, region,
+                                                                account, name)
+
     async def metric_set_id(self, codec: StorageCodec, ms: Any) -> int:
         cache = self._metric_sets.setdefault(codec, {})
         mid = cache.get(ms)
@@ -236,6 +247,7 @@ class PgStore:
         await self.pool.execute(
             q("upsert_agents"), ref, [a.id for a in agents], [a.arn for a in agents],
             [a.username for a in agents], [a.first_name for a in agents], [a.last_name for a in agents],
+            [a.routing_profile_id for a in agents], [a.hierarchy_group_id for a in agents],
         )
 
     async def save_routing_profiles(self, instance_id: str, region: str, account: str | None,

@@ -190,10 +190,27 @@ class Fleet:
         metrics: Iterable[tuple[str, float | None]],
         provisional: bool = False,
     ) -> list[float | None]:
+        """A group's values, all derived from one summary of its contacts (so they agree
+        the way Connect's do): ``queued`` contacts, of which ``abandoned`` left the queue
+        and the rest were answered and handled after an exponential queue wait of mean
+        ``wait`` seconds (service level X = handled / queued x (1 - e^(-X / wait))), each
+        with talk, hold and after-contact work (handle >= interaction + hold >= interaction)."""
         h, rng = state
         idle = rng.random() < self.spec.idle_share
-        contacts = 0 if idle else rng.randint(1, 60)
-        sl_mean = 5 + rng.randrange(120)
+        queued = 0 if idle else rng.randint(1, 60)
+        wait = 5 + rng.randrange(120)
+        abandoned_pct = rng.randrange(26)
+        talk, hold, acw = 30_000 + rng.randrange(570_000), rng.randrange(90_000), rng.randrange(120_000)
+        if provisional:
+            queued //= 2
+        abandoned = queued * abandoned_pct // 100
+        handled = queued - abandoned
+        times = {  # milliseconds, so that sums compare exactly
+            "HANDLE_TIME": talk + hold + acw, "INTERACTION_AND_HOLD_TIME": talk + hold,
+            "INTERACTION_TIME": talk, "HOLD_TIME": hold, "AFTER_CONTACT_WORK_TIME": acw,
+            "QUEUE_ANSWER_TIME": wait * 1000, "QUEUED_TIME": wait * 3000,
+        }
+        counts = {"CONTACTS_QUEUED": queued, "CONTACTS_HANDLED": handled, "CONTACTS_ABANDONED": abandoned}
         out: list[float | None] = []
         append = out.append
         for name, thr in metrics:
@@ -201,12 +218,16 @@ class Fleet:
             hv = (h ^ _METRIC_SALT[name]) * 0x9E3779B97F4A7C15 % (1 << 61)
             unit = _UNIT[name]
             if unit == "COUNT":
-                v = hv % (contacts + 1)
-                append(float(v // 2 if provisional else v))
-            elif contacts == 0:
-                append(None)
+                append(float(counts[name] if name in counts else hv % (handled + 1)))
             elif name == catalog.SERVICE_LEVEL:
-                append(round(100.0 * (1.0 - math.exp(-float(thr or 0) / sl_mean)), 2))
+                append(None if queued == 0 else
+                       round(100.0 * handled / queued * (1.0 - math.exp(-float(thr or 0) / wait)), 2))
+            elif name == "ABANDON_TIME":
+                append(None if abandoned == 0 else round(wait * 1.5, 3))
+            elif handled == 0:
+                append(None)
+            elif name in times:
+                append(times[name] / 1000.0)
             elif unit == "PERCENT":
                 append(round((hv % 10_001) / 100.0, 2))
             else:

@@ -25,7 +25,10 @@ from aiohttp import web
 
 from collector.apis.v1 import catalog
 from collector.simulator import v2 as simv2
+from collector.simulator.fleet import _METRIC_SALT as METRIC_SALTS
+from collector.simulator.fleet import _UNIT as METRIC_UNITS
 from collector.simulator.fleet import Fleet, FleetSpec, Instance
+from collector.simulator.fleet import _h as fleet_hash
 
 _CRED = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
@@ -330,11 +333,16 @@ class Simulator:
         frags: list[bytes] = []
         total = 0
         for key, dims in self.fleet.groups(inst, groupings, filters):
-            state = self.fleet.group_state(inst, start, end, key)
-            if state is None:
+            shared = self._from_contacts(inst, start, end, groupings, key)
+            state = self.fleet.group_state(inst, start, end, key) if shared is None else None
+            if (shared is None and state is None) or (shared is not None and shared[1].queued == 0):
                 continue
             if offset <= total < offset + limit:
-                vals = self.fleet.values_of(state, wanted, provisional)
+                if shared is not None:
+                    vals = self._shared_values(shared, wanted, provisional)
+                else:
+                    assert state is not None
+                    vals = self.fleet.values_of(state, wanted, provisional)
                 colls = b",".join(
                     p + b"}" if v is None else p + b',"Value":' + dumps(v) + b"}"
                     for p, v in zip(prefixes, vals, strict=True)
@@ -342,6 +350,26 @@ class Simulator:
                 frags.append(b'{"Dimensions":' + dumps(dims) + b',"Collections":[' + colls + b"]}")
             total += 1
         return frags, total
+
+    def _from_contacts(
+        self, inst: Instance, start: int, end: int, groupings: list[str], key: tuple[str, ...]
+    ) -> tuple[int, simv2.Contacts] | None:
+        """A group by queue and channel over whole quarter hours of a queue that V2's agents
+        serve: the contacts GetMetricDataV2 reports for it (and the group's hash), so that
+        both APIs agree; None for any other group (its values are v1's own)."""
+        if sorted(groupings) != ["CHANNEL", "QUEUE"] or start % simv2.BUCKET or end % simv2.BUCKET:
+            return None
+        parts = dict(k.split("=", 1) for k in key)
+        found = self.v2.queue_contacts(inst, parts["QUEUE"], parts["CHANNEL"], start, end)
+        if found is None:
+            return None
+        return fleet_hash(self.fleet.spec.seed, inst.id, start, end, key), found
+
+    def _shared_values(
+        self, shared: tuple[int, simv2.Contacts], wanted: list[tuple[str, float | None]], provisional: bool
+    ) -> list[float | None]:
+        h, found = shared
+        return simv2.v1_values(found, h, wanted, METRIC_UNITS, METRIC_SALTS, provisional)
 
     def results(
         self,
@@ -356,7 +384,14 @@ class Simulator:
         """Every result of a request in its stable order (inactive groups left out)."""
         out = []
         for key, dims in self.fleet.groups(inst, groupings, filters):
-            vals = self.fleet.group_values(inst, start, end, key, wanted, provisional)
+            shared = self._from_contacts(inst, start, end, groupings, key)
+            if shared is None:
+                vals = self.fleet.group_values(inst, start, end, key, wanted, provisional)
+            elif shared[1].queued == 0:
+                vals = None
+            else:
+                vals = [(n, t, v) for (n, t), v in zip(wanted, self._shared_values(shared, wanted, provisional),
+                                                      strict=True)]
             if vals is None:
                 continue
             colls = []

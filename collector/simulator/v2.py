@@ -168,6 +168,23 @@ class MetricDataV2:
             w = self._worlds[inst.id] = world(inst, self.agents, self.seed)
         return w
 
+    def queue_contacts(self, inst: Instance, queue: str, channel: str, start: int, end: int) -> Contacts | None:
+        """The contacts of one queue and channel in [start, end) summed over its agents'
+        cells: what GetMetricDataV2 reports for that queue and channel (None: no agent
+        serves it). GetMetricData answers from the same contacts."""
+        agents = [a for a, q, c in self.world(inst).cells if q == queue and c == channel]
+        if not agents:
+            return None
+        parts = []
+        for agent in agents:
+            for bucket in range(start // BUCKET, -(-end // BUCKET)):
+                h = _h(self.seed, agent.id, queue, channel, bucket)
+                if h % 10 < 4:
+                    parts.append(contacts(h, 1 + (h >> 8) % 4))
+        return Contacts(sum(c.handled for c in parts), sum(c.abandoned for c in parts),
+                        tuple(w for c in parts for w in c.waits), sum(c.talk for c in parts),
+                        sum(c.hold for c in parts), sum(c.acw for c in parts), sum(c.abandon_wait for c in parts))
+
     # -- the request ---------------------------------------------------------------
     def instance(self, arn: Any, region: str) -> Instance:
         if not isinstance(arn, str) or ":instance/" not in arn:
@@ -344,6 +361,8 @@ class MetricDataV2:
                       orjson.dumps(mfs, option=orjson.OPT_SORT_KEYS))
             if name == "CONTACTS_HANDLED" and not mfs:
                 kind = "handled"
+            elif not mfs and name in _COHERENT:
+                kind = name
             elif name.startswith("MAX_"):
                 kind = "max"
             elif name.startswith("AVG_"):
@@ -376,10 +395,16 @@ class MetricDataV2:
                     acc = groups.get(key)
                     if acc is None:
                         acc = groups[key] = [[0.0, 0.0] for _ in kinds]
-                    for i, (kind, salt, _m) in enumerate(kinds):
+                    cs: Contacts | None = None
+                    for i, (kind, salt, m) in enumerate(kinds):
                         x = ((h ^ salt) * 0x9E3779B97F4A7C15) % (1 << 61)
                         slot = acc[i]
-                        if kind == "handled":
+                        if kind in _COHERENT:
+                            cs = cs or contacts(h, handled)
+                            num, den = _coherent(kind, cs, m.get("Threshold"))
+                            slot[0] += num
+                            slot[1] += den
+                        elif kind == "handled":
                             slot[0] += handled
                         elif kind == "count":
                             slot[0] += x % (handled + 1)
@@ -398,7 +423,15 @@ class MetricDataV2:
                 colls = []
                 for (kind, _salt, metric), (num, den) in zip(kinds, acc, strict=True):
                     coll: dict[str, Any] = {"Metric": metric}
-                    if kind in ("avg", "pct"):
+                    if kind in _COHERENT:
+                        shape = _COHERENT[kind]
+                        if shape == "sum":
+                            coll["Value"] = round(num, 3)
+                        elif den:
+                            coll["Value"] = round(num / den, 3) if shape == "avg" else round(100.0 * num / den, 2)
+                        else:
+                            coll["Value"] = None
+                    elif kind in ("avg", "pct"):
                         if den:
                             coll["Value"] = round(num / den, 3) if kind == "avg" else round(100.0 * num / den, 2)
                         else:
@@ -529,3 +562,129 @@ def hierarchy_groups(inst: Instance, w: World) -> list[dict[str, Any]]:
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+# -- one stream of contacts -------------------------------------------------------------
+# Every (agent, queue, channel) cell and quarter hour with traffic has a few contacts,
+# each a pure function of the cell's hash: the agent handled ``handled`` of them after a
+# queue wait, with talk, hold and after-contact work; ``abandoned`` more left the queue.
+# The metrics below all derive from these, so they agree the way Connect's do: service
+# level rises with the threshold, answered + abandoned = queued, handle time >=
+# interaction + hold >= interaction time, occupancy = contact / (contact + idle) time.
+
+
+@dataclass(frozen=True, slots=True)
+class Contacts:
+    handled: int
+    abandoned: int
+    waits: tuple[int, ...]  # queue wait of each handled contact, seconds
+    talk: int  # sums over the handled contacts, seconds
+    hold: int
+    acw: int
+    abandon_wait: int  # sum over the abandoned contacts
+
+    @property
+    def queued(self) -> int:
+        return self.handled + self.abandoned
+
+    @property
+    def handle(self) -> int:
+        return self.talk + self.hold + self.acw
+
+
+def contacts(h: int, handled: int) -> Contacts:
+    g = _h("contacts", h)
+    waits = tuple((g >> (6 * j)) % 64 * 3 for j in range(handled))  # 0..189 s
+    talk = sum(60 + (g >> (24 + 5 * j)) % 32 * 15 for j in range(handled))
+    hold = sum((g >> (44 + 3 * j)) % 8 * 10 for j in range(handled))
+    acw = handled * (10 + (g >> 56) % 8 * 5)
+    abandoned = (g >> 60) % 3 // 2
+    return Contacts(handled, abandoned, waits, talk, hold, acw, abandoned * (20 + (g >> 61) % 7 * 10))
+
+
+# metric -> how its (numerator, denominator) become a value: "sum", "avg" (num / den) or
+# "pct" (100 * num / den)
+_COHERENT: dict[str, str] = {
+    "CONTACTS_QUEUED": "sum", "CONTACTS_ABANDONED": "sum", "SUM_CONTACTS_ANSWERED_IN_X": "sum",
+    "SUM_HANDLE_TIME": "sum", "SUM_CONTACT_TIME_AGENT": "sum", "SUM_IDLE_TIME_AGENT": "sum",
+    "SERVICE_LEVEL": "pct", "ABANDONMENT_RATE": "pct", "AGENT_OCCUPANCY": "pct",
+    "AVG_HANDLE_TIME": "avg", "AVG_INTERACTION_TIME": "avg", "AVG_HOLD_TIME": "avg",
+    "AVG_INTERACTION_AND_HOLD_TIME": "avg", "AVG_AFTER_CONTACT_WORK_TIME": "avg",
+    "AVG_QUEUE_ANSWER_TIME": "avg", "AVG_ABANDON_TIME": "avg",
+}
+
+
+def _within(c: Contacts, threshold: Any) -> int:
+    t = (threshold or [{}])[0]
+    x, lte = float(t.get("ThresholdValue", 0)), t.get("Comparison") == "LTE"
+    return sum(1 for w in c.waits if (w <= x if lte else w < x))
+
+
+def _coherent(name: str, c: Contacts, threshold: Any) -> tuple[float, float]:
+    if name == "CONTACTS_QUEUED":
+        return c.queued, 0
+    if name == "CONTACTS_ABANDONED":
+        return c.abandoned, 0
+    if name == "SUM_CONTACTS_ANSWERED_IN_X":
+        return _within(c, threshold), 0
+    if name == "SERVICE_LEVEL":
+        return _within(c, threshold), c.queued
+    if name == "ABANDONMENT_RATE":
+        return c.abandoned, c.queued
+    if name in ("SUM_HANDLE_TIME", "SUM_CONTACT_TIME_AGENT"):
+        return c.handle, 0
+    if name == "SUM_IDLE_TIME_AGENT":
+        return max(0, BUCKET // 3 - c.handle // 4), 0
+    if name == "AGENT_OCCUPANCY":
+        return c.handle, c.handle + max(0, BUCKET // 3 - c.handle // 4)
+    if name == "AVG_ABANDON_TIME":
+        return c.abandon_wait, c.abandoned
+    num = {"AVG_HANDLE_TIME": c.handle, "AVG_INTERACTION_TIME": c.talk, "AVG_HOLD_TIME": c.hold,
+           "AVG_INTERACTION_AND_HOLD_TIME": c.talk + c.hold, "AVG_AFTER_CONTACT_WORK_TIME": c.acw,
+           "AVG_QUEUE_ANSWER_TIME": sum(c.waits)}[name]
+    return num, c.handled
+
+
+# GetMetricData (v1) names read from the same contacts: (numerator, denominator) as for V2
+_V1_FROM_V2 = {
+    "CONTACTS_QUEUED": "CONTACTS_QUEUED", "CONTACTS_ABANDONED": "CONTACTS_ABANDONED",
+    "HANDLE_TIME": "AVG_HANDLE_TIME", "INTERACTION_TIME": "AVG_INTERACTION_TIME", "HOLD_TIME": "AVG_HOLD_TIME",
+    "INTERACTION_AND_HOLD_TIME": "AVG_INTERACTION_AND_HOLD_TIME",
+    "AFTER_CONTACT_WORK_TIME": "AVG_AFTER_CONTACT_WORK_TIME", "QUEUE_ANSWER_TIME": "AVG_QUEUE_ANSWER_TIME",
+    "ABANDON_TIME": "AVG_ABANDON_TIME",
+}
+
+
+def v1_values(c: Contacts, h: int, metrics: Sequence[tuple[str, float | None]], units: dict[str, str],
+              salts: dict[str, int], provisional: bool = False) -> list[float | None]:
+    """GetMetricData values of a queue and channel from its contacts (the ones V2 reports):
+    counts, averages and service levels agree with GetMetricDataV2's for the same slice;
+    metrics V2 does not model here get values of their own, bounded by the counts.
+    ``provisional`` halves the counts (late contacts not landed yet)."""
+    out: list[float | None] = []
+    for name, thr in metrics:
+        unit = units[name]
+        if name == "CONTACTS_HANDLED":
+            v: float | None = float(c.handled)
+        elif name in _V1_FROM_V2:
+            num, den = _coherent(_V1_FROM_V2[name], c, None)
+            v = float(num) if unit == "COUNT" else (round(num / den, 3) if den else None)
+        elif name == "SERVICE_LEVEL":
+            num, den = _coherent("SERVICE_LEVEL", c, [{"Comparison": "LT", "ThresholdValue": thr or 0}])
+            v = round(100.0 * num / den, 2) if den else None
+        elif name == "QUEUED_TIME":
+            v = float(max(c.waits)) if c.waits else None
+        else:
+            hv = (h ^ salts[name]) * 0x9E3779B97F4A7C15 % (1 << 61)
+            if unit == "COUNT":
+                v = float(hv % (c.handled + 1))
+            elif not c.handled:
+                v = None
+            elif unit == "PERCENT":
+                v = round((hv % 10_001) / 100.0, 2)
+            else:
+                v = round((hv % 600_000) / 1000.0, 3)
+        if provisional and unit == "COUNT" and v is not None:
+            v = float(int(v) // 2)
+        out.append(v)
+    return out

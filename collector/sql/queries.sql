@@ -12,6 +12,21 @@ INSERT INTO profiles (name) VALUES ($1)
 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
 RETURNING id;
 
+-- name: register_profile
+INSERT INTO profiles (name, api, "interval", interval_seconds, period, time_zone, registered_at)
+VALUES ($1, $2, $3, $4, $5, $6, now())
+ON CONFLICT (name) DO UPDATE
+SET api = EXCLUDED.api, "interval" = EXCLUDED."interval", interval_seconds = EXCLUDED.interval_seconds,
+    period = EXCLUDED.period, time_zone = EXCLUDED.time_zone, registered_at = EXCLUDED.registered_at
+RETURNING id;
+
+-- name: name_instance
+INSERT INTO instances (instance_id, region, account, name)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (instance_id) DO UPDATE SET name = EXCLUDED.name,
+    account = COALESCE(EXCLUDED.account, instances.account)
+RETURNING ref;
+
 -- name: find_metric_set
 SELECT id FROM metric_sets WHERE signature = $1;
 
@@ -396,12 +411,15 @@ WHERE r.status = 'queued' AND r.requested_by <> 'scheduler'
 -- Resources for filters and joins (agents, routing profiles, hierarchy groups).
 
 -- name: upsert_agents
-INSERT INTO agents (instance_ref, agent_id, arn, username, first_name, last_name, seen_at)
-SELECT $1, *, now() FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+INSERT INTO agents (instance_ref, agent_id, arn, username, first_name, last_name, routing_profile_id,
+                    hierarchy_group_id, seen_at)
+SELECT $1, *, now() FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
 ON CONFLICT (instance_ref, agent_id) DO UPDATE
 SET arn = EXCLUDED.arn, username = EXCLUDED.username,
     first_name = COALESCE(EXCLUDED.first_name, agents.first_name),
-    last_name = COALESCE(EXCLUDED.last_name, agents.last_name), seen_at = now();
+    last_name = COALESCE(EXCLUDED.last_name, agents.last_name),
+    routing_profile_id = COALESCE(EXCLUDED.routing_profile_id, agents.routing_profile_id),
+    hierarchy_group_id = COALESCE(EXCLUDED.hierarchy_group_id, agents.hierarchy_group_id), seen_at = now();
 
 -- name: upsert_routing_profiles
 INSERT INTO routing_profiles (instance_ref, routing_profile_id, arn, name, seen_at)

@@ -14,7 +14,7 @@ from collector.apis.v1.planner import batches, check_request, metric_chunks, sli
 from collector.apis.v1.settings import CollectionSettings
 from collector.apis.v1.unit import SliceWork
 from collector.errors import PlanError
-from collector.model import SliceKey, Target
+from collector.model import ProfileInfo, SliceKey, Target
 from collector.ports import FetchUnit
 
 
@@ -43,6 +43,10 @@ class V1Api:
         self.profile = profile
         self.settings = settings
         self.calendar = UtcCalendar(settings.granularity_seconds)
+
+    @property
+    def info(self) -> ProfileInfo:
+        return ProfileInfo("v1", self.settings.granularity, self.calendar.seconds, None, "UTC")
 
     @property
     def lookback(self) -> int:

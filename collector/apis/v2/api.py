@@ -30,7 +30,7 @@ from collector.apis.v2.settings import V2ProfileSettings
 from collector.apis.v2.unit import V2Window
 from collector.durations import parse_duration
 from collector.errors import PlanErrorV2
-from collector.model import SliceKey, Target
+from collector.model import ProfileInfo, SliceKey, Target
 from collector.ports import FetchUnit
 
 # The API's resource filter keys and the resource kinds the fleet discovers for them.
@@ -85,6 +85,11 @@ class V2Api:
         self.calendar = ZonedCalendar(settings.interval_period, settings.time_zone)
         wanted = {k for k, v in settings.api_filters().items() if v == "all"} | set(settings.groupings)
         self.needs = frozenset(KINDS[k] for k in wanted if k in KINDS)
+
+    @property
+    def info(self) -> ProfileInfo:
+        s = self.settings
+        return ProfileInfo("v2", s.interval, self.calendar.seconds, s.interval_period, s.time_zone)
 
     @property
     def lookback(self) -> int:
