@@ -166,6 +166,19 @@ def _check_listing(operation: str) -> Callable[..., None]:
     return check
 
 
+_CLIENT_CREDENTIALS: ContextVar[Any] = ContextVar("collector_client_credentials", default=None)
+
+
+class _Session(AioSession):  # type: ignore[misc]  # aiobotocore has no type hints
+    """An AioSession whose clients may each have credentials of their own: a client created
+    while ``_CLIENT_CREDENTIALS`` is set signs with those (an assumed role's), any other with
+    the session's own (its profile's chain)."""
+
+    async def get_credentials(self) -> Any:
+        creds = _CLIENT_CREDENTIALS.get()
+        return creds if creds is not None else await super().get_credentials()
+
+
 class BotocoreConnect:
     """A :class:`collector.ports.ConnectSource` over aiobotocore clients, one per (profile, Region).
 
@@ -195,7 +208,16 @@ class BotocoreConnect:
             parameter_validation=False,
         )
         self._stack = contextlib.AsyncExitStack()
-        self._sessions: dict[tuple[str | None, str | None, str | None, str], AioSession] = {}
+        # One session per AWS profile (None: the default chain), whatever the number of
+        # credentials: a session is botocore's loader, handlers and resolvers, and each new
+        # one parses the Connect service model again and registers every built-in handler
+        # (~15 MB and ~0.14 CPU-s an account; python -m bench.sessions). A role's clients are
+        # created on its profile's session with the role's own refreshable credentials, and
+        # the sessions of all profiles share one data loader and endpoint resolver.
+        self._sessions: dict[str | None, _Session] = {}
+        self._credentials: dict[tuple[str | None, str | None, str | None, str], Any] = {}
+        self._loader: Any = None
+        self._resolver: Any = None
         self._clients: dict[tuple[tuple[str | None, str | None, str | None, str], str], Any] = {}
 
     async def __aenter__(self) -> BotocoreConnect:
@@ -205,38 +227,55 @@ class BotocoreConnect:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.__aexit__(None, None, None)
 
-    async def _session(self, target: Target) -> AioSession:
-        """One session per credentials: the standard chain (or a profile), or an assumed
-        role whose credentials aiobotocore refreshes before they expire."""
-        key = target.credentials_key
-        session = self._sessions.get(key)
+    def _session(self, profile: str | None) -> _Session:
+        """The session of an AWS profile, on the shared loader and endpoint resolver."""
+        session = self._sessions.get(profile)
         if session is None:
-            session = AioSession(profile=target.aws_profile)
-            if target.role_arn:
-                source = AioSession(profile=target.aws_profile)
-                extra: dict[str, Any] = {"RoleSessionName": target.session_name}
-                if target.external_id:
-                    extra["ExternalId"] = target.external_id
-                fetcher = AioAssumeRoleCredentialFetcher(
-                    client_creator=source.create_client,
-                    source_credentials=await source.get_credentials(),
-                    role_arn=target.role_arn,
-                    extra_args=extra,
-                )
-                session._credentials = AioDeferredRefreshableCredentials(
-                    refresh_using=fetcher.fetch_credentials, method="assume-role"
-                )
-            self._sessions[key] = session
+            session = _Session(profile=profile)
+            if self._loader is None:
+                self._loader = session.get_component("data_loader")
+                self._resolver = session._get_internal_component("endpoint_resolver")
+            else:
+                session.register_component("data_loader", self._loader)
+                session._register_internal_component("endpoint_resolver", self._resolver)
+            self._sessions[profile] = session
         return session
+
+    async def _role_credentials(self, target: Target, session: _Session) -> Any:
+        """An assumed role's credentials, which aiobotocore refreshes before they expire;
+        the AssumeRole calls are made from the profile's session (the source), so every
+        role of a profile shares its source credentials and its STS client model."""
+        key = target.credentials_key
+        creds = self._credentials.get(key)
+        if creds is None:
+            assert target.role_arn
+            extra: dict[str, Any] = {"RoleSessionName": target.session_name}
+            if target.external_id:
+                extra["ExternalId"] = target.external_id
+            fetcher = AioAssumeRoleCredentialFetcher(
+                client_creator=session.create_client,
+                source_credentials=await session.get_credentials(),
+                role_arn=target.role_arn,
+                extra_args=extra,
+            )
+            creds = self._credentials[key] = AioDeferredRefreshableCredentials(
+                refresh_using=fetcher.fetch_credentials, method="assume-role"
+            )
+        return creds
 
     async def client(self, target: Target) -> Any:
         key = (target.credentials_key, target.region)
         c: Any = self._clients.get(key)
         if c is None:
-            session = await self._session(target)
-            c = await self._stack.enter_async_context(
-                session.create_client("connect", region_name=target.region, config=self._config)
-            )
+            session = self._session(target.aws_profile)
+            creds = await self._role_credentials(target, session) if target.role_arn else None
+            reset = _CLIENT_CREDENTIALS.set(creds)
+            try:
+                c = await self._stack.enter_async_context(
+                    session.create_client("connect", region_name=target.region, config=self._config)
+                )
+            finally:
+                _CLIENT_CREDENTIALS.reset(reset)
             if self.fast_path:
                 c.meta.events.register(
                     "before-send.connect.GetMetricData", functools.partial(_fast_send, c)
