@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 from aiobotocore.awsrequest import AioAWSResponse
 from aiobotocore.config import AioConfig
@@ -166,6 +167,21 @@ def _check_listing(operation: str) -> Callable[..., None]:
     return check
 
 
+class _RoleFetcher(AioAssumeRoleCredentialFetcher):  # type: ignore[misc]  # aiobotocore has no type hints
+    """AssumeRole through one STS client shared by every role of a profile (aiobotocore's
+    own fetcher creates, and closes, a new STS client for every refresh)."""
+
+    def __init__(self, sts: Callable[[], Awaitable[Any]], **kwargs: Any) -> None:
+        self._sts = sts
+        super().__init__(**kwargs)
+
+    async def _get_credentials(self) -> Any:
+        sts = await self._sts()
+        response = await sts.assume_role(**self._assume_role_kwargs())
+        self._add_account_id_to_response(response)
+        return response
+
+
 _CLIENT_CREDENTIALS: ContextVar[Any] = ContextVar("collector_client_credentials", default=None)
 
 
@@ -216,6 +232,8 @@ class BotocoreConnect:
         # the sessions of all profiles share one data loader and endpoint resolver.
         self._sessions: dict[str | None, _Session] = {}
         self._credentials: dict[tuple[str | None, str | None, str | None, str], Any] = {}
+        self._sts_clients: dict[str | None, Any] = {}
+        self._sts_lock = anyio.Lock()
         self._loader: Any = None
         self._resolver: Any = None
         self._clients: dict[tuple[tuple[str | None, str | None, str | None, str], str], Any] = {}
@@ -241,6 +259,22 @@ class BotocoreConnect:
             self._sessions[profile] = session
         return session
 
+    async def _sts(self, profile: str | None, session: _Session) -> Any:
+        """The STS client of a profile (its own credential chain), shared by every role
+        assumed from it, for the life of this source."""
+        sts = self._sts_clients.get(profile)
+        if sts is None:
+            async with self._sts_lock:
+                sts = self._sts_clients.get(profile)
+                if sts is None:
+                    reset = _CLIENT_CREDENTIALS.set(None)
+                    try:
+                        sts = await self._stack.enter_async_context(session.create_client("sts"))
+                    finally:
+                        _CLIENT_CREDENTIALS.reset(reset)
+                    self._sts_clients[profile] = sts
+        return sts
+
     async def _role_credentials(self, target: Target, session: _Session) -> Any:
         """An assumed role's credentials, which aiobotocore refreshes before they expire;
         the AssumeRole calls are made from the profile's session (the source), so every
@@ -252,7 +286,8 @@ class BotocoreConnect:
             extra: dict[str, Any] = {"RoleSessionName": target.session_name}
             if target.external_id:
                 extra["ExternalId"] = target.external_id
-            fetcher = AioAssumeRoleCredentialFetcher(
+            fetcher = _RoleFetcher(
+                functools.partial(self._sts, target.aws_profile, session),
                 client_creator=session.create_client,
                 source_credentials=await session.get_credentials(),
                 role_arn=target.role_arn,
