@@ -21,6 +21,8 @@ import asyncpg
 import orjson
 
 from bench.common import QUEUES, _env, _fresh_db, _run, _server_url, _values, line
+from bench.fleet import collect_fleet
+from bench.fleet import report as report_fleet
 from bench.v2 import collect_v2
 from bench.v2 import report as report_v2
 
@@ -213,7 +215,10 @@ def main() -> int:
     w = asyncio.run(writer(server))
     print("  writer vs raw COPY: done", flush=True)
     v2 = collect_v2(workdir, server, 18704)
-    print("  collector, GetMetricDataV2 (bench/v2.py): done\n", flush=True)
+    print("  collector, GetMetricDataV2 (bench/v2.py): done", flush=True)
+    fleet_small = collect_fleet(workdir, server, 2, 18711)
+    fleet = collect_fleet(workdir, server, int(os.environ.get("BENCH_FLEET_ACCOUNTS", "100")), 18713)
+    print("  collector, fleet of role accounts (bench/fleet.py): done\n", flush=True)
 
     print("figure                                                        value   target")
     line("quota efficiency (API window, 23 h)", f"{big['efficiency']:.3f}", ">= 0.90", big["efficiency"] >= 0.9)
@@ -234,6 +239,7 @@ def main() -> int:
     line("bytes on disk per stored value", f"{big['bytes_per_value']:.1f}", "<= 16", big["bytes_per_value"] <= 16)
     line("  naive peer, one row per value", f"{peer['bytes_per_value']:.1f}", "", True)
     report_v2(v2, line)
+    report_fleet(fleet_small, fleet, line)
     print(f"\n(naive peer stored {peer['values']:,} values; the collector {big['values']:,} for the same range)")
     return 0
 

@@ -140,28 +140,33 @@ def collect_fleet(workdir: Path, server: str, accounts: int, port: int) -> dict[
         "vps": values / res.cpu, "floor": floor, "api_window": last - first,
         "calls_per_account": sum(w[2] for w in windows.values()) / len(windows),
         "accounts_served": len(windows),
+        "starts": sorted(w[0] - first for w in windows.values()),
+        "own_windows": sorted(w[1] - w[0] for w in windows.values()),
     }
 
 
 def report(small: dict[str, Any], big: dict[str, Any], line: Any) -> None:
     """The fleet rows, in the bench's table: the fleet beside 2 accounts."""
-    size = f"{big['accounts']}x{INSTANCES}"
-    pair = f"{small['accounts']}x{INSTANCES}"
+    size, pair = f"{big['accounts']}x{INSTANCES}", f"{small['accounts']}x{INSTANCES}"
     line(f"fleet {size}: accounts served", f"{big['accounts_served']} / {big['accounts']}", "all",
          big["accounts_served"] == big["accounts"])
     line(f"fleet {size}: peak RSS", f"{big['rss']:.0f} MB", "< 300 MB", big["rss"] < 300)
     line(f"  {pair}", f"{small['rss']:.0f} MB", "", True)
     line(f"fleet {size}: stored values per CPU-second", f"{big['vps']:,.0f}", ">= 150,000", big["vps"] >= 150_000)
     line("  values stored / collector CPU seconds", f"{big['values']:,} / {big['cpu']:.1f}", "", True)
-    line(f"  {pair}", f"{small['vps']:,.0f}", "", True)
+    line(f"  {pair}", f"{small['values']:,} / {small['cpu']:.1f} = {small['vps']:,.0f}", "", True)
     ratio = big["vps"] / small["vps"]
-    line(f"  {size} vs {pair} values per CPU-second", f"{ratio:.2f}", ">= 0.90", ratio >= 0.9)
+    line(f"  values per CPU-second, {size} / {pair}", f"{ratio:.2f}", ">= 1.00", ratio >= 1.0)
     eff = big["floor"] / big["wall"]
-    line(f"fleet {size}: quota floor / wall (end to end)", f"{big['floor']:.1f} s / {big['wall']:.1f} s = {eff:.2f}",
+    line(f"fleet {size}: quota floor / wall", f"{big['floor']:.1f} / {big['wall']:.1f} s = {eff:.2f}",
          ">= 0.90", eff >= 0.9)
-    line("  GetMetricData calls per account", f"{big['calls_per_account']:.0f}", "", True)
     eff_small = small["floor"] / small["wall"]
-    line(f"  {pair}", f"{small['floor']:.1f} s / {small['wall']:.1f} s = {eff_small:.2f}", "", True)
+    line(f"  {pair}", f"{small['floor']:.1f} / {small['wall']:.1f} s = {eff_small:.2f}", "", True)
+    line("  GetMetricData calls per account", f"{big['calls_per_account']:.0f}", "", True)
+    s, w = big["starts"], big["own_windows"]
+    line("  API window, first to last call", f"{big['api_window']:.1f} s", "", True)
+    line("  accounts' first calls after the first", f"median {s[len(s) // 2]:.1f}, max {s[-1]:.1f} s", "", True)
+    line("  an account's own window", f"median {w[len(w) // 2]:.1f}, max {w[-1]:.1f} s", "", True)
 
 
 def main() -> int:
