@@ -23,6 +23,8 @@ import orjson
 from bench.common import QUEUES, _env, _fresh_db, _run, _server_url, _values, line
 from bench.fleet import collect_fleet
 from bench.fleet import report as report_fleet
+from bench.startup import measure as measure_startup
+from bench.startup import report as report_startup
 from bench.v2 import collect_v2
 from bench.v2 import report as report_v2
 
@@ -218,7 +220,9 @@ def main() -> int:
     print("  collector, GetMetricDataV2 (bench/v2.py): done", flush=True)
     fleet_small = collect_fleet(workdir, server, 2, 18711)
     fleet = collect_fleet(workdir, server, int(os.environ.get("BENCH_FLEET_ACCOUNTS", "100")), 18713)
-    print("  collector, fleet of role accounts (bench/fleet.py): done\n", flush=True)
+    print("  collector, fleet of role accounts (bench/fleet.py): done", flush=True)
+    startup = measure_startup(workdir, server, 18715)
+    print("  start-up on a warm database (bench/startup.py): done\n", flush=True)
 
     print("figure                                                        value   target")
     line("quota efficiency (API window, 23 h)", f"{big['efficiency']:.3f}", ">= 0.90", big["efficiency"] >= 0.9)
@@ -240,6 +244,7 @@ def main() -> int:
     line("  naive peer, one row per value", f"{peer['bytes_per_value']:.1f}", "", True)
     report_v2(v2, line)
     report_fleet(fleet_small, fleet, line)
+    report_startup(startup, line)
     print(f"\n(naive peer stored {peer['values']:,} values; the collector {big['values']:,} for the same range)")
     return 0
 
