@@ -220,8 +220,13 @@ class BotocoreConnect:
         connect_timeout: float = 5.0,
         read_timeout: float = 20.0,
         max_pool_connections: int = 32,
+        role_pool_connections: int | None = None,
         fast_path: bool = True,
     ) -> None:
+        """``max_pool_connections``: the connection pool of a client of the default chain or
+        a profile, which every account reached with those credentials shares.
+        ``role_pool_connections``: that of an assumed role's client, which serves one
+        account (sized to its work: the fetchers of each metric API and a listing)."""
         self.fast_path = fast_path
         # metric set -> (index by (name, threshold), cache of raw metric JSON -> position)
         self._indexes: dict[MetricSet, tuple[dict[tuple[str, float | None], int], dict[bytes, int]]] = {}
@@ -234,6 +239,10 @@ class BotocoreConnect:
             # every request is checked against the API's limits before it is built
             # (collector.apis.v1.planner.check_request), more strictly than botocore's minimums
             parameter_validation=False,
+        )
+        self._role_config = (
+            self._config if role_pool_connections is None
+            else self._config.merge(AioConfig(max_pool_connections=role_pool_connections))
         )
         self._stack = contextlib.AsyncExitStack()
         # One session per AWS profile (None: the default chain), whatever the number of
@@ -319,7 +328,10 @@ class BotocoreConnect:
             reset = _CLIENT_CREDENTIALS.set(creds)
             try:
                 c = await self._stack.enter_async_context(
-                    session.create_client("connect", region_name=target.region, config=self._config)
+                    session.create_client(
+                        "connect", region_name=target.region,
+                        config=self._role_config if target.role_arn else self._config,
+                    )
                 )
             finally:
                 _CLIENT_CREDENTIALS.reset(reset)
