@@ -218,10 +218,10 @@ def main() -> int:
     print("  writer vs raw COPY: done", flush=True)
     v2 = collect_v2(workdir, server, 18704)
     print("  collector, GetMetricDataV2 (bench/v2.py): done", flush=True)
-    fleet_small = collect_fleet(workdir, server, 2, 18711)
-    fleet = collect_fleet(workdir, server, int(os.environ.get("BENCH_FLEET_ACCOUNTS", "100")), 18713)
+    fleet_small = collect_fleet(workdir, server, 2)
+    fleet = collect_fleet(workdir, server, int(os.environ.get("BENCH_FLEET_ACCOUNTS", "100")))
     print("  collector, fleet of role accounts (bench/fleet.py): done", flush=True)
-    startup = measure_startup(workdir, server, 18715)
+    startup = measure_startup(workdir, server)
     print("  start-up on a warm database (bench/startup.py): done\n", flush=True)
 
     print("figure                                                        value   target")

@@ -34,6 +34,16 @@ def _server_url() -> str:
     return embedded_dsn(tempfile.mkdtemp(prefix="collector-bench-pg-"))
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now (the fixed ports of the older rows clash when
+    two benches run on one machine)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _with_db(url: str, db: str) -> str:
     p = urlsplit(url)
     return urlunsplit((p.scheme, p.netloc, "/" + db, p.query, p.fragment))

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import _env, _fresh_db, _run, _server_url, _values, line
+from bench.common import _env, _fresh_db, _run, _server_url, _values, free_port, line
 
 ACCOUNTS = int(os.environ.get("BENCH_FLEET_ACCOUNTS", "100"))
 INSTANCES = int(os.environ.get("BENCH_FLEET_INSTANCES", "5"))
@@ -79,10 +79,12 @@ service_levels = [20, 60]
 class FleetSimulator:
     """The simulator and moto's STS, in one process of their own."""
 
-    def __init__(self, accounts: int, port: int) -> None:
-        self.sts_url = f"http://127.0.0.1:{port + 1}"
+    def __init__(self, accounts: int, port: int | None = None) -> None:
+        port = port or free_port()
+        sts_port = free_port()
+        self.sts_url = f"http://127.0.0.1:{sts_port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SIM, str(port), str(port + 1), str(accounts), str(INSTANCES), str(QUEUES),
+            [sys.executable, "-c", SIM, str(port), str(sts_port), str(accounts), str(INSTANCES), str(QUEUES),
              str(RATE), str(BURST)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
@@ -114,7 +116,7 @@ def _accounts(accounts: list[str]) -> str:
     )
 
 
-def collect_fleet(workdir: Path, server: str, accounts: int, port: int) -> dict[str, Any]:
+def collect_fleet(workdir: Path, server: str, accounts: int, port: int | None = None) -> dict[str, Any]:
     sim = FleetSimulator(accounts, port)
     try:
         dsn = asyncio.run(_fresh_db(server))
@@ -175,8 +177,8 @@ def main() -> int:
           f"instances (discovered) x {QUEUES} queues, every metric, {HOURS:g} h, quota {RATE:g} req/s burst "
           f"{BURST} per account; beside {SMALL} accounts", flush=True)
     server = _server_url()
-    small = collect_fleet(workdir, server, SMALL, 18711)
-    big = collect_fleet(workdir, server, ACCOUNTS, 18713)
+    small = collect_fleet(workdir, server, SMALL)
+    big = collect_fleet(workdir, server, ACCOUNTS)
     print("figure                                                        value   target")
     report(small, big, line)
     return 0

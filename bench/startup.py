@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import _env, _fresh_db, _server_url, line
+from bench.common import _env, _fresh_db, _server_url, free_port, line
 
 RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "5"))
 
@@ -32,7 +32,8 @@ def _stats(url: str) -> dict[str, Any]:
         return data
 
 
-def measure(workdir: Path, server: str, port: int) -> dict[str, Any]:
+def measure(workdir: Path, server: str, port: int | None = None) -> dict[str, Any]:
+    port = port or free_port()
     cfg = workdir / f"sim-startup-{port}.toml"
     sim = subprocess.Popen(
         [sys.executable, "-m", "collector", "simulate", "--port", str(port), "--accounts", "1", "--queues", "10",
@@ -78,7 +79,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="collector-bench-startup-"))
     print(f"connect-collector bench, start-up: `collector collect` of one slice on a warm database, "
           f"median of {RUNS} runs", flush=True)
-    r = measure(workdir, _server_url(), 18721)
+    r = measure(workdir, _server_url())
     print("  runs: " + " ".join(f"{f:.2f}" for f in r["firsts"]))
     report(r, line)
     return 0
