@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import orjson
 from aiobotocore.awsrequest import AioAWSResponse
+from aiobotocore.client import AioClientCreator
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import (
     AioAssumeRoleCredentialFetcher,
@@ -194,6 +195,32 @@ def _fixed_user_agent(client: Any) -> None:
     creator.to_string = lambda: fixed
 
 
+# The client classes BotocoreConnect's sessions built, by (service, API version, operations).
+# botocore builds a new class for every client, each with a method and a docstring object
+# per operation of the service (about 0.45 MB for Connect's); the classes of one service
+# are alike (their methods only name the operation), so one is enough however many
+# credentials. Only clients created while this is set (by BotocoreConnect) share them.
+_CLIENT_CLASSES: ContextVar[dict[tuple[str, str, tuple[str, ...]], type] | None] = ContextVar(
+    "collector_client_classes", default=None
+)
+_create_client_class = AioClientCreator._create_client_class
+
+
+async def _shared_client_class(self: Any, service_name: str, service_model: Any) -> type:
+    classes = _CLIENT_CLASSES.get()
+    if classes is None:
+        cls: type = await _create_client_class(self, service_name, service_model)
+        return cls
+    key = (service_name, service_model.api_version, tuple(service_model.operation_names))
+    known = classes.get(key)
+    if known is None:
+        known = classes[key] = await _create_client_class(self, service_name, service_model)
+    return known
+
+
+AioClientCreator._create_client_class = _shared_client_class
+
+
 _CLIENT_CREDENTIALS: ContextVar[Any] = ContextVar("collector_client_credentials", default=None)
 
 
@@ -258,6 +285,7 @@ class BotocoreConnect:
         self._loader: Any = None
         self._resolver: Any = None
         self._clients: dict[tuple[tuple[str | None, str | None, str | None, str], str], Any] = {}
+        self._classes: dict[tuple[str, str, tuple[str, ...]], type] = {}
 
     async def __aenter__(self) -> BotocoreConnect:
         await self._stack.__aenter__()
@@ -326,6 +354,7 @@ class BotocoreConnect:
             session = self._session(target.aws_profile)
             creds = await self._role_credentials(target, session) if target.role_arn else None
             reset = _CLIENT_CREDENTIALS.set(creds)
+            shared = _CLIENT_CLASSES.set(self._classes)
             try:
                 c = await self._stack.enter_async_context(
                     session.create_client(
@@ -334,6 +363,7 @@ class BotocoreConnect:
                     )
                 )
             finally:
+                _CLIENT_CLASSES.reset(shared)
                 _CLIENT_CREDENTIALS.reset(reset)
             if self.fast_path:
                 c.meta.events.register(
