@@ -23,6 +23,10 @@ import orjson
 from bench.analyst import analyst
 from bench.analyst import report as report_analyst
 from bench.common import QUEUES, _env, _fresh_db, _run, _server_url, _values, line
+from bench.fleet import collect_fleet
+from bench.fleet import report as report_fleet
+from bench.startup import measure as measure_startup
+from bench.startup import report as report_startup
 from bench.v2 import collect_v2
 from bench.v2 import report as report_v2
 
@@ -217,7 +221,12 @@ def main() -> int:
     v2 = collect_v2(workdir, server, 18704)
     print("  collector, GetMetricDataV2 (bench/v2.py): done", flush=True)
     a = analyst(workdir, server, 18705)
-    print("  analyst queries on 6 h of 2 x 300 queues (bench/analyst.py): done\n", flush=True)
+    print("  analyst queries on 6 h of 2 x 300 queues (bench/analyst.py): done", flush=True)
+    fleet_small = collect_fleet(workdir, server, 2)
+    fleet = collect_fleet(workdir, server, int(os.environ.get("BENCH_FLEET_ACCOUNTS", "100")))
+    print("  collector, fleet of role accounts (bench/fleet.py): done", flush=True)
+    startup = measure_startup(workdir, server)
+    print("  start-up on a warm database (bench/startup.py): done\n", flush=True)
 
     print("figure                                                        value   target")
     line("quota efficiency (API window, 23 h)", f"{big['efficiency']:.3f}", ">= 0.90", big["efficiency"] >= 0.9)
@@ -239,6 +248,8 @@ def main() -> int:
     line("  naive peer, one row per value", f"{peer['bytes_per_value']:.1f}", "", True)
     report_v2(v2, line)
     report_analyst(a)
+    report_fleet(fleet_small, fleet, line)
+    report_startup(startup, line)
     print(f"\n(naive peer stored {peer['values']:,} values; the collector {big['values']:,} for the same range)")
     return 0
 

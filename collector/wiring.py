@@ -114,8 +114,13 @@ async def runtime(
                 await check_schema(conn)
         async with contextlib.AsyncExitStack() as stack:
             if source is None:
-                connect = BotocoreConnect(connect_timeout=settings.aws.connect_timeout,
-                                          read_timeout=settings.aws.read_timeout, fast_path=settings.aws.fast_path)
+                connect = BotocoreConnect(
+                    connect_timeout=settings.aws.connect_timeout, read_timeout=settings.aws.read_timeout,
+                    # a role's client serves one account: the fetchers of both metric APIs
+                    # (each up to workers_per_account at once) and one listing
+                    role_pool_connections=2 * settings.aws.workers_per_account + 1,
+                    fast_path=settings.aws.fast_path,
+                )
                 source = connect
                 await stack.enter_async_context(connect)
             clock = clock or SystemClock()

@@ -173,3 +173,26 @@ async def test_queues_added_and_removed_are_picked_up_after_the_ttl(start_sim: S
     assert before and all(changed["gone"] in q and changed["added"] not in q for q in before)
     assert len(after_ttl) >= 4
     assert all(changed["added"] in q and changed["gone"] not in q for q in after_ttl)
+
+
+async def test_role_clients_share_one_parsed_model_and_size_their_pools_to_one_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per-account cost: every role's Connect client reads the one service model botocore
+    parsed (one session per profile, one shared loader), and its connection pool is the
+    role's own (one account's work), not the shared default chain's."""
+    from collector.adapters.connect import BotocoreConnect
+    from collector.model import Target
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "SIM100000000000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "simulator")
+    roles = [Target(f"i-{n}", "us-east-1", account_id(n), (), role_arn=f"arn:aws:iam::{account_id(n)}:role/C")
+             for n in range(3)]
+    plain = Target("i-x", "eu-west-2", "default", ())
+    async with BotocoreConnect(max_pool_connections=32, role_pool_connections=7) as connect:
+        clients = [await connect.client(t) for t in roles]  # no STS call: credentials are deferred
+        default = await connect.client(plain)
+    models = {id(c.meta.service_model._service_description) for c in [*clients, default]}
+    assert len(models) == 1
+    assert [c.meta.config.max_pool_connections for c in clients] == [7, 7, 7]
+    assert default.meta.config.max_pool_connections == 32

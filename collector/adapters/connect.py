@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 from aiobotocore.awsrequest import AioAWSResponse
+from aiobotocore.client import AioClientCreator
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import (
     AioAssumeRoleCredentialFetcher,
@@ -166,6 +168,72 @@ def _check_listing(operation: str) -> Callable[..., None]:
     return check
 
 
+class _RoleFetcher(AioAssumeRoleCredentialFetcher):  # type: ignore[misc]  # aiobotocore has no type hints
+    """AssumeRole through one STS client shared by every role of a profile (aiobotocore's
+    own fetcher creates, and closes, a new STS client for every refresh)."""
+
+    def __init__(self, sts: Callable[[], Awaitable[Any]], **kwargs: Any) -> None:
+        self._sts = sts
+        super().__init__(**kwargs)
+
+    async def _get_credentials(self) -> Any:
+        sts = await self._sts()
+        response = await sts.assume_role(**self._assume_role_kwargs())
+        self._add_account_id_to_response(response)
+        return response
+
+
+def _fixed_user_agent(client: Any) -> None:
+    """botocore builds the User-Agent header twice for every request (sanitizing each
+    component again, to add the feature IDs of that call); a client's is the same for
+    every request but for those telemetry IDs, so build it once (about 5% of a fleet
+    collection's CPU: python -m bench.fleet)."""
+    creator = getattr(client, "_user_agent_creator", None)
+    if creator is None:
+        return
+    fixed = creator.to_string()
+    creator.to_string = lambda: fixed
+
+
+# The client classes BotocoreConnect's sessions built, by (service, API version, operations).
+# botocore builds a new class for every client, each with a method and a docstring object
+# per operation of the service (about 0.45 MB for Connect's); the classes of one service
+# are alike (their methods only name the operation), so one is enough however many
+# credentials. Only clients created while this is set (by BotocoreConnect) share them.
+_CLIENT_CLASSES: ContextVar[dict[tuple[str, str, tuple[str, ...]], type] | None] = ContextVar(
+    "collector_client_classes", default=None
+)
+_create_client_class = AioClientCreator._create_client_class
+
+
+async def _shared_client_class(self: Any, service_name: str, service_model: Any) -> type:
+    classes = _CLIENT_CLASSES.get()
+    if classes is None:
+        cls: type = await _create_client_class(self, service_name, service_model)
+        return cls
+    key = (service_name, service_model.api_version, tuple(service_model.operation_names))
+    known = classes.get(key)
+    if known is None:
+        known = classes[key] = await _create_client_class(self, service_name, service_model)
+    return known
+
+
+AioClientCreator._create_client_class = _shared_client_class
+
+
+_CLIENT_CREDENTIALS: ContextVar[Any] = ContextVar("collector_client_credentials", default=None)
+
+
+class _Session(AioSession):  # type: ignore[misc]  # aiobotocore has no type hints
+    """An AioSession whose clients may each have credentials of their own: a client created
+    while ``_CLIENT_CREDENTIALS`` is set signs with those (an assumed role's), any other with
+    the session's own (its profile's chain)."""
+
+    async def get_credentials(self) -> Any:
+        creds = _CLIENT_CREDENTIALS.get()
+        return creds if creds is not None else await super().get_credentials()
+
+
 class BotocoreConnect:
     """A :class:`collector.ports.ConnectSource` over aiobotocore clients, one per (profile, Region).
 
@@ -179,8 +247,13 @@ class BotocoreConnect:
         connect_timeout: float = 5.0,
         read_timeout: float = 20.0,
         max_pool_connections: int = 32,
+        role_pool_connections: int | None = None,
         fast_path: bool = True,
     ) -> None:
+        """``max_pool_connections``: the connection pool of a client of the default chain or
+        a profile, which every account reached with those credentials shares.
+        ``role_pool_connections``: that of an assumed role's client, which serves one
+        account (sized to its work: the fetchers of each metric API and a listing)."""
         self.fast_path = fast_path
         # metric set -> (index by (name, threshold), cache of raw metric JSON -> position)
         self._indexes: dict[MetricSet, tuple[dict[tuple[str, float | None], int], dict[bytes, int]]] = {}
@@ -194,9 +267,25 @@ class BotocoreConnect:
             # (collector.apis.v1.planner.check_request), more strictly than botocore's minimums
             parameter_validation=False,
         )
+        self._role_config = (
+            self._config if role_pool_connections is None
+            else self._config.merge(AioConfig(max_pool_connections=role_pool_connections))
+        )
         self._stack = contextlib.AsyncExitStack()
-        self._sessions: dict[tuple[str | None, str | None, str | None, str], AioSession] = {}
+        # One session per AWS profile (None: the default chain), whatever the number of
+        # credentials: a session is botocore's loader, handlers and resolvers, and each new
+        # one parses the Connect service model again and registers every built-in handler
+        # (~15 MB and ~0.14 CPU-s an account; python -m bench.sessions). A role's clients are
+        # created on its profile's session with the role's own refreshable credentials, and
+        # the sessions of all profiles share one data loader and endpoint resolver.
+        self._sessions: dict[str | None, _Session] = {}
+        self._credentials: dict[tuple[str | None, str | None, str | None, str], Any] = {}
+        self._sts_clients: dict[str | None, Any] = {}
+        self._sts_lock = anyio.Lock()
+        self._loader: Any = None
+        self._resolver: Any = None
         self._clients: dict[tuple[tuple[str | None, str | None, str | None, str], str], Any] = {}
+        self._classes: dict[tuple[str, str, tuple[str, ...]], type] = {}
 
     async def __aenter__(self) -> BotocoreConnect:
         await self._stack.__aenter__()
@@ -205,38 +294,77 @@ class BotocoreConnect:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.__aexit__(None, None, None)
 
-    async def _session(self, target: Target) -> AioSession:
-        """One session per credentials: the standard chain (or a profile), or an assumed
-        role whose credentials aiobotocore refreshes before they expire."""
-        key = target.credentials_key
-        session = self._sessions.get(key)
+    def _session(self, profile: str | None) -> _Session:
+        """The session of an AWS profile, on the shared loader and endpoint resolver."""
+        session = self._sessions.get(profile)
         if session is None:
-            session = AioSession(profile=target.aws_profile)
-            if target.role_arn:
-                source = AioSession(profile=target.aws_profile)
-                extra: dict[str, Any] = {"RoleSessionName": target.session_name}
-                if target.external_id:
-                    extra["ExternalId"] = target.external_id
-                fetcher = AioAssumeRoleCredentialFetcher(
-                    client_creator=source.create_client,
-                    source_credentials=await source.get_credentials(),
-                    role_arn=target.role_arn,
-                    extra_args=extra,
-                )
-                session._credentials = AioDeferredRefreshableCredentials(
-                    refresh_using=fetcher.fetch_credentials, method="assume-role"
-                )
-            self._sessions[key] = session
+            session = _Session(profile=profile)
+            if self._loader is None:
+                self._loader = session.get_component("data_loader")
+                self._resolver = session._get_internal_component("endpoint_resolver")
+            else:
+                session.register_component("data_loader", self._loader)
+                session._register_internal_component("endpoint_resolver", self._resolver)
+            self._sessions[profile] = session
         return session
+
+    async def _sts(self, profile: str | None, session: _Session) -> Any:
+        """The STS client of a profile (its own credential chain), shared by every role
+        assumed from it, for the life of this source."""
+        sts = self._sts_clients.get(profile)
+        if sts is None:
+            async with self._sts_lock:
+                sts = self._sts_clients.get(profile)
+                if sts is None:
+                    reset = _CLIENT_CREDENTIALS.set(None)
+                    try:
+                        sts = await self._stack.enter_async_context(session.create_client("sts"))
+                    finally:
+                        _CLIENT_CREDENTIALS.reset(reset)
+                    self._sts_clients[profile] = sts
+        return sts
+
+    async def _role_credentials(self, target: Target, session: _Session) -> Any:
+        """An assumed role's credentials, which aiobotocore refreshes before they expire;
+        the AssumeRole calls are made from the profile's session (the source), so every
+        role of a profile shares its source credentials and its STS client model."""
+        key = target.credentials_key
+        creds = self._credentials.get(key)
+        if creds is None:
+            assert target.role_arn
+            extra: dict[str, Any] = {"RoleSessionName": target.session_name}
+            if target.external_id:
+                extra["ExternalId"] = target.external_id
+            fetcher = _RoleFetcher(
+                functools.partial(self._sts, target.aws_profile, session),
+                client_creator=session.create_client,
+                source_credentials=await session.get_credentials(),
+                role_arn=target.role_arn,
+                extra_args=extra,
+            )
+            creds = self._credentials[key] = AioDeferredRefreshableCredentials(
+                refresh_using=fetcher.fetch_credentials, method="assume-role"
+            )
+        return creds
 
     async def client(self, target: Target) -> Any:
         key = (target.credentials_key, target.region)
         c: Any = self._clients.get(key)
         if c is None:
-            session = await self._session(target)
-            c = await self._stack.enter_async_context(
-                session.create_client("connect", region_name=target.region, config=self._config)
-            )
+            session = self._session(target.aws_profile)
+            creds = await self._role_credentials(target, session) if target.role_arn else None
+            reset = _CLIENT_CREDENTIALS.set(creds)
+            shared = _CLIENT_CLASSES.set(self._classes)
+            try:
+                c = await self._stack.enter_async_context(
+                    session.create_client(
+                        "connect", region_name=target.region,
+                        config=self._role_config if target.role_arn else self._config,
+                    )
+                )
+            finally:
+                _CLIENT_CLASSES.reset(shared)
+                _CLIENT_CREDENTIALS.reset(reset)
             if self.fast_path:
                 c.meta.events.register(
                     "before-send.connect.GetMetricData", functools.partial(_fast_send, c)
@@ -249,6 +377,7 @@ class BotocoreConnect:
                 c.meta.events.register("before-parse.connect.GetMetricDataV2", _check_body)
             for op in ("ListQueues", "ListInstances"):
                 c.meta.events.register(f"before-parse.connect.{op}", _check_listing(op))
+            _fixed_user_agent(c)
             self._clients[key] = c
         return c
 
