@@ -308,16 +308,22 @@ class RunStore(Protocol):
 
     async def claim_part(self, replica: str, owned: Sequence[Shard], ttl: float) -> PartRecord | None: ...
 
-    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
-        """A part's attempt starts: counts of an earlier attempt leave the run's."""
+    async def part_started(self, run_id: int, shard: Shard, replica: str, slices: int) -> bool:
+        """A part's attempt starts: counts of an earlier attempt leave the run's. False (and
+        nothing changes) when ``replica`` no longer holds the part."""
         ...
 
     async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
-        """The part goes back to the queue for any replica (its calls stay counted)."""
+        """The part goes back to the queue for any replica (its calls stay counted), if
+        ``replica`` still holds it."""
         ...
 
-    async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
-        """Ends the part; returns the run's final status once no part is left, else None."""
+    async def finish_part(
+        self, run_id: int, shard: Shard, replica: str, status: str, summary: RunSummary
+    ) -> str | None:
+        """Ends the part if ``replica`` still holds it (claimed it, and it is running): the
+        end of a part, and so of its run, is its current holder's alone. Returns the run's
+        final status once no part is left, else None (also when the part is not held)."""
         ...
 
 

@@ -189,12 +189,16 @@ async def collect_part(
     Returns the run's final status when this was its last part. A part cut short (a
     stop, its shard handed over) goes back to the queue for whichever replica holds the shard."""
     run, shard = part.run, part.shard
+    replica = rt.store.replica
     assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
+    assert replica is not None  # parts exist only in a cluster
     try:
         api = rt.api(run.profile)
         res = await resolve(rt, run.instances or (), owned={shard: generation}, needs=api.needs)
         units, lost = planned(rt, api, res, run.range_start, run.range_end)
-        await rt.store.part_started(run.id, shard, slices_in(units, lost))
+        if not await rt.store.part_started(run.id, shard, replica, slices_in(units, lost)):
+            log.warning("part_not_held", run_id=run.id, shard=f"{shard[0]}/{shard[1]}")
+            return None
     except errors.StorageError as e:
         # The database went away as the part started: not the part's fault. It goes back
         # to the queue (its counts start afresh when it starts again).
@@ -203,17 +207,16 @@ async def collect_part(
         return None
     except errors.CollectorError as e:
         return await rt.store.finish_part(
-            run.id, shard, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")
+            run.id, shard, replica, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")
         )
     final: list[str | None] = [None]
 
     async def finish(status: str, summary: RunSummary) -> None:
         if status == "interrupted" or summary.handed_over:
-            assert rt.store.replica is not None
-            await rt.store.requeue_part(run.id, shard, rt.store.replica, summary)
+            await rt.store.requeue_part(run.id, shard, replica, summary)
             log.info("part_requeued", run_id=run.id, shard=f"{shard[0]}/{shard[1]}")
             return
-        final[0] = await rt.store.finish_part(run.id, shard, part_status(status), summary)
+        final[0] = await rt.store.finish_part(run.id, shard, replica, part_status(status), summary)
 
     await execute(rt, units, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish, guard=guard)
     return final[0]

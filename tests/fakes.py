@@ -52,6 +52,7 @@ class InMemoryStore:
     runs: dict[int, RunRecord] = field(default_factory=dict)
     parts: dict[tuple[int, str, str], str] = field(default_factory=dict)
     part_counts: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # total, done, rows, values
+    part_holders: dict[tuple[int, str, str], str] = field(default_factory=dict)
     adopted: set[int] = field(default_factory=set)
     leases: dict[Shard, tuple[str | None, int]] = field(default_factory=dict)  # owner, generation
     replicas: set[str] = field(default_factory=set)
@@ -276,10 +277,13 @@ class InMemoryStore:
         for (run_id, a, g), st in sorted(self.parts.items()):
             if st == "queued" and (a, g) in owned:
                 self.parts[(run_id, a, g)] = "running"
+                self.part_holders[(run_id, a, g)] = replica
                 return PartRecord(a, g, dataclasses.replace(self.runs[run_id]))
         return None
 
-    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
+    async def part_started(self, run_id: int, shard: Shard, replica: str, slices: int) -> bool:
+        if not self._holds(run_id, shard, replica):
+            return False
         r = self.runs[run_id]
         old = self.part_counts.get((run_id, *shard), [0, 0, 0, 0])
         r.status = "running"
@@ -288,13 +292,22 @@ class InMemoryStore:
         r.rows_written -= old[2]
         r.values_written -= old[3]
         self.part_counts[(run_id, *shard)] = [slices, 0, 0, 0]
+        return True
+
+    def _holds(self, run_id: int, shard: Shard, replica: str) -> bool:
+        key = (run_id, *shard)
+        return self.parts.get(key) == "running" and self.part_holders.get(key) == replica
 
     async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
-        if self.parts.get((run_id, *shard)) == "running":
+        if self._holds(run_id, shard, replica):
             self.parts[(run_id, *shard)] = "queued"
             self.runs[run_id].requests += summary.requests
 
-    async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
+    async def finish_part(
+        self, run_id: int, shard: Shard, replica: str, status: str, summary: RunSummary
+    ) -> str | None:
+        if not self._holds(run_id, shard, replica):
+            return None
         self.parts[(run_id, *shard)] = status
         r = self.runs[run_id]
         r.slices_failed += summary.slices_failed

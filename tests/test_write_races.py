@@ -221,3 +221,34 @@ async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
     assert summary.slices_done == 4 and summary.slices_failed == 4
     rows = await pool.fetch("SELECT i.instance_id FROM collected_slices c JOIN instances i ON i.ref = c.instance_ref")
     assert sorted(by_account[r["instance_id"]] for r in rows) == [kept[0]] * 4  # the held shard's, all of them
+
+
+async def test_only_the_current_holder_of_a_part_ends_it_and_its_run(pool: asyncpg.Pool) -> None:
+    """Issue 18 item 4: a replica stalled while its part was taken over (its heartbeat aged
+    out, the part went back to the queue and another replica claimed it) cannot end the
+    part, nor settle the run, when it wakes up; the new holder's end is the one that counts."""
+    from collector.model import RunSummary
+
+    old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
+    await old.heartbeat("r-old", None)
+    run_id = await old.queue_run("api", "default", START, START + timedelta(hours=1), ["i-1"])
+    await old.add_run_parts(run_id, [A1])
+    assert (await old.claim_part("r-old", [A1], 30)) is not None
+    assert await old.part_started(run_id, A1, "r-old", 4)
+    # r-old stalls: its heartbeat ages out, r-new takes the part over
+    await pool.execute("UPDATE replicas SET heartbeat_at = now() - interval '1 hour' WHERE id = 'r-old'")
+    await new.heartbeat("r-new", None)
+    assert (await new.claim_part("r-new", [A1], 30)) is not None
+    assert await new.part_started(run_id, A1, "r-new", 4)
+    # r-old wakes up: its writes were fenced, it reports 4 of 4 failed
+    stale = RunSummary(slices_total=4, slices_failed=4, failures=[("s", "moved on")] * 4)
+    assert await old.finish_part(run_id, A1, "r-old", "failed", stale) is None
+    assert not await old.part_started(run_id, A1, "r-old", 4)
+    await old.requeue_part(run_id, A1, "r-old", RunSummary())
+    part = await pool.fetchrow("SELECT status, claimed_by FROM run_parts WHERE run_id = $1", run_id)
+    assert (part["status"], part["claimed_by"]) == ("running", "r-new")
+    run = await pool.fetchrow("SELECT status, slices_failed FROM collection_runs WHERE id = $1", run_id)
+    assert (run["status"], run["slices_failed"]) == ("running", 0)
+    # the holder stores every slice and ends the part: the run succeeds
+    await pool.execute("UPDATE collection_runs SET slices_done = 4 WHERE id = $1", run_id)
+    assert await new.finish_part(run_id, A1, "r-new", "done", RunSummary(slices_total=4, slices_done=4)) == "succeeded"

@@ -520,22 +520,30 @@ class PgStore:
             run = await conn.fetchrow(q("get_run"), part["run_id"])
         return PartRecord(part["account"], part["region"], _run(run))
 
-    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
+    async def part_started(self, run_id: int, shard: Shard, replica: str, slices: int) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            old = await conn.fetchrow(q("part_counts"), run_id, *shard)
+            old = await conn.fetchrow(q("part_counts"), run_id, *shard, replica)
+            if old is None:  # taken over (or ended) since it was claimed: not ours to start
+                return False
             await conn.execute(q("part_reset"), run_id, *shard, slices)
-            await conn.execute(q("part_started"), run_id, slices, *(old or (0, 0, 0, 0)))
+            await conn.execute(q("part_started"), run_id, slices, *old)
+        return True
 
     async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
         s = summary
         await self.pool.execute(q("requeue_part"), run_id, shard[0], shard[1], replica,
                                 s.requests, s.retries, s.throttles)
 
-    async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
+    async def finish_part(
+        self, run_id: int, shard: Shard, replica: str, status: str, summary: RunSummary
+    ) -> str | None:
         s = summary
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(q("finish_part"), run_id, shard[0], shard[1], status, s.slices_failed,
-                               s.requests, s.retries, s.throttles, _errors_of(s))
+            held = await conn.fetchval(q("finish_part"), run_id, shard[0], shard[1], status, s.slices_failed,
+                                       s.requests, s.retries, s.throttles, _errors_of(s), replica)
+            if held is None:  # another replica holds the part now: its end is that one's to decide
+                log.warning("part_not_held", run_id=run_id, shard=f"{shard[0]}/{shard[1]}", replica=replica)
+                return None
             final: str | None = await conn.fetchval(q("settle_run"), run_id)
         return final
 

@@ -322,8 +322,9 @@ WHERE p.run_id = c.run_id AND p.account = c.account AND p.region = c.region
 RETURNING p.run_id, p.account, p.region;
 
 -- name: part_counts
+-- The part's counts, if $4 still holds it (claimed it, and it is running).
 SELECT slices_total, slices_done, rows_written, values_written FROM run_parts
-WHERE run_id = $1 AND account = $2 AND region = $3 FOR UPDATE;
+WHERE run_id = $1 AND account = $2 AND region = $3 AND status = 'running' AND claimed_by = $4 FOR UPDATE;
 
 -- name: part_reset
 UPDATE run_parts SET slices_total = $4, slices_done = 0, rows_written = 0, values_written = 0,
@@ -357,15 +358,18 @@ UPDATE collection_runs SET requests = requests + $5, retries = retries + $6, thr
 WHERE id IN (SELECT run_id FROM part);
 
 -- name: finish_part
+-- Only the part's current holder ($10: the replica that claimed it and still runs it)
+-- ends it; a stalled replica whose part was taken over changes nothing (returns no row).
 WITH part AS (
     UPDATE run_parts SET status = $4, updated_at = now()
-    WHERE run_id = $1 AND account = $2 AND region = $3
+    WHERE run_id = $1 AND account = $2 AND region = $3 AND status = 'running' AND claimed_by = $10
     RETURNING run_id
 )
 UPDATE collection_runs
 SET slices_failed = slices_failed + $5, requests = requests + $6, retries = retries + $7,
     throttles = throttles + $8, errors = errors || $9::jsonb
-WHERE id = $1;
+WHERE id IN (SELECT run_id FROM part)
+RETURNING id;
 
 -- name: settle_run
 -- When no part is left to do, the run gets its final status.

@@ -78,11 +78,11 @@ class _StartsWhileDatabaseAway(InMemoryStore):
         super().__init__(replica="r1")
         self.down = down
 
-    async def part_started(self, run_id: int, shard: tuple[str, str], slices: int) -> None:
+    async def part_started(self, run_id: int, shard: tuple[str, str], replica: str, slices: int) -> bool:
         if self.down:
             self.down -= 1
             raise errors.StorageError("connection refused")
-        await super().part_started(run_id, shard, slices)
+        return await super().part_started(run_id, shard, replica, slices)
 
 
 async def test_a_part_whose_start_meets_a_database_outage_goes_back_to_the_queue() -> None:
