@@ -226,7 +226,8 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {"description": "database unreachable or schema not current"}})
+    @app.get("/readyz", responses={503: {"description": "database unreachable, schema not current, nothing "
+                                                       "to collect, or a shard no live replica can serve"}})
     async def readyz() -> Any:
         try:
             await ready()
@@ -238,7 +239,7 @@ def create_app(
     async def get_cluster() -> Any:
         """Replicas, the shards each holds, lease ages; unowned shards."""
         if cluster is None:
-            return {"replicas": [], "unowned_shards": []}
+            return {"replicas": [], "unowned_shards": [], "unserved_shards": []}
         return await cluster()
 
     @app.get("/metrics")

@@ -66,7 +66,7 @@ TABLES: Final = {
     "watermarks": {"instance_ref", "profile_id", "slice_seconds", "frontier", "updated_at"},
     "run_parts": {"run_id", "account", "region", "status", "claimed_by", "updated_at",
                   "slices_total", "slices_done", "rows_written", "values_written"},
-    "replicas": {"id", "api_url", "started_at", "heartbeat_at"},
+    "replicas": {"id", "api_url", "started_at", "heartbeat_at", "serves"},
     "shard_leases": {"account", "region", "owner", "generation", "expires_at", "acquired_at", "takeovers"},
     "collection_gaps": {"instance_ref", "profile_id", "slice_start", "slice_seconds", "reason",
                         "recorded_at"},

@@ -281,7 +281,12 @@ class Service:
         """``/readyz``: the database answers with the current schema, and (single node, with
         the scheduler) the fleet has at least one instance that can be collected."""
         await self.rt.store.ping()
-        if not self.settings.scheduler.enabled or self.leases is not None:
+        if self.leases is not None:
+            if self.leases.unserved:
+                names = ", ".join(f"{a}/{r}" for a, r in self.leases.unserved)
+                raise errors.ShardsUnserved(f"no live replica's config can serve {names}")
+            return
+        if not self.settings.scheduler.enabled:
             return
         targets = self.targets
         if self._nothing_configured:
@@ -426,7 +431,8 @@ class Service:
 
         app = create_app(
             token=self.settings.api.token, validate=self.validate, submit=self.submit,
-            get_run=get_run, list_runs=list_runs, ready=self.ready, cluster=store.cluster_state,
+            get_run=get_run, list_runs=list_runs, ready=self.ready,
+            cluster=functools.partial(store.cluster_state, float(self.settings.cluster.lease_ttl)),
         )
         api = self.settings.api
         return _Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",

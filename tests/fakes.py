@@ -52,6 +52,7 @@ class InMemoryStore:
     runs: dict[int, RunRecord] = field(default_factory=dict)
     parts: dict[tuple[int, str, str], str] = field(default_factory=dict)
     part_counts: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # total, done, rows, values
+    serves: dict[str, set[Shard]] = field(default_factory=dict)
     part_holders: dict[tuple[int, str, str], str] = field(default_factory=dict)
     adopted: set[int] = field(default_factory=set)
     leases: dict[Shard, tuple[str | None, int]] = field(default_factory=dict)  # owner, generation
@@ -171,8 +172,14 @@ class InMemoryStore:
             self.gaps.setdefault((series.instance_id, series.profile, series.seconds, s), reason)
 
     # -- LeaseStore (no expiry: leases move only when released or claimed from nobody) -------------
-    async def heartbeat(self, replica: str, api_url: str | None) -> None:
+    async def heartbeat(self, replica: str, api_url: str | None, serves: Sequence[Shard] | None = None) -> None:
         self.replicas.add(replica)
+        if serves is not None:
+            self.serves[replica] = set(serves)
+
+    async def shard_servers(self, ttl: float) -> dict[Shard, frozenset[str]]:
+        wanted = {s for v in self.serves.values() for s in v if s in self.leases}
+        return {s: frozenset(r for r, v in self.serves.items() if s in v and r in self.replicas) for s in wanted}
 
     async def ensure_shards(self, shards: Sequence[Shard]) -> None:
         for s in shards:
@@ -184,11 +191,11 @@ class InMemoryStore:
     async def renew_leases(self, replica: str, ttl: float) -> dict[Shard, int]:
         return {s: g for s, (o, g) in self.leases.items() if o == replica}
 
-    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[Shard, int]:
+    async def claim_leases(self, replica: str, ttl: float, n: int, serves: Sequence[Shard]) -> dict[Shard, int]:
         got: dict[Shard, int] = {}
         for s in sorted(self.leases):
             owner, gen = self.leases[s]
-            if owner is None and len(got) < n:
+            if owner is None and len(got) < n and s in serves:
                 self.leases[s] = (replica, gen + 1)
                 got[s] = gen + 1
         return got
@@ -322,8 +329,8 @@ class InMemoryStore:
     async def prune(self, cutoff: datetime) -> list[str]:
         return []
 
-    async def cluster_state(self) -> dict[str, Any]:
-        return {"replicas": sorted(self.replicas), "unowned_shards": []}
+    async def cluster_state(self, ttl: float) -> dict[str, Any]:
+        return {"replicas": sorted(self.replicas), "unowned_shards": [], "unserved_shards": []}
 
     async def ping(self) -> None:
         return None

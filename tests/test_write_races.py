@@ -72,7 +72,7 @@ class _Stall:
 async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool: asyncpg.Pool) -> None:
     old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
     await old.ensure_shards([A1])
-    gen = (await old.claim_leases("r-old", 30, 1))[A1]
+    gen = (await old.claim_leases("r-old", 30, 1, [A1]))[A1]
     stall = old.pause_in_write = _Stall()
     stale = _slice("i-1", {"q-stale": 1.0}, (*A1, gen))
     results: dict[str, WriteResult] = {}
@@ -85,7 +85,7 @@ async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool:
             tg.start_soon(write, "old", old, stale)
             await stall.reached.wait()  # r-old is inside its write transaction, stalled
             await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'")
-            assert await new.claim_leases("r-new", 30, 1) == {A1: gen + 1}  # the takeover commits
+            assert await new.claim_leases("r-new", 30, 1, [A1]) == {A1: gen + 1}  # the takeover commits
             tg.start_soon(write, "new", new, _slice("i-1", {"q-new": 2.0}, (*A1, gen + 1)))
             stall.release.set()  # r-old wakes up and carries on with its write
     assert results["old"].fenced_keys == [stale.key] and results["old"].rows == 0
@@ -98,7 +98,7 @@ async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool:
 async def test_no_takeover_commits_between_the_fence_check_and_the_write(pool: asyncpg.Pool) -> None:
     old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
     await old.ensure_shards([A1])
-    gen = (await old.claim_leases("r-old", 30, 1))[A1]
+    gen = (await old.claim_leases("r-old", 30, 1, [A1]))[A1]
     locked, checked = _Stall("slices_locked"), _Stall("fences_checked")
 
     async def stalls(point: str) -> None:
@@ -120,10 +120,10 @@ async def test_no_takeover_commits_between_the_fence_check_and_the_write(pool: a
             await pool.execute("UPDATE shard_leases SET expires_at = clock_timestamp()")
             locked.release.set()
             await checked.reached.wait()  # checked and still the owner; stalled before writing
-            assert await new.claim_leases("r-new", 30, 1) == {}  # the lease row is locked by the write
+            assert await new.claim_leases("r-new", 30, 1, [A1]) == {}  # the lease row is locked by the write
             checked.release.set()
     assert results[0].fenced == () and results[0].rows == 1  # written while the lease was held
-    assert await new.claim_leases("r-new", 30, 1) == {A1: gen + 1}  # then the takeover goes through
+    assert await new.claim_leases("r-new", 30, 1, [A1]) == {A1: gen + 1}  # then the takeover goes through
     assert (await old.write([mine], None)).fenced_keys == [mine.key]  # and r-old writes no more
 
 
@@ -163,10 +163,10 @@ async def test_two_writers_of_one_slice_leave_only_the_newer_collection(
 async def test_fencing_refuses_only_the_slices_of_lost_shards(pool: asyncpg.Pool) -> None:
     store = PgStore(pool, replica="r-1")
     await store.ensure_shards([A1, A2])
-    gens = await store.claim_leases("r-1", 30, 2)
+    gens = await store.claim_leases("r-1", 30, 2, [A1, A2])
     # r-1 loses A2 to r-2 (it stalled past the TTL of that shard's lease) but still holds A1
     await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second' WHERE account = $1", A2[0])
-    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1)).keys() == {A2}
+    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1, [A1, A2])).keys() == {A2}
     held = _slice("i-held", {"q-1": 1.0}, (*A1, gens[A1]))
     lost = _slice("i-lost", {"q-1": 1.0}, (*A2, gens[A2]))
     unfenced = _slice("i-single", {"q-1": 1.0})  # a slice written outside any lease
@@ -198,11 +198,11 @@ async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
     store = PgStore(pool, replica="r-1")
     shards = sorted({(i.account, i.region) for i in h.sim.fleet.instances.values()})
     await store.ensure_shards(shards)
-    gens = await store.claim_leases("r-1", 30, 2)
+    gens = await store.claim_leases("r-1", 30, 2, shards)
     kept, lost = shards
     await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'"
                        " WHERE account = $1", lost[0])
-    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1)).keys() == {lost}
+    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1, shards)).keys() == {lost}
     targets = [Target(i.id, i.region, i.account, tuple(i.queues), lease=gens[(i.account, i.region)])
                for i in h.sim.fleet.instances.values()]
     now = datetime.now(UTC)

@@ -482,8 +482,9 @@ class PgStore:
         return dropped
 
     # -- leases (scale-out) -------------------------------------------------------------
-    async def heartbeat(self, replica: str, api_url: str | None) -> None:
-        await self.pool.execute(q("heartbeat"), replica, api_url)
+    async def heartbeat(self, replica: str, api_url: str | None, serves: Sequence[Shard] | None = None) -> None:
+        names = None if serves is None else [f"{a}/{r}" for a, r in serves]
+        await self.pool.execute(q("heartbeat"), replica, api_url, names)
 
     async def ensure_shards(self, shards: Sequence[tuple[str, str]]) -> None:
         await self.pool.execute(q("ensure_shards"), [a for a, _r in shards], [r for _a, r in shards])
@@ -495,9 +496,11 @@ class PgStore:
         rows = await self.pool.fetch(q("renew_leases"), replica, ttl)
         return {(r["account"], r["region"]): r["generation"] for r in rows}
 
-    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[tuple[str, str], int]:
+    async def claim_leases(
+        self, replica: str, ttl: float, n: int, serves: Sequence[Shard]
+    ) -> dict[tuple[str, str], int]:
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(q("claim_leases"), replica, ttl, n)
+            rows = await conn.fetch(q("claim_leases"), replica, ttl, n, [f"{a}/{r}" for a, r in serves])
         TAKEOVERS.inc(sum(1 for r in rows if r["takeover"]))  # claimed from a replica that had not released it
         return {(r["account"], r["region"]): r["generation"] for r in rows}
 
@@ -547,9 +550,14 @@ class PgStore:
             final: str | None = await conn.fetchval(q("settle_run"), run_id)
         return final
 
-    async def cluster_state(self) -> dict[str, Any]:
+    async def shard_servers(self, ttl: float) -> dict[Shard, frozenset[str]]:
+        return {(r["account"], r["region"]): frozenset(r["live"])
+                for r in await self.pool.fetch(q("shard_servers"), ttl)}
+
+    async def cluster_state(self, ttl: float) -> dict[str, Any]:
         rows = await self.pool.fetch(q("cluster_state"))
         free = await self.pool.fetch(q("unowned_shards"))
+        servers = await self.pool.fetch(q("shard_servers"), ttl)
         return {
             "replicas": [
                 {**{k: r[k] for k in ("id", "api_url", "started_at")},
@@ -557,6 +565,7 @@ class PgStore:
                 for r in rows
             ],
             "unowned_shards": [{"account": f["account"], "region": f["region"]} for f in free],
+            "unserved_shards": [{"account": u["account"], "region": u["region"]} for u in servers if not u["live"]],
         }
 
     async def ping(self) -> None:

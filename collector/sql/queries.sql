@@ -231,8 +231,10 @@ JOIN unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[])
  AND c.slice_seconds = s.slice_seconds AND c.profile_id = s.profile_id;
 
 -- name: heartbeat
-INSERT INTO replicas (id, api_url) VALUES ($1, $2)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), api_url = EXCLUDED.api_url;
+-- $3: the shards ('account/region') this replica's config can serve (NULL: unchanged).
+INSERT INTO replicas (id, api_url, serves) VALUES ($1, $2, coalesce($3::text[], '{}'))
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), api_url = EXCLUDED.api_url,
+    serves = coalesce($3::text[], replicas.serves);
 
 -- name: remove_replica
 DELETE FROM replicas WHERE id = $1;
@@ -251,10 +253,11 @@ WHERE owner = $1 AND expires_at > now()
 RETURNING account, region, generation;
 
 -- name: claim_leases
--- Free or expired shards, skipping rows another replica is claiming right now.
+-- Free or expired shards that this replica's config can serve ($4: 'account/region'),
+-- skipping rows another replica is claiming right now.
 WITH free AS (
     SELECT account, region, owner AS prev_owner FROM shard_leases
-    WHERE owner IS NULL OR expires_at <= now()
+    WHERE (owner IS NULL OR expires_at <= now()) AND (account || '/' || region) = ANY($4::text[])
     ORDER BY account, region
     FOR UPDATE SKIP LOCKED
     LIMIT $3
@@ -301,6 +304,18 @@ FROM replicas r ORDER BY r.id;
 -- name: unowned_shards
 SELECT account, region, takeovers FROM shard_leases WHERE owner IS NULL OR expires_at <= now()
 ORDER BY account, region;
+
+-- name: shard_servers
+-- Every shard some registered replica (live, or dead without having left) lists in its
+-- config, with the live replicas ($1: the TTL) that can serve it: none means nobody
+-- will collect it. A shard no replica lists any more (removed from every config) is left out.
+SELECT s.account, s.region,
+       coalesce(array_agg(r.id ORDER BY r.id) FILTER (
+           WHERE r.heartbeat_at > now() - make_interval(secs => $1)), '{}') AS live
+FROM shard_leases s
+JOIN replicas r ON (s.account || '/' || s.region) = ANY(r.serves)
+GROUP BY s.account, s.region
+ORDER BY s.account, s.region;
 
 -- name: add_run_parts
 INSERT INTO run_parts (run_id, account, region)

@@ -1,0 +1,82 @@
+"""Issue 18 with real `collector serve` processes against the simulator and a real Postgres:
+replicas whose configs differ, the queue cap in a cluster, retention between replicas."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import orjson
+
+from collector.simulator import FleetSpec, SimulatorConfig
+from tests.conftest import StartSim, write_config
+from tests.helpers import query
+from tests.procs import ServeProcs, wait_for
+
+TTL = 2.0
+COLLECTION = ('granularity = "15m"\ngroupings = ["QUEUE", "CHANNEL"]\nmetrics = ["CONTACTS_HANDLED"]\n'
+              "service_levels = []")
+CLUSTER = (f'\n[scheduler]\ninitial_backfill = "1h"\nrevisits = []\n\n[aws]\nworkers_per_account = 1\n'
+           f'\n[cluster]\nenabled = true\nlease_ttl = {TTL}\n')
+
+
+async def _holders(url: str) -> dict[str, str]:
+    rows = await query(url, "SELECT account, owner FROM shard_leases WHERE owner IS NOT NULL AND expires_at > now()")
+    return {r["account"]: r["owner"] for r in rows}
+
+
+async def _collected(url: str) -> dict[str, int]:
+    rows = await query(url, "SELECT i.account, count(*) AS n FROM collected_slices c"
+                            " JOIN instances i ON i.ref = c.instance_ref GROUP BY i.account")
+    return {r["account"]: r["n"] for r in rows}
+
+
+async def test_a_replica_claims_only_shards_its_config_serves_and_an_unserved_one_is_visible(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """Item 2: a rolling deploy adds account B. The new replica holds A and B; an old one
+    (config: A only) joins and must not take B (before: it claimed B from the rebalance and
+    never collected it). When the new replica dies, B is unserved: /cluster, both /readyz
+    (503), collector_shards_unserved."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=2), throttle=False))
+    new_cfg = write_config(tmp_path / "new.toml", database_url, h.sim, collection=COLLECTION, extra=CLUSTER)
+    a, b = sorted({i.account for i in h.sim.fleet.instances.values()})
+    old_text = new_cfg.read_text().split("\n[[instances]]")
+    old_cfg = tmp_path / "old.toml"
+    old_cfg.write_text("\n[[instances]]".join([old_text[0], *[x for x in old_text[1:] if f'"{a}"' in x]]))
+    new = serve_procs(new_cfg, env={"COLLECTOR_CLUSTER__REPLICA_ID": "r-new"})
+
+    async def new_holds_both() -> bool:
+        return await _holders(database_url) == {a: "r-new", b: "r-new"}
+
+    await wait_for(new_holds_both, 30, lambda: new.output()[-3000:])
+    old = serve_procs(old_cfg, env={"COLLECTOR_CLUSTER__REPLICA_ID": "r-old"})
+
+    async def split() -> bool:
+        return len(set((await _holders(database_url)).values())) == 2
+
+    await wait_for(split, 30, lambda: f"{old.output()[-2000:]}\n{new.output()[-2000:]}")
+    assert await _holders(database_url) == {a: "r-old", b: "r-new"}
+
+    async def both_collected() -> bool:
+        got = await _collected(database_url)
+        return got.get(a, 0) >= 4 and got.get(b, 0) >= 4
+
+    await wait_for(both_collected, 60, lambda: old.output()[-3000:])
+    new.proc.send_signal(signal.SIGKILL)  # the only replica that can serve B dies
+
+    async def b_unserved() -> bool:
+        got = await old.get("/cluster")
+        return got is not None and orjson.loads(got[1]).get("unserved_shards") == [{"account": b,
+                                                                                    "region": "us-east-1"}]
+
+    await wait_for(b_unserved, 30, lambda: old.output()[-3000:])
+    await old.wait_status("/readyz", 503, 15)
+    got = await old.get("/readyz")
+    assert got is not None and b in orjson.loads(got[1])["reason"]
+    metrics = await old.get("/metrics")
+    assert metrics is not None and "collector_shards_unserved 1.0" in metrics[1].decode()
+    assert a in (await _holders(database_url)).keys() - {b}  # r-old still serves A, and never took B
+    assert (await _holders(database_url)).get(b) != "r-old"
+    assert "shards_unserved" in old.output()
+    assert await old.stop() == 0
