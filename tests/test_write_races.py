@@ -252,3 +252,16 @@ async def test_only_the_current_holder_of_a_part_ends_it_and_its_run(pool: async
     # the holder stores every slice and ends the part: the run succeeds
     await pool.execute("UPDATE collection_runs SET slices_done = 4 WHERE id = $1", run_id)
     assert await new.finish_part(run_id, A1, "r-new", "done", RunSummary(slices_total=4, slices_done=4)) == "succeeded"
+
+
+async def test_a_write_into_a_day_another_replica_dropped_makes_the_partition_again(pool: asyncpg.Pool) -> None:
+    """Issue 18 item 3: the partition cache is per process. After another replica's
+    retention dropped a day partition this one had made, a write into that day must not
+    fail for ever with "no partition of relation": the cache is refreshed and the day made
+    again (its rows go with the next prune, as on a single node)."""
+    a, b = PgStore(pool, replica="r-a"), PgStore(pool, replica="r-b")
+    await a.write([_slice("i-1", {"q-1": 1.0})], None)
+    dropped = await b.prune(START + timedelta(days=1))
+    assert dropped == [f"metric_values_{START:%Y%m%d}"]
+    result = await a.write([_slice("i-1", {"q-1": 2.0})], None)
+    assert result.rows == 1 and await _stored(pool) == {("i-1", "q-1"): 2.0}

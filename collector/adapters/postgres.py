@@ -293,6 +293,20 @@ class PgStore:
         whose shard lease moved on are refused (``WriteResult.fenced``); the lease rows are
         locked until commit, so a takeover cannot slip in between the check and the write.
         """
+        try:
+            return await self._write(batch, run_id)
+        except asyncpg.CheckViolationError as e:
+            if "no partition of relation" not in str(e):
+                raise
+            # Another replica's retention dropped a day partition this process had made (the
+            # cache is per process): forget the batch's days and make them again. Rows older
+            # than the retention are dropped again by the next prune, as on a single node.
+            days = {s.key.start.astimezone(UTC).date() for s in batch}
+            log.warning("partition_gone", days=sorted(d.isoformat() for d in days & self._partitions))
+            self._partitions -= days
+            return await self._write(batch, run_id)
+
+    async def _write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
         await self.ensure_partitions(batch)
         prepared = await self.prepare(batch)
         async with self.pool.acquire() as conn, conn.transaction():
