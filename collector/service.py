@@ -55,7 +55,7 @@ log = structlog.get_logger("collector.service")
 
 T = TypeVar("T")
 
-MAX_QUEUED_RUNS = 100  # one-off runs waiting on a single node; more are refused
+MAX_QUEUED_RUNS = 100  # one-off runs waiting (single node or cluster); more are refused
 
 
 class _Server(uvicorn.Server):
@@ -166,7 +166,7 @@ class Service:
         store = self.rt.store
         by = "api" if resumed_from is None else "resume"
         async with self._queue_slots:  # count and queue as one step: the cap holds under races
-            if self.leases is None and resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
+            if resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
                 raise errors.QueueFull(f"{MAX_QUEUED_RUNS} one-off collections are queued", retry_after=30)
             run_id = await store.queue_run(by, body.profile, body.start, body.end, body.instances or [])
         if resumed_from is not None:

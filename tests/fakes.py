@@ -238,8 +238,11 @@ class InMemoryStore:
         return None
 
     async def count_queued_runs(self) -> int:
-        return sum(1 for r in self.runs.values()
-                   if r.status == "queued" and r.requested_by != "scheduler" and not self._has_parts(r.id))
+        def waiting(r: RunRecord) -> bool:
+            return r.status == "queued" or r.status == "running" and any(
+                st == "queued" for (i, _a, _g), st in self.parts.items() if i == r.id)
+
+        return sum(1 for r in self.runs.values() if r.requested_by != "scheduler" and waiting(r))
 
     async def start_run(self, run_id: int, slices: int, instances: list[str]) -> None:
         r = self.runs[run_id]

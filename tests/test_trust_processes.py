@@ -4,6 +4,7 @@ replicas whose configs differ, the queue cap in a cluster, retention between rep
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -80,3 +81,36 @@ async def test_a_replica_claims_only_shards_its_config_serves_and_an_unserved_on
     assert (await _holders(database_url)).get(b) != "r-old"
     assert "shards_unserved" in old.output()
     assert await old.stop() == 0
+
+
+async def test_a_full_queue_answers_429_with_retry_after_in_cluster_mode(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """Item 7: the bounded one-off queue holds with leases on too (before: every POST got 202)."""
+    import asyncpg
+
+    from tests.procs import sql_value
+
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
+                       extra=CLUSTER.replace("[scheduler]\n", "[scheduler]\nenabled = false\n"))
+    p = serve_procs(cfg, env={"COLLECTOR_CLUSTER__REPLICA_ID": "r-1"})
+    await p.wait_status("/readyz", 200, 60)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = now - timedelta(hours=2), now - timedelta(hours=1)
+    conn = await asyncpg.connect(database_url)  # 100 runs wait on a shard no replica here serves
+    try:
+        await conn.execute(
+            "WITH r AS (INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status)"
+            " SELECT 'api', 'default', $1, $2, '{}', 'queued' FROM generate_series(1, 100) RETURNING id)"
+            " INSERT INTO run_parts (run_id, account, region) SELECT id, '999999999999', 'us-east-1' FROM r",
+            start, end)
+    finally:
+        await conn.close()
+    runs = await sql_value(database_url, "SELECT count(*) FROM collection_runs")
+    body = {"start": start.isoformat(), "end": end.isoformat()}
+    status, raw, headers = await p.response("POST", "/collections", json=body)
+    assert status == 429, raw
+    assert int(headers["Retry-After"]) > 0
+    assert await sql_value(database_url, "SELECT count(*) FROM collection_runs") == runs  # nothing recorded
+    assert await p.stop() == 0

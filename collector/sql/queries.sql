@@ -408,9 +408,12 @@ WHERE id = (SELECT r.id FROM collection_runs r
 RETURNING *;
 
 -- name: count_queued_runs
+-- One-off runs waiting: queued ones (a single node's, or a cluster's whose parts have not
+-- started), and a cluster's running ones with a part still queued.
 SELECT count(*) FROM collection_runs r
-WHERE r.status = 'queued' AND r.requested_by <> 'scheduler'
-  AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id);
+WHERE r.requested_by <> 'scheduler'
+  AND (r.status = 'queued'
+       OR r.status = 'running' AND EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id AND p.status = 'queued'));
 
 -- Resources for filters and joins (agents, routing profiles, hierarchy groups).
 
