@@ -309,8 +309,10 @@ class RunStore(Protocol):
     async def list_runs(self, status: str | None, before: int | None, limit: int) -> list[RunRecord]: ...
 
     async def adopt_runs(self, replica: str, ttl: float, own: bool) -> list[RunRecord]:
-        """Unfinished runs of replicas dead by the heartbeat table (and, with ``own``, of
-        ``replica`` from before a restart), now ``interrupted``; each returned once."""
+        """Unfinished runs a service started (requested by ``api``, ``resume`` or
+        ``scheduler``; never a CLI-side run, e.g. ``collector sandbox``) of replicas dead by
+        the heartbeat table (and, with ``own``, of ``replica`` from before a restart), now
+        ``interrupted``; each returned once."""
         ...
 
     async def set_resumed_from(self, run_id: int, old_run_id: int) -> None: ...

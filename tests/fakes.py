@@ -270,7 +270,7 @@ class InMemoryStore:
         for r in self.runs.values():
             mine = own if r.owner == replica else r.owner not in self.replicas
             if (r.status in ("queued", "running", "interrupted") and r.id not in self.adopted and mine
-                    and r.requested_by != "cli" and not self._has_parts(r.id)):
+                    and r.requested_by in ("api", "resume", "scheduler") and not self._has_parts(r.id)):
                 r.status = "interrupted"
                 self.adopted.add(r.id)
                 out.append(dataclasses.replace(r))

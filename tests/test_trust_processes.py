@@ -12,7 +12,7 @@ import orjson
 from collector.simulator import FleetSpec, SimulatorConfig
 from tests.conftest import StartSim, write_config
 from tests.helpers import query
-from tests.procs import ServeProcs, wait_for
+from tests.procs import ServeProcs, sql_value, wait_for, wait_sql
 
 TTL = 2.0
 COLLECTION = ('granularity = "15m"\ngroupings = ["QUEUE", "CHANNEL"]\nmetrics = ["CONTACTS_HANDLED"]\n'
@@ -89,8 +89,6 @@ async def test_a_full_queue_answers_429_with_retry_after_in_cluster_mode(
     """Item 7: the bounded one-off queue holds with leases on too (before: every POST got 202)."""
     import asyncpg
 
-    from tests.procs import sql_value
-
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
                        extra=CLUSTER.replace("[scheduler]\n", "[scheduler]\nenabled = false\n"))
@@ -113,4 +111,39 @@ async def test_a_full_queue_answers_429_with_retry_after_in_cluster_mode(
     assert status == 429, raw
     assert int(headers["Retry-After"]) > 0
     assert await sql_value(database_url, "SELECT count(*) FROM collection_runs") == runs  # nothing recorded
+    assert await p.stop() == 0
+
+
+async def test_a_running_serve_does_not_adopt_a_cli_side_run_beside_it(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """Item 10: a `collector sandbox` (or any CLI-side) run in flight beside a serve has no
+    owner; the serve adopts only runs a service started (before: it adopted the sandbox's
+    and collected its slices a second time)."""
+    import asyncpg
+
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
+                       extra="\n[scheduler]\nenabled = false\n")
+    from tests.cli_run import run_cli
+
+    assert (await run_cli("migrate", "--config", str(cfg))).returncode == 0
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = now - timedelta(hours=2), now - timedelta(hours=1)
+    conn = await asyncpg.connect(database_url)
+    try:
+        ids = {by: await conn.fetchval(
+            "INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status)"
+            " VALUES ($1, 'default', $2, $3, '{}', 'running') RETURNING id", by, start, end)
+            for by in ("sandbox", "cli", "api")}  # two CLI-side runs in flight; one a dead service left
+    finally:
+        await conn.close()
+    p = serve_procs(cfg, env={"COLLECTOR_CLUSTER__REPLICA_ID": "r-1"})
+    await wait_sql(database_url, "SELECT count(*) FROM collection_runs WHERE resumed_from = $1", lambda n: n == 1,
+                   60, ids["api"])  # the control: the dead service's run is resumed
+    rows = await query(database_url, "SELECT id, status, adopted_at FROM collection_runs ORDER BY id")
+    by_id = {r["id"]: r for r in rows}
+    for by in ("sandbox", "cli"):
+        assert by_id[ids[by]]["status"] == "running" and by_id[ids[by]]["adopted_at"] is None, by
+    assert await sql_value(database_url, "SELECT count(*) FROM collection_runs WHERE resumed_from IS NOT NULL") == 1
     assert await p.stop() == 0

@@ -176,7 +176,9 @@ UPDATE collection_runs SET status = 'running', slices_total = $2, instances = $3
 WHERE id = $1;
 
 -- name: adopt_runs
--- Unfinished runs (without parts, not a CLI's) of replicas that are dead by the heartbeat
+-- Unfinished runs (without parts) that a service started (requested_by 'api', 'resume' or
+-- 'scheduler': never a CLI-side run such as `collector collect` or `collector sandbox`,
+-- which its own process ends) of replicas that are dead by the heartbeat
 -- table ($2: the TTL), and at start-up ($3) this replica's own from before a restart under
 -- the same id: queued/running ones end interrupted; they and the runs a graceful stop left
 -- interrupted are returned once (adopted_at), to be resumed. Live replicas' runs are not touched.
@@ -185,7 +187,7 @@ SET status = 'interrupted', finished_at = coalesce(c.finished_at, now()), adopte
 WHERE c.id IN (
     SELECT r.id FROM collection_runs r
     WHERE r.adopted_at IS NULL AND r.status IN ('queued', 'running', 'interrupted')
-      AND r.requested_by <> 'cli'
+      AND r.requested_by IN ('api', 'resume', 'scheduler')
       AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id)
       AND CASE WHEN r.owner = $1 THEN $3
                ELSE r.owner IS NULL OR NOT EXISTS (
