@@ -25,6 +25,7 @@ from collector.ports import FetchUnit, MetricApi
 from collector.progress import Progress
 from collector.retry import OUTLAST, RetryPolicy, retry
 from collector.runtime import Runtime
+from collector.validation import instance_id_problem
 
 log = structlog.get_logger("collector.runs")
 
@@ -40,6 +41,9 @@ def check_collection(
     api = apis.get(profile)
     if api is None:
         raise errors.ConfigError(f"profile {profile!r} is not configured", field="profile")
+    for iid in instances:
+        if (why := instance_id_problem(iid)) is not None:
+            raise errors.BadInput(f"instance {iid!r}: {why}", field="instances")
     api.check_range(start, end, now, settings.scheduler.seconds("lookback_margin"))
     return select_instances(settings, instances)
 
@@ -164,6 +168,10 @@ async def collect(
     check_collection(rt.settings, rt.apis, start, end, instances, rt.clock.now(), profile)
     api = rt.api(profile)
     res = await resolve(rt, instances, needs=api.needs)
+    found = {t.instance_id for t in res.targets} | {i for i, _r in res.failed_instances}
+    if not res.failed_scopes:  # every account was listed: an id asked for and not found fails visibly
+        res.failed_instances += [(i, "not found: no configured instance or account's ACTIVE instance has this id")
+                                 for i in dict.fromkeys(instances) if i not in found]
     units, lost = planned(rt, api, res, start, end)
     total = slices_in(units, lost)
     names = [t.instance_id for t in res.targets] + [i for i, _r in res.failed_instances]

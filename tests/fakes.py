@@ -239,8 +239,8 @@ class InMemoryStore:
 
     async def count_queued_runs(self) -> int:
         def waiting(r: RunRecord) -> bool:
-            return r.status == "queued" or r.status == "running" and any(
-                st == "queued" for (i, _a, _g), st in self.parts.items() if i == r.id)
+            return r.status == "queued" or (r.status == "running" and any(
+                st == "queued" for (i, _a, _g), st in self.parts.items() if i == r.id))
 
         return sum(1 for r in self.runs.values() if r.requested_by != "scheduler" and waiting(r))
 

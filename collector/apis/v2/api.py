@@ -122,16 +122,19 @@ def plan(
     ``resources``: per instance, the discovered IDs for filters given as ``"all"``
     (``{"<instance id>": {"QUEUE": [...], "AGENT": [...]}}``)."""
     interval, tz = profile.interval_period, profile.time_zone
-    spans = slices(start, end, interval, tz)
     n = utc(now)
     oldest = oldest_start(n, interval, tz, lookback_margin)
-    if spans[0][0] < oldest:
-        raise PlanErrorV2(
-            f"start {fmt(spans[0][0])} is more than 90 days ago (the earliest {interval} slice "
-            f"still served with a {lookback_margin}s margin starts {fmt(oldest)}); GetMetricDataV2 keeps 3 months"
-        )
-    if spans[-1][1] > n:
-        raise PlanErrorV2(f"end {fmt(spans[-1][1])} is in the future (now {fmt(n)})")
+    s0, e0 = utc(start, "start"), utc(end, "end")
+    if e0 > s0:  # refuse a range outside the lookback before tiling it (year 1: millions of slices)
+        if s0 < oldest:
+            raise PlanErrorV2(
+                f"start {fmt(s0)} is more than 90 days ago (the earliest {interval} slice "
+                f"still served with a {lookback_margin}s margin starts {fmt(oldest)}); GetMetricDataV2 keeps 3 months",
+                field="start",
+            )
+        if e0 > n:
+            raise PlanErrorV2(f"end {fmt(e0)} is in the future (now {fmt(n)})", field="end")
+    spans = slices(start, end, interval, tz)
     limit = catalog.MAX_RANGE_SECONDS[interval]
     runs: list[list[tuple[datetime, datetime]]] = [[]]
     for s, e in spans:
