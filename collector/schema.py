@@ -58,7 +58,7 @@ TABLES: Final = {
     "metric_values": {"slice_start", "collected_at", "instance_ref", "dims_id", "metric_set_id",
                       "slice_seconds", "profile_id", "vals"},
     "collected_slices": {"instance_ref", "slice_start", "slice_seconds", "profile_id", "rows",
-                         "run_id", "first_collected_at", "last_collected_at", "times_collected"},
+                         "run_id", "first_collected_at", "last_collected_at", "times_collected", "ordered_at"},
     "collection_runs": {"id", "requested_by", "profile", "range_start", "range_end", "instances",
                         "status", "slices_total", "slices_done", "slices_failed", "rows_written",
                         "values_written", "requests", "retries", "throttles", "errors",

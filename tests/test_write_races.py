@@ -265,3 +265,36 @@ async def test_a_write_into_a_day_another_replica_dropped_makes_the_partition_ag
     assert dropped == [f"metric_values_{START:%Y%m%d}"]
     result = await a.write([_slice("i-1", {"q-1": 2.0})], None)
     assert result.rows == 1 and await _stored(pool) == {("i-1", "q-1"): 2.0}
+
+
+class _ClockOff:
+    """The system clock, ``hours`` off (a collector whose clock ran fast)."""
+
+    def __init__(self, hours: float) -> None:
+        from collector.clock import SystemClock
+
+        self.base, self.off = SystemClock(), timedelta(hours=hours)
+
+    def now(self) -> datetime:
+        return self.base.now() + self.off
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.base.sleep(seconds)
+
+
+async def test_newest_collection_wins_on_the_databases_clock_not_each_writers(pool: asyncpg.Pool) -> None:
+    """Issue 18 item 6: a collector whose clock runs an hour fast stores a slice; the
+    later collection of a collector with a right clock replaces it (before: it was judged
+    superseded and dropped). Then the fast one's stale retry of its old collection loses."""
+    fast_clock = _ClockOff(1)
+    fast, right = PgStore(pool, clock=fast_clock), PgStore(pool)
+    early = _slice("i-1", {"q-1": 1.0}, at=fast_clock.now())  # provisional values, stamped an hour ahead
+    await fast.write([early], None)
+    later = _slice("i-1", {"q-1": 5.0}, at=datetime.now(UTC))  # collected after it, on a right clock
+    result = await right.write([later], None)
+    assert result.rows == 1 and await _stored(pool) == {("i-1", "q-1"): 5.0}
+    await fast.write([early], None)  # the older collection, written again late: left alone
+    assert await _stored(pool) == {("i-1", "q-1"): 5.0}

@@ -14,7 +14,7 @@ import inspect
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
@@ -165,6 +165,9 @@ class PgStore:
         self._metric_sets: dict[StorageCodec, dict[Any, int]] = {}
         self._dims: dict[StorageCodec, dict[Any, int]] = {}
         self._partitions: set[date] = set()
+        # this process's clock -> the database's (newest-collection-wins), measured now and then
+        self._offset: timedelta | None = None
+        self._offset_at = 0.0
         # Test seam: awaited inside the write transaction at "slices_locked" (before the
         # leases are checked) and "fences_checked" (after): a writer stalled mid-write.
         self.pause_in_write: Callable[[str], Awaitable[None]] | None = None
@@ -310,6 +313,7 @@ class PgStore:
         await self.ensure_partitions(batch)
         prepared = await self.prepare(batch)
         async with self.pool.acquire() as conn, conn.transaction():
+            offset = await self._clock_offset(conn)
             await self._lock(conn, prepared)
             fenced = await self._fence(conn, prepared)
             lost = {k for k, _r in fenced}
@@ -317,9 +321,9 @@ class PgStore:
             if self.pause_in_write is not None:
                 await self.pause_in_write("fences_checked")
             stored = await self._stored(conn, prepared)
-            prepared = _newest_wins(prepared, stored)
+            prepared = _newest_wins(prepared, stored, offset)
             await self._store_values(conn, prepared, fresh=not any(p.ref in stored for p in prepared))
-            await self._record(conn, batch, prepared, fenced, run_id)
+            await self._record(conn, batch, prepared, fenced, run_id, offset)
         return WriteResult(sum(len(p.records) for p in prepared), sum(p.values for p in prepared), tuple(fenced))
 
     async def prepare(self, batch: Sequence[CompletedSlice]) -> list[Prepared]:
@@ -350,6 +354,19 @@ class PgStore:
                 await self.pool.execute(q("ensure_partition"), day)
             self._partitions.add(day)
 
+    async def _clock_offset(self, conn: asyncpg.Connection) -> timedelta:
+        """The database's clock minus this process's (the clock that stamps collections),
+        from one round trip (its midpoint), measured again every minute. Newest-collection-wins
+        compares collections on the database's clock, so a writer whose clock is off by
+        an hour neither wins nor loses against the others for it."""
+        mono = self.clock.monotonic()
+        if self._offset is None or mono - self._offset_at >= 60:
+            before = self.clock.now()
+            db: datetime = await conn.fetchval(q("database_clock"))
+            after = self.clock.now()
+            self._offset, self._offset_at = db - (before + (after - before) / 2), mono
+        return self._offset
+
     async def _lock(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> None:
         """One writer of a slice at a time (locks per instance/profile/day); a fixed lock
         order avoids deadlocks."""
@@ -378,7 +395,7 @@ class PgStore:
         if not prepared:
             return {}
         rows = await conn.fetch(q("collected_at_of"), *_slice_columns(p.ref for p in prepared))
-        return {(r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["last_collected_at"]
+        return {(r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["ordered_at"]
                 for r in rows}
 
     async def _store_values(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], fresh: bool) -> None:
@@ -402,13 +419,14 @@ class PgStore:
 
     async def _record(
         self, conn: asyncpg.Connection, batch: Sequence[CompletedSlice], prepared: Sequence[Prepared],
-        fenced: Sequence[tuple[SliceKey, str]], run_id: int | None,
+        fenced: Sequence[tuple[SliceKey, str]], run_id: int | None, offset: timedelta,
     ) -> None:
         """The collected slices, and the run's (and its parts') progress."""
         if prepared:
             await conn.execute(
                 q("record_slices"), *_slice_columns(p.ref for p in prepared),
                 [p.slice.rows for p in prepared], [run_id] * len(prepared), [p.slice.collected_at for p in prepared],
+                [p.slice.collected_at + offset for p in prepared],
             )
         done = len(batch) - len(fenced)
         if run_id is not None and done:
@@ -612,9 +630,9 @@ _COLUMNS = ["slice_start", "instance_ref", "dims_id", "metric_set_id", "slice_se
             "collected_at", "vals"]
 
 
-def _newest_wins(prepared: list[Prepared], stored: Mapping[SliceRef, datetime]) -> list[Prepared]:
-    """A slice already stored from a newer collection is left as it is."""
-    newer = {p.ref for p in prepared if p.ref in stored and stored[p.ref] > p.slice.collected_at}
+def _newest_wins(prepared: list[Prepared], stored: Mapping[SliceRef, datetime], offset: timedelta) -> list[Prepared]:
+    """A slice already stored from a newer collection (on the database's clock) is left as it is."""
+    newer = {p.ref for p in prepared if p.ref in stored and stored[p.ref] > p.slice.collected_at + offset}
     if newer:
         log.info("slices_superseded", slices=len(newer))
     return [p for p in prepared if p.ref not in newer]

@@ -82,14 +82,17 @@ DO UPDATE SET vals = EXCLUDED.vals, collected_at = EXCLUDED.collected_at
 WHERE v.vals IS DISTINCT FROM EXCLUDED.vals;
 
 -- name: record_slices
+-- $8: the collection times on the database's clock (what newest-collection-wins compares).
 INSERT INTO collected_slices AS c (instance_ref, slice_start, slice_seconds, profile_id, rows, run_id,
-                                  first_collected_at, last_collected_at)
-SELECT i, s, sec, p, r, run, t, t
-FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[], $5::int[], $6::bigint[], $7::timestamptz[])
-     AS x(i, s, sec, p, r, run, t)
+                                  first_collected_at, last_collected_at, ordered_at)
+SELECT i, s, sec, p, r, run, t, t, o
+FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[], $5::int[], $6::bigint[], $7::timestamptz[],
+            $8::timestamptz[])
+     AS x(i, s, sec, p, r, run, t, o)
 ON CONFLICT (instance_ref, profile_id, slice_start, slice_seconds)
 DO UPDATE SET rows = EXCLUDED.rows, run_id = EXCLUDED.run_id,
-              last_collected_at = EXCLUDED.last_collected_at, times_collected = c.times_collected + 1;
+              last_collected_at = EXCLUDED.last_collected_at, ordered_at = EXCLUDED.ordered_at,
+              times_collected = c.times_collected + 1;
 
 -- name: run_progress
 UPDATE collection_runs
@@ -224,8 +227,10 @@ WITH s AS (DELETE FROM collected_slices WHERE slice_start + make_interval(secs =
 SELECT 1;
 
 -- name: collected_at_of
--- When each of these slices was last stored (slices never stored are left out).
-SELECT c.instance_ref, c.slice_start, c.slice_seconds, c.profile_id, c.last_collected_at
+-- When each of these slices was last collected, on the database's clock (slices never
+-- stored are left out; rows from before migration 021: their writer's clock).
+SELECT c.instance_ref, c.slice_start, c.slice_seconds, c.profile_id,
+       coalesce(c.ordered_at, c.last_collected_at) AS ordered_at
 FROM collected_slices c
 JOIN unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[])
      AS s(instance_ref, slice_start, slice_seconds, profile_id)
@@ -286,6 +291,9 @@ JOIN unnest($2::text[], $3::text[], $4::bigint[]) AS f(account, region, generati
 WHERE s.owner = $1 AND s.generation = f.generation AND s.expires_at > now()
 ORDER BY s.account, s.region
 FOR SHARE OF s;
+
+-- name: database_clock
+SELECT clock_timestamp();
 
 -- name: lock_slices
 -- Serialises writers of the same slices (keys per instance, profile, length and day);
