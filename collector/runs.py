@@ -7,24 +7,25 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
 
 from collector import errors
 from collector.apis import DEFAULT_PROFILE
-from collector.calendar import tile
+from collector.calendar import ceil, tile
 from collector.config import InstanceSettings, Settings
 from collector.fleet import Resolution, resolve, select_instances
 from collector.guard import ShardGuard
 from collector.model import PartRecord, RunSummary, Shard, SliceKey
-from collector.observability import DB_METER, RUN_DURATION, RUNS
+from collector.observability import DB_METER, GAPS, RUN_DURATION, RUNS
 from collector.pipeline import run_collection
 from collector.ports import FetchUnit, MetricApi
 from collector.progress import Progress
 from collector.retry import OUTLAST, RetryPolicy, retry
 from collector.runtime import Runtime
+from collector.scheduler import series_of
 from collector.validation import instance_id_problem
 
 log = structlog.get_logger("collector.runs")
@@ -65,6 +66,35 @@ def planned(
     spans = tile(api.calendar, start, end)
     lost = [(str(SliceKey(api.profile, iid, s, e)), reason) for iid, reason in failed for s, e in spans]
     return units, lost + list(res.failed_scopes)
+
+
+def clip_start(api: MetricApi, start: datetime, end: datetime, now: datetime, margin: int) -> datetime:
+    """For a run accepted earlier (queued, interrupted): its start moved up to the earliest
+    slice the API still serves ``margin`` seconds inside its lookback (at most ``end``)."""
+    oldest = ceil(api.calendar, now - timedelta(seconds=api.lookback - margin))
+    return min(max(start, oldest), end)
+
+
+async def aged_out(rt: Runtime, api: MetricApi, res: Resolution, start: datetime, cut: datetime) -> Lost:
+    """The slices of [start, cut) that aged out of the lookback before this run collected
+    them (those an earlier attempt stored are not lost): recorded as gaps, and returned
+    as the run's failures."""
+    if cut <= start:
+        return []
+    spans = tile(api.calendar, start, cut)
+    reason = "aged out of the lookback before this run collected it"
+    lost: Lost = []
+    for t in res.targets:
+        ser = series_of(t, api)
+        [state] = await rt.store.series_state([ser], [start], 10**9)  # every collected slice from start on
+        missing = [(s, e) for s, e in spans if state.collected.get(s, (0,))[0] != int((e - s).total_seconds())]
+        if missing:
+            await rt.store.record_gaps(ser, [s for s, _e in missing], reason, rt.clock.now())
+            GAPS.labels(t.instance_id, api.profile).inc(len(missing))
+            log.warning("slices_aged_out", instance=t.instance_id, profile=api.profile, slices=len(missing),
+                        first=missing[0][0].isoformat(), last=missing[-1][0].isoformat())
+        lost += [(str(SliceKey(api.profile, t.instance_id, s, e)), reason) for s, e in missing]
+    return lost
 
 
 def slices_in(units: Sequence[FetchUnit], lost: Lost) -> int:
@@ -162,17 +192,30 @@ async def collect(
     stop: anyio.Event | None = None,
     on_planned: Callable[[int], None] | None = None,
     run_id: int | None = None,
+    clip: bool = False,
 ) -> tuple[int, RunSummary]:
-    """Plan (refusing bad input before any call), record a run, collect, finish the run."""
+    """Plan (refusing bad input before any call), record a run, collect, finish the run.
+
+    ``clip`` (a run accepted earlier, that waited in the queue or was interrupted): a start
+    that has aged out of the lookback since is moved up, and the slices before it that
+    were never collected are recorded as gaps and fail with the reason."""
     # Check the range before anything is discovered, so bad input costs no call.
-    check_collection(rt.settings, rt.apis, start, end, instances, rt.clock.now(), profile)
+    asked = start
+    if clip and profile in rt.apis:
+        start = clip_start(rt.api(profile), start, end, rt.clock.now(),
+                           rt.settings.scheduler.seconds("lookback_margin"))
+    if start < end:
+        check_collection(rt.settings, rt.apis, start, end, instances, rt.clock.now(), profile)
+    else:  # every slice aged out: nothing to plan, only gaps to record
+        select_instances(rt.settings, instances)
     api = rt.api(profile)
     res = await resolve(rt, instances, needs=api.needs)
     found = {t.instance_id for t in res.targets} | {i for i, _r in res.failed_instances}
     if not res.failed_scopes:  # every account was listed: an id asked for and not found fails visibly
         res.failed_instances += [(i, "not found: no configured instance or account's ACTIVE instance has this id")
                                  for i in dict.fromkeys(instances) if i not in found]
-    units, lost = planned(rt, api, res, start, end)
+    units, lost = planned(rt, api, res, start, end) if start < end else ([], list(res.failed_scopes))
+    lost = await aged_out(rt, api, res, asked, start) + lost
     total = slices_in(units, lost)
     names = [t.instance_id for t in res.targets] + [i for i, _r in res.failed_instances]
     if run_id is None:
@@ -203,7 +246,10 @@ async def collect_part(
     try:
         api = rt.api(run.profile)
         res = await resolve(rt, run.instances or (), owned={shard: generation}, needs=api.needs)
-        units, lost = planned(rt, api, res, run.range_start, run.range_end)
+        start = clip_start(api, run.range_start, run.range_end, rt.clock.now(),
+                           rt.settings.scheduler.seconds("lookback_margin"))
+        units, lost = planned(rt, api, res, start, run.range_end) if start < run.range_end else ([], [])
+        lost = await aged_out(rt, api, res, run.range_start, start) + lost
         if not await rt.store.part_started(run.id, shard, replica, slices_in(units, lost)):
             log.warning("part_not_held", run_id=run.id, shard=f"{shard[0]}/{shard[1]}")
             return None

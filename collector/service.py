@@ -47,7 +47,14 @@ from collector.model import PartRecord, RunRecord, RunSummary, Shard, SliceKey
 from collector.observability import DB_METER
 from collector.ports import FetchUnit
 from collector.retry import OUTLAST, retry
-from collector.runs import check_collection, collect, collect_part, execute, failed_summary
+from collector.runs import (
+    check_collection,
+    clip_start,
+    collect,
+    collect_part,
+    execute,
+    failed_summary,
+)
 from collector.runtime import Runtime
 from collector.scheduler import ScheduleOptions, run_scheduler
 
@@ -185,8 +192,14 @@ class Service:
                 continue  # the scheduler picks its slices up from the watermarks
             body = CollectionRequest(start=r.range_start, end=r.range_end,
                                      instances=list(r.instances) or None, profile=r.profile)
-            try:
-                self.validate(body)
+            try:  # a start that aged out since is clipped when it runs (the rest: gaps)
+                if body.profile in self.rt.apis:
+                    clipped = clip_start(self.rt.api(body.profile), body.start, body.end, self.rt.clock.now(),
+                                         self.settings.scheduler.seconds("lookback_margin"))
+                    if clipped < body.end:
+                        self.validate(body.model_copy(update={"start": clipped}))
+                else:
+                    self.validate(body)
             except errors.BadInput as e:
                 log.warning("run_not_resumed", run_id=r.id, reason=str(e))
                 continue
@@ -225,7 +238,7 @@ class Service:
 
         async def attempt() -> object:  # again while the database is away: upserts are idempotent
             return await collect(self.rt, start, end, instances=run.instances, requested_by="api",
-                                 profile=run.profile, stop=self.stop, run_id=run.id)
+                                 profile=run.profile, stop=self.stop, run_id=run.id, clip=True)
 
         try:
             await self.outlast(attempt, "oneoff_run")

@@ -147,3 +147,47 @@ async def test_a_running_serve_does_not_adopt_a_cli_side_run_beside_it(
         assert by_id[ids[by]]["status"] == "running" and by_id[ids[by]]["adopted_at"] is None, by
     assert await sql_value(database_url, "SELECT count(*) FROM collection_runs WHERE resumed_from IS NOT NULL") == 1
     assert await p.stop() == 0
+
+
+async def test_runs_whose_start_aged_out_resume_clipped_with_gaps(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """Item 5: a one-off run interrupted by a dead service, and one that waited in the
+    queue, whose start is now past the lookback (and its margin): each runs from the
+    earliest slice still served, and the slices before it are gaps and the run's failures
+    (before: the first was `run_not_resumed`, 0 slices; the second `failed`)."""
+    import asyncpg
+
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
+                       extra="\n[scheduler]\nenabled = false\n")
+    from tests.cli_run import run_cli
+
+    assert (await run_cli("migrate", "--config", str(cfg))).returncode == 0
+    edge = datetime.now(UTC) - timedelta(hours=24)
+    start = edge.replace(minute=edge.minute - edge.minute % 15, second=0, microsecond=0) - timedelta(minutes=30)
+    end = start + timedelta(hours=2)  # 8 slices; the first 3 or 4 are past the lookback and its 10-minute margin
+    conn = await asyncpg.connect(database_url)
+    try:
+        ids = [await conn.fetchval(
+            "INSERT INTO collection_runs (requested_by, profile, range_start, range_end, instances, status)"
+            " VALUES ('api', 'default', $1, $2, '{}', $3) RETURNING id", start, end, status)
+            for status in ("running", "queued")]  # a dead service's run in flight; a run that waited
+    finally:
+        await conn.close()
+    p = serve_procs(cfg, env={"COLLECTOR_CLUSTER__REPLICA_ID": "r-1"})
+    # both were a dead service's (no owner): each is resumed by a queued run of its own,
+    # which the one-off loop executes (the path of a run that waited in the queue)
+    for old in ids:
+        run_id = await wait_sql(database_url, "SELECT id FROM collection_runs WHERE resumed_from = $1", bool, 60, old)
+        await wait_sql(database_url, "SELECT status FROM collection_runs WHERE id = $1",
+                       lambda s: s not in ("queued", "running"), 60, run_id)
+        run = (await query(database_url, f"SELECT * FROM collection_runs WHERE id = {run_id}"))[0]
+        assert run["status"] == "partial", dict(run)
+        assert run["slices_total"] == 8 and 3 <= run["slices_failed"] <= 4 and run["slices_done"] == 8 - run[
+            "slices_failed"], dict(run)
+        assert all("aged out" in e["reason"] for e in orjson.loads(run["errors"])), run["errors"]
+    gaps = await sql_value(database_url, "SELECT count(*) FROM collection_gaps")
+    assert 3 <= gaps <= 4  # one per aged-out slice of the instance, recorded once for both runs
+    assert "run_not_resumed" not in p.output()
+    assert await p.stop() == 0
