@@ -266,7 +266,10 @@ async def collect_part(
     final: list[str | None] = [None]
 
     async def finish(status: str, summary: RunSummary) -> None:
-        if status == "interrupted" or summary.handed_over:
+        # Cut short, handed over, or fenced (the lease moved on: it expired while a write
+        # waited out the database at shutdown, or another replica took the shard over):
+        # the part is not this replica's to end. Back to the queue, if it still holds it.
+        if status == "interrupted" or summary.handed_over or summary.fenced:
             await rt.store.requeue_part(run.id, shard, replica, summary)
             log.info("part_requeued", run_id=run.id, shard=f"{shard[0]}/{shard[1]}")
             return
