@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import structlog
+
 from collector.apis.v2 import catalog
 from collector.apis.v2.model import V2Request
 from collector.apis.v2.planner import (
@@ -32,6 +34,8 @@ from collector.durations import parse_duration
 from collector.errors import PlanErrorV2
 from collector.model import SliceKey, Target
 from collector.ports import FetchUnit
+
+log = structlog.get_logger("collector.v2")
 
 # The API's resource filter keys and the resource kinds the fleet discovers for them.
 KINDS: dict[str, str] = {
@@ -83,8 +87,11 @@ class V2Api:
         self.settings = settings
         self.profile = settings.name
         self.calendar = ZonedCalendar(settings.interval_period, settings.time_zone)
-        wanted = {k for k, v in settings.api_filters().items() if v == "all"} | set(settings.groupings)
+        # Resource filters given as lists are discovered too, so an ID that does not exist
+        # in the instance is reported (a filter on it collects nothing, silently otherwise).
+        wanted = set(settings.api_filters()) | set(settings.groupings)
         self.needs = frozenset(KINDS[k] for k in wanted if k in KINDS)
+        self._warned: set[tuple[str, str, tuple[str, ...]]] = set()
 
     @property
     def lookback(self) -> int:
@@ -104,8 +111,24 @@ class V2Api:
                 why = dict(target.missing).get(kind)
                 if why is not None:
                     raise PlanErrorV2(f"instance {target.instance_id}: {kind} discovery failed: {why}")
+        self._warn_unknown(target)
         return list(plan([target], self.settings, start, end, now, {target.instance_id: resources_of(target)},
                          margin))
+
+    def _warn_unknown(self, target: Target) -> None:
+        """A listed filter ID the instance does not have (discovered IDs or ARNs): warned
+        once per instance, filter and IDs."""
+        for key, values in self.settings.api_filters().items():
+            kind = KINDS.get(key)
+            found = target.resource(kind) if kind is not None else None
+            if not isinstance(values, list) or found is None:
+                continue
+            unknown = tuple(v for v in values if v not in found and v.rsplit("/", 1)[-1] not in found)
+            if unknown and (target.instance_id, key, unknown) not in self._warned:
+                self._warned.add((target.instance_id, key, unknown))
+                log.warning("filter_ids_unknown", profile=self.profile, instance=target.instance_id,
+                            filter=key, ids=list(unknown),
+                            hint=f"no {kind} with these IDs in the instance; the filter collects nothing for them")
 
 
 def plan(
