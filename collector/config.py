@@ -181,7 +181,8 @@ class SchedulerSettings(Section):
 
 
 class StorageSettings(Section):
-    retention_days: int | None = Field(default=None, ge=1)  # None: keep everything
+    # None: keep everything; at most 100 years (a cutoff before year 1 cannot be computed)
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
     prune_every: str = "1h"
 
     @field_validator("prune_every")
@@ -193,13 +194,13 @@ class StorageSettings(Section):
 
 class ClusterSettings(Section):
     enabled: bool = False  # true: share the fleet with other replicas through leases
-    lease_ttl: float = Field(default=15.0, ge=1.0)
+    lease_ttl: float = Field(default=15.0, ge=1.0, le=3600.0, allow_inf_nan=False)  # seconds
     replica_id: str | None = None  # default: host name and process id
 
 
 class ApiSettings(Section):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port
     token: str | None = None
     allow_unauthenticated: bool = False  # true: serve a non-loopback host without a token
 
@@ -347,29 +348,44 @@ def _origin(loc: tuple[Any, ...], origins: Origins) -> str | None:
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best effort: the line in the TOML text where the failing key is set."""
+    """Best effort: the line in the TOML text where the failing key is set: under the
+    table of its path (``[profiles.filters]``), in the array table of its index (the
+    second ``[[profiles]]``), else under the first table of its first key."""
     keys = [str(k) for k in loc if isinstance(k, str)]
     if not keys:
         return None
-    last = keys[-1]
-    pattern = re.compile(rf"^\s*{re.escape(last)}\s*=")
-    section = keys[0] if len(keys) > 1 else None
-    in_section = section is None
+    pattern = re.compile(rf"^\s*{re.escape(keys[-1])}\s*=")
+    header = ".".join(keys)  # the value may be a table of its own: [profiles.filters]
+    want = ".".join(keys[:-1]) or None
+    index = next((k for k in loc if isinstance(k, int)), None)
+    seen: dict[str, int] = {}  # array table -> its occurrences so far
+    table: str | None = None
+    nth: int | None = None
+    loose: int | None = None
     for n, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith("["):
-            name = stripped.strip("[]").strip()
-            in_section = section is None or name == section
+            table = stripped.strip("[]").strip()
+            if stripped.startswith("[["):
+                seen[table] = seen.get(table, -1) + 1
+            nth = seen.get(table.split(".")[0])
+            if table == header and (index is None or nth == index):
+                return n
             continue
-        if in_section and pattern.match(line):
+        if not pattern.match(line):
+            continue
+        if table == want and (index is None or nth == index):
             return n
-    return None
+        if loose is None and ((want is None and table is None) or (table is not None and table.split(".")[0] == keys[0])):
+            loose = n
+    return loose if len(keys) > 1 or want is None else None
 
 
 def _format_errors(exc: ValidationError, source: str, text: str, origins: Origins | None = None) -> str:
-    parts = []
+    parts: list[str] = []
     for err in exc.errors():
-        loc = tuple(err.get("loc", ()))
+        # without the tags of a union's members (``literal['all']``, ``list[str]``)
+        loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and "[" in p))
         key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
@@ -377,7 +393,12 @@ def _format_errors(exc: ValidationError, source: str, text: str, origins: Origin
         var = _origin(loc, origins or {})
         line = _line_of(text, loc) if text and var is None else None
         where = f"environment variable {var}" if var else f"{source}:{line}" if line else source
-        parts.append(f"{where}: {key or '(root)'}: {msg}")
+        head = f"{where}: {key or '(root)'}: "
+        same = next((i for i, x in enumerate(parts) if x.startswith(head)), None)
+        if same is None:
+            parts.append(head + msg)
+        else:  # one line per key: a union's members each say what they expected
+            parts[same] += f" or {msg[0].lower()}{msg[1:]}"
     return "; ".join(parts)
 
 

@@ -96,6 +96,10 @@ class NothingToCollect(CollectorError):
     """No configured instance can be collected:"""
 
 
+class ShardsUnserved(CollectorError):
+    """Shards no live replica can serve (their accounts are in no live replica's config):"""
+
+
 class LeaseLost(CollectorError):
     """This replica no longer holds the lease; the batch was not written (fencing):"""
 

@@ -14,10 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from collector import errors
 from collector.logs import redact
+from collector.validation import in_utc, instance_id_problem
 
 MAX_BODY = 64 * 1024  # bytes; a collection request is a few hundred
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -38,6 +39,19 @@ class CollectionRequest(BaseModel):
     end: datetime = Field(description="range end (exclusive)")
     instances: list[str] | None = Field(default=None, description="instance IDs; default all configured")
     profile: str = Field(default="default", min_length=1, max_length=100)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, v: datetime, info: ValidationInfo) -> datetime:
+        return in_utc(v, info.field_name or "time")
+
+    @field_validator("instances")
+    @classmethod
+    def _ids(cls, v: list[str] | None) -> list[str] | None:
+        for iid in v or ():
+            if (why := instance_id_problem(iid)) is not None:
+                raise ValueError(why)
+        return v
 
 
 class Accepted(BaseModel):
@@ -256,7 +270,8 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {"description": "database unreachable or schema not current"}})
+    @app.get("/readyz", responses={503: {"description": "database unreachable, schema not current, nothing "
+                                                       "to collect, or a shard no live replica can serve"}})
     async def readyz() -> Any:
         try:
             await ready()
@@ -268,7 +283,7 @@ def create_app(
     async def get_cluster() -> Any:
         """Replicas, the shards each holds, lease ages; unowned shards."""
         if cluster is None:
-            return {"replicas": [], "unowned_shards": []}
+            return {"replicas": [], "unowned_shards": [], "unserved_shards": []}
         return await cluster()
 
     @app.get("/metrics")

@@ -23,7 +23,7 @@ from collector.clock import sleep_or_stop
 from collector.errors import StorageError
 from collector.guard import ShardGuard
 from collector.model import Shard
-from collector.observability import LEASES_HELD
+from collector.observability import LEASES_HELD, SHARDS_UNSERVED
 from collector.ports import Clock, LeaseStore
 
 log = structlog.get_logger("collector.leases")
@@ -39,10 +39,20 @@ class LeaseManager:
     owned: dict[Shard, int] = field(default_factory=dict)  # shard -> generation
     changed: anyio.Event = field(default_factory=anyio.Event)
     guard: ShardGuard = field(default_factory=ShardGuard)
+    unserved: list[Shard] = field(default_factory=list)  # shards no live replica can serve
 
     async def tick(self, shards: Sequence[Shard], claim: bool = True) -> None:
-        await self.store.heartbeat(self.replica, self.api_url)
+        """``shards``: what this replica's config can serve. It claims only those: up to a
+        fair share, and besides every free one no other live replica can serve (a rolling
+        deploy that adds an account); it hands back only shards another live replica can serve."""
+        await self.store.heartbeat(self.replica, self.api_url, shards)
         await self.store.ensure_shards(shards)
+        servers = await self.store.shard_servers(self.ttl)
+        unserved = sorted(s for s, live in servers.items() if not live)
+        if set(unserved) - set(self.unserved):
+            log.error("shards_unserved", shards=[f"{a}/{r}" for a, r in unserved])
+        self.unserved = unserved
+        SHARDS_UNSERVED.set(len(unserved))
         if not claim:  # the first beat only announces this replica, so peers starting with
             return  # it are counted before anyone claims a share
         before = dict(self.owned)
@@ -50,16 +60,23 @@ class LeaseManager:
         for lost in before.keys() - self.owned.keys():
             log.warning("lease_lost", shard=f"{lost[0]}/{lost[1]}")
         self.guard.revoke(before.keys() - self.owned.keys())  # its writes would be fenced: stop
+        only_mine = {s for s in shards if servers.get(s, frozenset()) <= {self.replica}}
         live = max(1, await self.store.live_replicas(self.ttl))
         share = math.ceil(len(shards) / live)
-        if len(self.owned) < share:
-            got = await self.store.claim_leases(self.replica, self.ttl, share - len(self.owned))
+        got: dict[Shard, int] = {}
+        if alone := sorted(only_mine - self.owned.keys()):
+            got |= await self.store.claim_leases(self.replica, self.ttl, len(alone), alone)
+        if len(self.owned) + len(got) < share:
+            got |= await self.store.claim_leases(self.replica, self.ttl, share - len(self.owned) - len(got), shards)
+        if got:
             for shard in got:
                 log.info("lease_acquired", shard=f"{shard[0]}/{shard[1]}", generation=got[shard])
             self.guard.allow(got)
             self.owned.update(got)
         elif len(self.owned) > share:
-            await self.hand_back(sorted(self.owned)[share:])
+            extra = sorted(s for s in self.owned if s not in only_mine)[::-1][: len(self.owned) - share]
+            if extra:
+                await self.hand_back(extra)
         LEASES_HELD.set(len(self.owned))
         if before != self.owned:
             self.changed.set()

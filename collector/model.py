@@ -73,6 +73,7 @@ class RunSummary:
     throttles: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     handed_over: int = 0  # slices of shards handed to another replica mid-run (not in slices_total)
+    fenced: int = 0  # slices refused at the write because their shard's lease had moved on
 
 
 # -- what Connect lists -------------------------------------------------------------------

@@ -28,6 +28,10 @@ RUN_DURATION = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
 RUNS = Counter("collector_runs", "collection runs finished", ["kind", "status"])
+SHARDS_UNSERVED = Gauge(
+    "collector_shards_unserved",
+    "(account, Region) shards a replica's config lists that no live replica's config can serve",
+)
 LEASES_HELD = Gauge("collector_leases_held", "(account, Region) shards this replica holds")
 TAKEOVERS = Counter("collector_lease_takeovers", "shards claimed from a replica that had not released them")
 FENCED = Counter("collector_fenced_batches", "batches refused because their lease had been lost")

@@ -270,7 +270,9 @@ class SchedulerStore(Protocol):
 class LeaseStore(Protocol):
     """Replica heartbeats and (account, Region) leases (see :mod:`collector.leases`)."""
 
-    async def heartbeat(self, replica: str, api_url: str | None) -> None: ...
+    async def heartbeat(self, replica: str, api_url: str | None, serves: Sequence[Shard] | None = None) -> None:
+        """This replica is alive; ``serves``: the shards its config can serve (None: as before)."""
+        ...
 
     async def ensure_shards(self, shards: Sequence[Shard]) -> None: ...
 
@@ -278,7 +280,14 @@ class LeaseStore(Protocol):
 
     async def renew_leases(self, replica: str, ttl: float) -> dict[Shard, int]: ...
 
-    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[Shard, int]: ...
+    async def claim_leases(self, replica: str, ttl: float, n: int, serves: Sequence[Shard]) -> dict[Shard, int]:
+        """Up to ``n`` free or expired leases, of ``serves`` only (what this config can serve)."""
+        ...
+
+    async def shard_servers(self, ttl: float) -> dict[Shard, frozenset[str]]:
+        """Every shard a registered replica's config lists, and the live replicas whose
+        config can serve it (empty: none can)."""
+        ...
 
     async def release_leases(self, replica: str, shards: Sequence[Shard] | None) -> None: ...
 
@@ -301,7 +310,9 @@ class RunStore(Protocol):
         """The oldest queued one-off run without parts, now ``running``."""
         ...
 
-    async def count_queued_runs(self) -> int: ...
+    async def count_queued_runs(self) -> int:
+        """One-off runs waiting: queued, or (in a cluster) running with a part still queued."""
+        ...
 
     async def start_run(self, run_id: int, slices: int, instances: list[str]) -> None: ...
 
@@ -312,8 +323,10 @@ class RunStore(Protocol):
     async def list_runs(self, status: str | None, before: int | None, limit: int) -> list[RunRecord]: ...
 
     async def adopt_runs(self, replica: str, ttl: float, own: bool) -> list[RunRecord]:
-        """Unfinished runs of replicas dead by the heartbeat table (and, with ``own``, of
-        ``replica`` from before a restart), now ``interrupted``; each returned once."""
+        """Unfinished runs a service started (requested by ``api``, ``resume`` or
+        ``scheduler``; never a CLI-side run, e.g. ``collector sandbox``) of replicas dead by
+        the heartbeat table (and, with ``own``, of ``replica`` from before a restart), now
+        ``interrupted``; each returned once."""
         ...
 
     async def set_resumed_from(self, run_id: int, old_run_id: int) -> None: ...
@@ -322,16 +335,22 @@ class RunStore(Protocol):
 
     async def claim_part(self, replica: str, owned: Sequence[Shard], ttl: float) -> PartRecord | None: ...
 
-    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
-        """A part's attempt starts: counts of an earlier attempt leave the run's."""
+    async def part_started(self, run_id: int, shard: Shard, replica: str, slices: int) -> bool:
+        """A part's attempt starts: counts of an earlier attempt leave the run's. False (and
+        nothing changes) when ``replica`` no longer holds the part."""
         ...
 
     async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
-        """The part goes back to the queue for any replica (its calls stay counted)."""
+        """The part goes back to the queue for any replica (its calls stay counted), if
+        ``replica`` still holds it."""
         ...
 
-    async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
-        """Ends the part; returns the run's final status once no part is left, else None."""
+    async def finish_part(
+        self, run_id: int, shard: Shard, replica: str, status: str, summary: RunSummary
+    ) -> str | None:
+        """Ends the part if ``replica`` still holds it (claimed it, and it is running): the
+        end of a part, and so of its run, is its current holder's alone. Returns the run's
+        final status once no part is left, else None (also when the part is not held)."""
         ...
 
 
@@ -342,6 +361,6 @@ class Store(MetricSink, Registry, SchedulerStore, LeaseStore, RunStore, Protocol
 
     async def prune(self, cutoff: datetime) -> list[str]: ...
 
-    async def cluster_state(self) -> dict[str, Any]: ...
+    async def cluster_state(self, ttl: float) -> dict[str, Any]: ...
 
     async def ping(self) -> None: ...

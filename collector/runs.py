@@ -7,24 +7,26 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
 
 from collector import errors
 from collector.apis import DEFAULT_PROFILE
-from collector.calendar import tile
+from collector.calendar import ceil, tile
 from collector.config import InstanceSettings, Settings
 from collector.fleet import Resolution, resolve, select_instances
 from collector.guard import ShardGuard
 from collector.model import PartRecord, RunSummary, Shard, SliceKey
-from collector.observability import DB_METER, RUN_DURATION, RUNS
+from collector.observability import DB_METER, GAPS, RUN_DURATION, RUNS
 from collector.pipeline import run_collection
 from collector.ports import FetchUnit, MetricApi
 from collector.progress import Progress
 from collector.retry import OUTLAST, RetryPolicy, retry
 from collector.runtime import Runtime
+from collector.scheduler import series_of
+from collector.validation import instance_id_problem
 
 log = structlog.get_logger("collector.runs")
 
@@ -40,6 +42,9 @@ def check_collection(
     api = apis.get(profile)
     if api is None:
         raise errors.ConfigError(f"profile {profile!r} is not configured", field="profile")
+    for iid in instances:
+        if (why := instance_id_problem(iid)) is not None:
+            raise errors.BadInput(f"instance {iid!r}: {why}", field="instances")
     api.check_range(start, end, now, settings.scheduler.seconds("lookback_margin"))
     return select_instances(settings, instances)
 
@@ -61,6 +66,35 @@ def planned(
     spans = tile(api.calendar, start, end)
     lost = [(str(SliceKey(api.profile, iid, s, e)), reason) for iid, reason in failed for s, e in spans]
     return units, lost + list(res.failed_scopes)
+
+
+def clip_start(api: MetricApi, start: datetime, end: datetime, now: datetime, margin: int) -> datetime:
+    """For a run accepted earlier (queued, interrupted): its start moved up to the earliest
+    slice the API still serves ``margin`` seconds inside its lookback (at most ``end``)."""
+    oldest = ceil(api.calendar, now - timedelta(seconds=api.lookback - margin))
+    return min(max(start, oldest), end)
+
+
+async def aged_out(rt: Runtime, api: MetricApi, res: Resolution, start: datetime, cut: datetime) -> Lost:
+    """The slices of [start, cut) that aged out of the lookback before this run collected
+    them (those an earlier attempt stored are not lost): recorded as gaps, and returned
+    as the run's failures."""
+    if cut <= start:
+        return []
+    spans = tile(api.calendar, start, cut)
+    reason = "aged out of the lookback before this run collected it"
+    lost: Lost = []
+    for t in res.targets:
+        ser = series_of(t, api)
+        [state] = await rt.store.series_state([ser], [start], 10**9)  # every collected slice from start on
+        missing = [(s, e) for s, e in spans if state.collected.get(s, (0,))[0] != int((e - s).total_seconds())]
+        if missing:
+            await rt.store.record_gaps(ser, [s for s, _e in missing], reason, rt.clock.now())
+            GAPS.labels(t.instance_id, api.profile).inc(len(missing))
+            log.warning("slices_aged_out", instance=t.instance_id, profile=api.profile, slices=len(missing),
+                        first=missing[0][0].isoformat(), last=missing[-1][0].isoformat())
+        lost += [(str(SliceKey(api.profile, t.instance_id, s, e)), reason) for s, e in missing]
+    return lost
 
 
 def slices_in(units: Sequence[FetchUnit], lost: Lost) -> int:
@@ -158,13 +192,30 @@ async def collect(
     stop: anyio.Event | None = None,
     on_planned: Callable[[int], None] | None = None,
     run_id: int | None = None,
+    clip: bool = False,
 ) -> tuple[int, RunSummary]:
-    """Plan (refusing bad input before any call), record a run, collect, finish the run."""
+    """Plan (refusing bad input before any call), record a run, collect, finish the run.
+
+    ``clip`` (a run accepted earlier, that waited in the queue or was interrupted): a start
+    that has aged out of the lookback since is moved up, and the slices before it that
+    were never collected are recorded as gaps and fail with the reason."""
     # Check the range before anything is discovered, so bad input costs no call.
-    check_collection(rt.settings, rt.apis, start, end, instances, rt.clock.now(), profile)
+    asked = start
+    if clip and profile in rt.apis:
+        start = clip_start(rt.api(profile), start, end, rt.clock.now(),
+                           rt.settings.scheduler.seconds("lookback_margin"))
+    if start < end:
+        check_collection(rt.settings, rt.apis, start, end, instances, rt.clock.now(), profile)
+    else:  # every slice aged out: nothing to plan, only gaps to record
+        select_instances(rt.settings, instances)
     api = rt.api(profile)
     res = await resolve(rt, instances, needs=api.needs)
-    units, lost = planned(rt, api, res, start, end)
+    found = {t.instance_id for t in res.targets} | {i for i, _r in res.failed_instances}
+    if not res.failed_scopes:  # every account was listed: an id asked for and not found fails visibly
+        res.failed_instances += [(i, "not found: no configured instance or account's ACTIVE instance has this id")
+                                 for i in dict.fromkeys(instances) if i not in found]
+    units, lost = planned(rt, api, res, start, end) if start < end else ([], list(res.failed_scopes))
+    lost = await aged_out(rt, api, res, asked, start) + lost
     total = slices_in(units, lost)
     names = [t.instance_id for t in res.targets] + [i for i, _r in res.failed_instances]
     if run_id is None:
@@ -189,12 +240,19 @@ async def collect_part(
     Returns the run's final status when this was its last part. A part cut short (a
     stop, its shard handed over) goes back to the queue for whichever replica holds the shard."""
     run, shard = part.run, part.shard
+    replica = rt.store.replica
     assert run.range_start is not None and run.range_end is not None  # one-off runs have a range
+    assert replica is not None  # parts exist only in a cluster
     try:
         api = rt.api(run.profile)
         res = await resolve(rt, run.instances or (), owned={shard: generation}, needs=api.needs)
-        units, lost = planned(rt, api, res, run.range_start, run.range_end)
-        await rt.store.part_started(run.id, shard, slices_in(units, lost))
+        start = clip_start(api, run.range_start, run.range_end, rt.clock.now(),
+                           rt.settings.scheduler.seconds("lookback_margin"))
+        units, lost = planned(rt, api, res, start, run.range_end) if start < run.range_end else ([], [])
+        lost = await aged_out(rt, api, res, run.range_start, start) + lost
+        if not await rt.store.part_started(run.id, shard, replica, slices_in(units, lost)):
+            log.warning("part_not_held", run_id=run.id, shard=f"{shard[0]}/{shard[1]}")
+            return None
     except errors.StorageError as e:
         # The database went away as the part started: not the part's fault. It goes back
         # to the queue (its counts start afresh when it starts again).
@@ -203,17 +261,19 @@ async def collect_part(
         return None
     except errors.CollectorError as e:
         return await rt.store.finish_part(
-            run.id, shard, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")
+            run.id, shard, replica, "failed", failed_summary(str(e), f"account {shard[0]}/{shard[1]}")
         )
     final: list[str | None] = [None]
 
     async def finish(status: str, summary: RunSummary) -> None:
-        if status == "interrupted" or summary.handed_over:
-            assert rt.store.replica is not None
-            await rt.store.requeue_part(run.id, shard, rt.store.replica, summary)
+        # Cut short, handed over, or fenced (the lease moved on: it expired while a write
+        # waited out the database at shutdown, or another replica took the shard over):
+        # the part is not this replica's to end. Back to the queue, if it still holds it.
+        if status == "interrupted" or summary.handed_over or summary.fenced:
+            await rt.store.requeue_part(run.id, shard, replica, summary)
             log.info("part_requeued", run_id=run.id, shard=f"{shard[0]}/{shard[1]}")
             return
-        final[0] = await rt.store.finish_part(run.id, shard, part_status(status), summary)
+        final[0] = await rt.store.finish_part(run.id, shard, replica, part_status(status), summary)
 
     await execute(rt, units, run_id=run.id, lost=lost, stop=stop, kind="oneoff", finish=finish, guard=guard)
     return final[0]

@@ -47,7 +47,14 @@ from collector.model import PartRecord, RunRecord, RunSummary, Shard, SliceKey
 from collector.observability import DB_METER
 from collector.ports import FetchUnit
 from collector.retry import OUTLAST, retry
-from collector.runs import check_collection, collect, collect_part, execute, failed_summary
+from collector.runs import (
+    check_collection,
+    clip_start,
+    collect,
+    collect_part,
+    execute,
+    failed_summary,
+)
 from collector.runtime import Runtime
 from collector.scheduler import ScheduleOptions, run_scheduler
 
@@ -55,7 +62,7 @@ log = structlog.get_logger("collector.service")
 
 T = TypeVar("T")
 
-MAX_QUEUED_RUNS = 100  # one-off runs waiting on a single node; more are refused
+MAX_QUEUED_RUNS = 100  # one-off runs waiting (single node or cluster); more are refused
 
 
 class _Server(uvicorn.Server):
@@ -166,7 +173,7 @@ class Service:
         store = self.rt.store
         by = "api" if resumed_from is None else "resume"
         async with self._queue_slots:  # count and queue as one step: the cap holds under races
-            if self.leases is None and resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
+            if resumed_from is None and await store.count_queued_runs() >= MAX_QUEUED_RUNS:
                 raise errors.QueueFull(f"{MAX_QUEUED_RUNS} one-off collections are queued", retry_after=30)
             run_id = await store.queue_run(by, body.profile, body.start, body.end, body.instances or [])
         if resumed_from is not None:
@@ -185,8 +192,14 @@ class Service:
                 continue  # the scheduler picks its slices up from the watermarks
             body = CollectionRequest(start=r.range_start, end=r.range_end,
                                      instances=list(r.instances) or None, profile=r.profile)
-            try:
-                self.validate(body)
+            try:  # a start that aged out since is clipped when it runs (the rest: gaps)
+                if body.profile in self.rt.apis:
+                    clipped = clip_start(self.rt.api(body.profile), body.start, body.end, self.rt.clock.now(),
+                                         self.settings.scheduler.seconds("lookback_margin"))
+                    if clipped < body.end:
+                        self.validate(body.model_copy(update={"start": clipped}))
+                else:
+                    self.validate(body)
             except errors.BadInput as e:
                 log.warning("run_not_resumed", run_id=r.id, reason=str(e))
                 continue
@@ -225,7 +238,7 @@ class Service:
 
         async def attempt() -> object:  # again while the database is away: upserts are idempotent
             return await collect(self.rt, start, end, instances=run.instances, requested_by="api",
-                                 profile=run.profile, stop=self.stop, run_id=run.id)
+                                 profile=run.profile, stop=self.stop, run_id=run.id, clip=True)
 
         try:
             await self.outlast(attempt, "oneoff_run")
@@ -281,7 +294,12 @@ class Service:
         """``/readyz``: the database answers with the current schema, and (single node, with
         the scheduler) the fleet has at least one instance that can be collected."""
         await self.rt.store.ping()
-        if not self.settings.scheduler.enabled or self.leases is not None:
+        if self.leases is not None:
+            if self.leases.unserved:
+                names = ", ".join(f"{a}/{r}" for a, r in self.leases.unserved)
+                raise errors.ShardsUnserved(f"no live replica's config can serve {names}")
+            return
+        if not self.settings.scheduler.enabled:
             return
         targets = self.targets
         if self._nothing_configured:
@@ -426,7 +444,8 @@ class Service:
 
         app = create_app(
             token=self.settings.api.token, validate=self.validate, submit=self.submit,
-            get_run=get_run, list_runs=list_runs, ready=self.ready, cluster=store.cluster_state,
+            get_run=get_run, list_runs=list_runs, ready=self.ready,
+            cluster=functools.partial(store.cluster_state, float(self.settings.cluster.lease_ttl)),
         )
         api = self.settings.api
         return _Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",

@@ -4,6 +4,7 @@ read in any case, and "did you mean" suggestions."""
 from __future__ import annotations
 
 import difflib
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -41,3 +42,23 @@ def unique(values: list[Any], what: str) -> list[Any]:
     if len(set(values)) != len(values):
         raise ValueError(f"a {what} is repeated")
     return values
+
+
+def in_utc(t: datetime, label: str) -> datetime:
+    """An aware time in UTC; a time that has no UTC equivalent (year 1 with an offset east
+    of UTC, year 9999 west of it) is refused in plain words (ValueError), not an OverflowError."""
+    if t.tzinfo is None:
+        raise ValueError(f"{label} {t.isoformat()} has no time zone; give an offset such as Z or +00:00")
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{label} {t.isoformat()} is out of range (years 1-9999 in UTC)") from None
+
+
+def instance_id_problem(iid: str) -> str | None:
+    """Why ``iid`` cannot be a Connect instance id (1-100 printable characters), or None."""
+    if not 1 <= len(iid) <= 100:
+        return "an instance id has 1-100 characters"
+    if any(not ch.isprintable() or 0xD800 <= ord(ch) <= 0xDFFF for ch in iid):
+        return "an instance id has only printable characters (no NUL, control characters or lone surrogates)"
+    return None

@@ -95,6 +95,7 @@ class Writer:
         if not result.fenced:
             return
         FENCED.inc()
+        self.summary.fenced += len(result.fenced)
         for key, reason in result.fenced:
             self.summary.slices_failed += 1
             self.summary.failures.append((str(key), reason))

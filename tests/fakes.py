@@ -53,6 +53,8 @@ class InMemoryStore:
     runs: dict[int, RunRecord] = field(default_factory=dict)
     parts: dict[tuple[int, str, str], str] = field(default_factory=dict)
     part_counts: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # total, done, rows, values
+    serves: dict[str, set[Shard]] = field(default_factory=dict)
+    part_holders: dict[tuple[int, str, str], str] = field(default_factory=dict)
     adopted: set[int] = field(default_factory=set)
     leases: dict[Shard, tuple[str | None, int]] = field(default_factory=dict)  # owner, generation
     replicas: set[str] = field(default_factory=set)
@@ -181,8 +183,14 @@ class InMemoryStore:
             self.gaps.setdefault((series.instance_id, series.profile, series.seconds, s), reason)
 
     # -- LeaseStore (no expiry: leases move only when released or claimed from nobody) -------------
-    async def heartbeat(self, replica: str, api_url: str | None) -> None:
+    async def heartbeat(self, replica: str, api_url: str | None, serves: Sequence[Shard] | None = None) -> None:
         self.replicas.add(replica)
+        if serves is not None:
+            self.serves[replica] = set(serves)
+
+    async def shard_servers(self, ttl: float) -> dict[Shard, frozenset[str]]:
+        wanted = {s for v in self.serves.values() for s in v if s in self.leases}
+        return {s: frozenset(r for r, v in self.serves.items() if s in v and r in self.replicas) for s in wanted}
 
     async def ensure_shards(self, shards: Sequence[Shard]) -> None:
         for s in shards:
@@ -194,11 +202,11 @@ class InMemoryStore:
     async def renew_leases(self, replica: str, ttl: float) -> dict[Shard, int]:
         return {s: g for s, (o, g) in self.leases.items() if o == replica}
 
-    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[Shard, int]:
+    async def claim_leases(self, replica: str, ttl: float, n: int, serves: Sequence[Shard]) -> dict[Shard, int]:
         got: dict[Shard, int] = {}
         for s in sorted(self.leases):
             owner, gen = self.leases[s]
-            if owner is None and len(got) < n:
+            if owner is None and len(got) < n and s in serves:
                 self.leases[s] = (replica, gen + 1)
                 got[s] = gen + 1
         return got
@@ -241,8 +249,11 @@ class InMemoryStore:
         return None
 
     async def count_queued_runs(self) -> int:
-        return sum(1 for r in self.runs.values()
-                   if r.status == "queued" and r.requested_by != "scheduler" and not self._has_parts(r.id))
+        def waiting(r: RunRecord) -> bool:
+            return r.status == "queued" or (r.status == "running" and any(
+                st == "queued" for (i, _a, _g), st in self.parts.items() if i == r.id))
+
+        return sum(1 for r in self.runs.values() if r.requested_by != "scheduler" and waiting(r))
 
     async def start_run(self, run_id: int, slices: int, instances: list[str]) -> None:
         r = self.runs[run_id]
@@ -270,7 +281,7 @@ class InMemoryStore:
         for r in self.runs.values():
             mine = own if r.owner == replica else r.owner not in self.replicas
             if (r.status in ("queued", "running", "interrupted") and r.id not in self.adopted and mine
-                    and r.requested_by != "cli" and not self._has_parts(r.id)):
+                    and r.requested_by in ("api", "resume", "scheduler") and not self._has_parts(r.id)):
                 r.status = "interrupted"
                 self.adopted.add(r.id)
                 out.append(dataclasses.replace(r))
@@ -287,10 +298,13 @@ class InMemoryStore:
         for (run_id, a, g), st in sorted(self.parts.items()):
             if st == "queued" and (a, g) in owned:
                 self.parts[(run_id, a, g)] = "running"
+                self.part_holders[(run_id, a, g)] = replica
                 return PartRecord(a, g, dataclasses.replace(self.runs[run_id]))
         return None
 
-    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
+    async def part_started(self, run_id: int, shard: Shard, replica: str, slices: int) -> bool:
+        if not self._holds(run_id, shard, replica):
+            return False
         r = self.runs[run_id]
         old = self.part_counts.get((run_id, *shard), [0, 0, 0, 0])
         r.status = "running"
@@ -299,13 +313,22 @@ class InMemoryStore:
         r.rows_written -= old[2]
         r.values_written -= old[3]
         self.part_counts[(run_id, *shard)] = [slices, 0, 0, 0]
+        return True
+
+    def _holds(self, run_id: int, shard: Shard, replica: str) -> bool:
+        key = (run_id, *shard)
+        return self.parts.get(key) == "running" and self.part_holders.get(key) == replica
 
     async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
-        if self.parts.get((run_id, *shard)) == "running":
+        if self._holds(run_id, shard, replica):
             self.parts[(run_id, *shard)] = "queued"
             self.runs[run_id].requests += summary.requests
 
-    async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
+    async def finish_part(
+        self, run_id: int, shard: Shard, replica: str, status: str, summary: RunSummary
+    ) -> str | None:
+        if not self._holds(run_id, shard, replica):
+            return None
         self.parts[(run_id, *shard)] = status
         r = self.runs[run_id]
         r.slices_failed += summary.slices_failed
@@ -320,8 +343,8 @@ class InMemoryStore:
     async def prune(self, cutoff: datetime) -> list[str]:
         return []
 
-    async def cluster_state(self) -> dict[str, Any]:
-        return {"replicas": sorted(self.replicas), "unowned_shards": []}
+    async def cluster_state(self, ttl: float) -> dict[str, Any]:
+        return {"replicas": sorted(self.replicas), "unowned_shards": [], "unserved_shards": []}
 
     async def ping(self) -> None:
         return None

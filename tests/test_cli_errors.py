@@ -222,3 +222,17 @@ async def test_sandbox_on_the_embedded_database_prints_no_psql_line_for_it() -> 
     assert "psql \"" not in out.stdout  # the embedded Postgres has stopped: such a line would not connect
     assert f"The embedded Postgres in {pg} stopped" in out.stdout
     assert f'COLLECTOR_DATABASE__DATA_DIR="{pg}" collector serve --sandbox' in out.stdout
+
+
+@pytest.mark.parametrize("start, end", [
+    ("0001-01-01T00:00:00+01:00", "2026-01-01T00:00:00Z"),
+    ("2026-01-01T00:00:00Z", "9999-12-31T23:00:00-01:00"),
+])
+async def test_a_time_with_no_utc_equivalent_exits_2_naming_it(tmp_path: Path, start: str, end: str) -> None:
+    """Issue 18 item 8: year 1 east of UTC, year 9999 west of it: one line, exit 2 (before:
+    an OverflowError traceback, exit 1)."""
+    cfg = _config(tmp_path, None)
+    out = await run_cli("collect", "--config", str(cfg), "--start", start, "--end", end)
+    assert out.returncode == 2, out
+    line = _one_line(out)
+    assert "out of range" in line and ("--start" in line if start.startswith("0001") else "--end" in line), line

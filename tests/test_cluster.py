@@ -165,11 +165,11 @@ async def test_a_replica_that_lost_its_lease_writes_nothing(database_url: str) -
             await migrate(conn)
         old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
         await old.ensure_shards([("111111111111", "us-east-1")])
-        got = await old.claim_leases("r-old", 30, 1)
+        got = await old.claim_leases("r-old", 30, 1, [("111111111111", "us-east-1")])
         gen = got[("111111111111", "us-east-1")]
         # r-old stalls past its TTL (SIGSTOP, a long GC pause...); r-new takes the shard over
         await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'")
-        assert await new.claim_leases("r-new", 30, 1) == {("111111111111", "us-east-1"): gen + 1}
+        assert await new.claim_leases("r-new", 30, 1, [("111111111111", "us-east-1")]) == {("111111111111", "us-east-1"): gen + 1}
         ms = metric_chunks(["CONTACTS_HANDLED"], [])[0]
         start = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
         stale = CompletedSlice(

@@ -86,3 +86,39 @@ def test_discover_is_case_insensitive_and_anything_else_is_refused(tmp_path: Pat
     assert s.accounts[0].instances == "discover"
     with pytest.raises(ConfigError, match=r'accounts\[0\]\.instances: must be "discover" or a list of instance IDs'):
         load_settings(_cfg(tmp_path, body.format("everything")), environ={})
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("api", "port = 99999", "api.port"),  # before: listened on 99999 % 65536
+    ("api", "port = -1", "api.port"),  # before: reported as a host that does not resolve
+    ("cluster", "lease_ttl = inf", "cluster.lease_ttl"),  # before: blamed the DSN
+    ("cluster", "lease_ttl = nan", "cluster.lease_ttl"),
+    ("storage", "retention_days = 100000000", "storage.retention_days"),  # before: serve crashed after start
+])
+def test_values_that_would_misbehave_later_are_refused_with_their_line(
+    tmp_path: Path, key: str, value: str, field: str
+) -> None:
+    """Issue 18 item 9."""
+    p = _cfg(tmp_path, f"[{key}]\n{value}\n\n{INSTANCE}")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, environ={})
+    assert str(e.value).startswith(f"Invalid configuration: {p}:2: {field}: "), str(e.value)
+
+
+def test_a_key_misplaced_under_profiles_filters_names_its_line(tmp_path: Path) -> None:
+    """Issue 18 item 9: TOML puts a key written after [profiles.filters] into the filters;
+    the message names that line (before: no line number), also in the second profile."""
+    profile = ('[[profiles]]\nname = "{name}"\napi = "v2"\ninterval = "1h"\ngroupings = ["QUEUE"]\n'
+               'metrics = ["CONTACTS_HANDLED"]\n[profiles.filters]\nqueues = "all"\n')
+    body = (INSTANCE + "\n" + profile.format(name="a") + "\n" + profile.format(name="b")
+            + 'time_zone = "Europe/Paris"\n')
+    p = _cfg(tmp_path, body)
+    line = body.splitlines().index('time_zone = "Europe/Paris"') + 1
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, environ={})
+    assert str(e.value).startswith(f"Invalid configuration: {p}:{line}: profiles[1].filters.time_zone: "), str(e.value)
+    p = _cfg(tmp_path, body.replace('time_zone = "Europe/Paris"', 'colour = ["x"]'))
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, environ={})
+    head = body.splitlines().index("[profiles.filters]", body.splitlines().index('name = "b"')) + 1
+    assert f"{p}:{head}: profiles[1].filters: unknown filter 'colour'" in str(e.value), str(e.value)

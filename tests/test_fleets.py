@@ -196,3 +196,21 @@ async def test_role_clients_share_one_parsed_model_and_size_their_pools_to_one_a
     assert len(models) == 1
     assert [c.meta.config.max_pool_connections for c in clients] == [7, 7, 7]
     assert default.meta.config.max_pool_connections == 32
+
+
+async def test_an_unknown_instance_with_a_discovering_account_fails_visibly(
+    start_sim: StartSim, moto_sts: str, database_url: str, tmp_path: Path
+) -> None:
+    """Issue 18 item 8: an id no account has is not dropped from the run (before: the run
+    "succeeded" with 0 of 0 slices); its slices fail with the reason, and it is named."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    h.sim.key_resolver = moto_account_of
+    cfg = _config(tmp_path / "c.toml", database_url, _accounts_toml([account_id(0)], ["us-east-1"]))
+    settings = load_settings(cfg)
+    start, end = _range(1)
+    async with runtime(settings) as rt:
+        run_id, summary = await collect(rt, start, end, instances=["no-such-instance"])
+        run = await rt.store.get_run(run_id)
+    assert summary.slices_total == 4 and summary.slices_failed == 4 and summary.slices_done == 0
+    assert all("not found" in reason for _k, reason in summary.failures)
+    assert run is not None and run.status == "failed" and run.instances == ["no-such-instance"]

@@ -152,3 +152,44 @@ async def test_writes_need_the_token_when_one_is_configured(start_sim: StartSim,
 
     await _with_service(settings, body)
     assert await _run_count(database_url) == 1
+
+
+async def test_times_out_of_range_odd_instance_ids_and_v2_ranges_get_422_naming_the_field(
+    start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig
+) -> None:
+    """Issue 18 item 8: none of these is a 500; each 422 names its field."""
+    h = await start_sim(small_fleet)
+    port = _free_port()
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
+                       extra=(f"\n[scheduler]\nenabled = false\n\n[api]\nport = {port}\n\n[[profiles]]\n"
+                              'name = "agents"\napi = "v2"\ninterval = "1h"\ngroupings = ["QUEUE"]\n'
+                              'metrics = ["CONTACTS_HANDLED"]\n[profiles.filters]\nqueues = "all"\n'))
+    settings = load_settings(cfg)
+    end = utc_floor(datetime.now(UTC) - timedelta(hours=2), 3600)
+    ok = (end - timedelta(hours=1)).isoformat()
+    cases = [
+        ({"start": "0001-01-01T00:00:00+01:00", "end": end.isoformat()}, "start"),
+        ({"start": ok, "end": "9999-12-31T23:00:00-01:00"}, "end"),
+        ({"start": "0001-01-01T00:00:00+01:00", "end": end.isoformat(), "profile": "agents"}, "start"),
+        ({"start": ok, "end": end.isoformat(), "instances": ["i-\u0000"]}, "instances"),
+        ({"start": ok, "end": end.isoformat(), "instances": [""]}, "instances"),
+        ({"start": (end - timedelta(days=100)).isoformat(), "end": end.isoformat(), "profile": "agents"}, "start"),
+        ({"start": ok, "end": (end + timedelta(days=2)).isoformat(), "profile": "agents"}, "end"),
+        ({"start": end.isoformat(), "end": ok, "profile": "agents"}, "end"),
+        ({"start": (end - timedelta(minutes=15)).isoformat(), "end": end.isoformat(), "profile": "agents"}, "start"),
+    ]
+
+    async def body(http: aiohttp.ClientSession, _wait: Any) -> None:
+        for payload, field in cases:
+            async with http.post("/collections", json=payload) as r:
+                assert r.status == 422, (payload, await r.text())
+                detail = (await r.json())["detail"]
+                assert any(field in d["loc"] for d in detail), (payload, detail)
+        # a lone surrogate: only expressible as a JSON escape
+        raw = ('{"start": "' + ok + '", "end": "' + end.isoformat() + '", "instances": ["i-\\ud800"]}').encode()
+        async with http.post("/collections", data=raw, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 422, await r.text()
+            assert any("instances" in d["loc"] for d in (await r.json())["detail"])
+
+    await _with_service(settings, body)
+    assert await _run_count(database_url) == 0

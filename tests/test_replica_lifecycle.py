@@ -146,12 +146,15 @@ async def _migrate(cfg: Path) -> None:
 
 
 async def _beat(database_url: str, replica: str, until: anyio.Event) -> None:
-    """Stand in for a live replica: heartbeat every third of the TTL until told to stop."""
+    """Stand in for a live replica with the same config (it can serve every shard there
+    is): heartbeat every third of the TTL until told to stop."""
     conn = await asyncpg.connect(database_url)
     try:
         while not until.is_set():
-            await conn.execute("INSERT INTO replicas (id) VALUES ($1) ON CONFLICT (id)"
-                               " DO UPDATE SET heartbeat_at = now()", replica)
+            await conn.execute("INSERT INTO replicas (id, serves) VALUES ($1, '{}') ON CONFLICT (id)"
+                               " DO UPDATE SET heartbeat_at = now(),"
+                               " serves = (SELECT coalesce(array_agg(account || '/' || region), '{}')"
+                               "           FROM shard_leases)", replica)
             with anyio.move_on_after(TTL / 3):
                 await until.wait()
     finally:

@@ -190,11 +190,11 @@ async def test_a_lease_claimed_from_a_replica_that_did_not_release_it_counts_as_
         shards = [("111111111111", "us-east-1"), ("222222222222", "us-east-1")]
         await old.ensure_shards(shards)
         start = takeovers()
-        assert len(await old.claim_leases("r-old", 30, 2)) == 2
+        assert len(await old.claim_leases("r-old", 30, 2, shards)) == 2
         await old.release_leases("r-old", shards[1:])  # handed back: not a takeover
         await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'"
                            " WHERE owner = 'r-old'")  # r-old stalls past its TTL on the other
-        assert len(await new.claim_leases("r-new", 30, 2)) == 2
+        assert len(await new.claim_leases("r-new", 30, 2, shards)) == 2
         assert takeovers() == start + 1
     finally:
         await pool.close()

@@ -72,7 +72,7 @@ class _Stall:
 async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool: asyncpg.Pool) -> None:
     old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
     await old.ensure_shards([A1])
-    gen = (await old.claim_leases("r-old", 30, 1))[A1]
+    gen = (await old.claim_leases("r-old", 30, 1, [A1]))[A1]
     stall = old.pause_in_write = _Stall()
     stale = _slice("i-1", {"q-stale": 1.0}, (*A1, gen))
     results: dict[str, WriteResult] = {}
@@ -85,7 +85,7 @@ async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool:
             tg.start_soon(write, "old", old, stale)
             await stall.reached.wait()  # r-old is inside its write transaction, stalled
             await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'")
-            assert await new.claim_leases("r-new", 30, 1) == {A1: gen + 1}  # the takeover commits
+            assert await new.claim_leases("r-new", 30, 1, [A1]) == {A1: gen + 1}  # the takeover commits
             tg.start_soon(write, "new", new, _slice("i-1", {"q-new": 2.0}, (*A1, gen + 1)))
             stall.release.set()  # r-old wakes up and carries on with its write
     assert results["old"].fenced_keys == [stale.key] and results["old"].rows == 0
@@ -98,7 +98,7 @@ async def test_a_takeover_while_a_write_is_stalled_refuses_the_stale_batch(pool:
 async def test_no_takeover_commits_between_the_fence_check_and_the_write(pool: asyncpg.Pool) -> None:
     old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
     await old.ensure_shards([A1])
-    gen = (await old.claim_leases("r-old", 30, 1))[A1]
+    gen = (await old.claim_leases("r-old", 30, 1, [A1]))[A1]
     locked, checked = _Stall("slices_locked"), _Stall("fences_checked")
 
     async def stalls(point: str) -> None:
@@ -120,10 +120,10 @@ async def test_no_takeover_commits_between_the_fence_check_and_the_write(pool: a
             await pool.execute("UPDATE shard_leases SET expires_at = clock_timestamp()")
             locked.release.set()
             await checked.reached.wait()  # checked and still the owner; stalled before writing
-            assert await new.claim_leases("r-new", 30, 1) == {}  # the lease row is locked by the write
+            assert await new.claim_leases("r-new", 30, 1, [A1]) == {}  # the lease row is locked by the write
             checked.release.set()
     assert results[0].fenced == () and results[0].rows == 1  # written while the lease was held
-    assert await new.claim_leases("r-new", 30, 1) == {A1: gen + 1}  # then the takeover goes through
+    assert await new.claim_leases("r-new", 30, 1, [A1]) == {A1: gen + 1}  # then the takeover goes through
     assert (await old.write([mine], None)).fenced_keys == [mine.key]  # and r-old writes no more
 
 
@@ -163,10 +163,10 @@ async def test_two_writers_of_one_slice_leave_only_the_newer_collection(
 async def test_fencing_refuses_only_the_slices_of_lost_shards(pool: asyncpg.Pool) -> None:
     store = PgStore(pool, replica="r-1")
     await store.ensure_shards([A1, A2])
-    gens = await store.claim_leases("r-1", 30, 2)
+    gens = await store.claim_leases("r-1", 30, 2, [A1, A2])
     # r-1 loses A2 to r-2 (it stalled past the TTL of that shard's lease) but still holds A1
     await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second' WHERE account = $1", A2[0])
-    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1)).keys() == {A2}
+    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1, [A1, A2])).keys() == {A2}
     held = _slice("i-held", {"q-1": 1.0}, (*A1, gens[A1]))
     lost = _slice("i-lost", {"q-1": 1.0}, (*A2, gens[A2]))
     unfenced = _slice("i-single", {"q-1": 1.0})  # a slice written outside any lease
@@ -198,11 +198,11 @@ async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
     store = PgStore(pool, replica="r-1")
     shards = sorted({(i.account, i.region) for i in h.sim.fleet.instances.values()})
     await store.ensure_shards(shards)
-    gens = await store.claim_leases("r-1", 30, 2)
+    gens = await store.claim_leases("r-1", 30, 2, shards)
     kept, lost = shards
     await pool.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'"
                        " WHERE account = $1", lost[0])
-    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1)).keys() == {lost}
+    assert (await PgStore(pool, replica="r-2").claim_leases("r-2", 30, 1, shards)).keys() == {lost}
     targets = [Target(i.id, i.region, i.account, tuple(i.queues), lease=gens[(i.account, i.region)])
                for i in h.sim.fleet.instances.values()]
     now = datetime.now(UTC)
@@ -221,3 +221,80 @@ async def test_a_run_that_lost_one_shard_still_writes_the_slices_of_the_others(
     assert summary.slices_done == 4 and summary.slices_failed == 4
     rows = await pool.fetch("SELECT i.instance_id FROM collected_slices c JOIN instances i ON i.ref = c.instance_ref")
     assert sorted(by_account[r["instance_id"]] for r in rows) == [kept[0]] * 4  # the held shard's, all of them
+
+
+async def test_only_the_current_holder_of_a_part_ends_it_and_its_run(pool: asyncpg.Pool) -> None:
+    """Issue 18 item 4: a replica stalled while its part was taken over (its heartbeat aged
+    out, the part went back to the queue and another replica claimed it) cannot end the
+    part, nor settle the run, when it wakes up; the new holder's end is the one that counts."""
+    from collector.model import RunSummary
+
+    old, new = PgStore(pool, replica="r-old"), PgStore(pool, replica="r-new")
+    await old.heartbeat("r-old", None)
+    run_id = await old.queue_run("api", "default", START, START + timedelta(hours=1), ["i-1"])
+    await old.add_run_parts(run_id, [A1])
+    assert (await old.claim_part("r-old", [A1], 30)) is not None
+    assert await old.part_started(run_id, A1, "r-old", 4)
+    # r-old stalls: its heartbeat ages out, r-new takes the part over
+    await pool.execute("UPDATE replicas SET heartbeat_at = now() - interval '1 hour' WHERE id = 'r-old'")
+    await new.heartbeat("r-new", None)
+    assert (await new.claim_part("r-new", [A1], 30)) is not None
+    assert await new.part_started(run_id, A1, "r-new", 4)
+    # r-old wakes up: its writes were fenced, it reports 4 of 4 failed
+    stale = RunSummary(slices_total=4, slices_failed=4, failures=[("s", "moved on")] * 4)
+    assert await old.finish_part(run_id, A1, "r-old", "failed", stale) is None
+    assert not await old.part_started(run_id, A1, "r-old", 4)
+    await old.requeue_part(run_id, A1, "r-old", RunSummary())
+    part = await pool.fetchrow("SELECT status, claimed_by FROM run_parts WHERE run_id = $1", run_id)
+    assert (part["status"], part["claimed_by"]) == ("running", "r-new")
+    run = await pool.fetchrow("SELECT status, slices_failed FROM collection_runs WHERE id = $1", run_id)
+    assert (run["status"], run["slices_failed"]) == ("running", 0)
+    # the holder stores every slice and ends the part: the run succeeds
+    await pool.execute("UPDATE collection_runs SET slices_done = 4 WHERE id = $1", run_id)
+    assert await new.finish_part(run_id, A1, "r-new", "done", RunSummary(slices_total=4, slices_done=4)) == "succeeded"
+
+
+async def test_a_write_into_a_day_another_replica_dropped_makes_the_partition_again(pool: asyncpg.Pool) -> None:
+    """Issue 18 item 3: the partition cache is per process. After another replica's
+    retention dropped a day partition this one had made, a write into that day must not
+    fail for ever with "no partition of relation": the cache is refreshed and the day made
+    again (its rows go with the next prune, as on a single node)."""
+    a, b = PgStore(pool, replica="r-a"), PgStore(pool, replica="r-b")
+    await a.write([_slice("i-1", {"q-1": 1.0})], None)
+    dropped = await b.prune(START + timedelta(days=1))
+    assert dropped == [f"metric_values_{START:%Y%m%d}"]
+    result = await a.write([_slice("i-1", {"q-1": 2.0})], None)
+    assert result.rows == 1 and await _stored(pool) == {("i-1", "q-1"): 2.0}
+
+
+class _ClockOff:
+    """The system clock, ``hours`` off (a collector whose clock ran fast)."""
+
+    def __init__(self, hours: float) -> None:
+        from collector.clock import SystemClock
+
+        self.base, self.off = SystemClock(), timedelta(hours=hours)
+
+    def now(self) -> datetime:
+        return self.base.now() + self.off
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.base.sleep(seconds)
+
+
+async def test_newest_collection_wins_on_the_databases_clock_not_each_writers(pool: asyncpg.Pool) -> None:
+    """Issue 18 item 6: a collector whose clock runs an hour fast stores a slice; the
+    later collection of a collector with a right clock replaces it (before: it was judged
+    superseded and dropped). Then the fast one's stale retry of its old collection loses."""
+    fast_clock = _ClockOff(1)
+    fast, right = PgStore(pool, clock=fast_clock), PgStore(pool)
+    early = _slice("i-1", {"q-1": 1.0}, at=fast_clock.now())  # provisional values, stamped an hour ahead
+    await fast.write([early], None)
+    later = _slice("i-1", {"q-1": 5.0}, at=datetime.now(UTC))  # collected after it, on a right clock
+    result = await right.write([later], None)
+    assert result.rows == 1 and await _stored(pool) == {("i-1", "q-1"): 5.0}
+    await fast.write([early], None)  # the older collection, written again late: left alone
+    assert await _stored(pool) == {("i-1", "q-1"): 5.0}

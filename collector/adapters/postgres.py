@@ -14,7 +14,7 @@ import inspect
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
@@ -166,6 +166,9 @@ class PgStore:
         self._metric_sets: dict[StorageCodec, dict[Any, int]] = {}
         self._dims: dict[StorageCodec, dict[Any, int]] = {}
         self._partitions: set[date] = set()
+        # this process's clock -> the database's (newest-collection-wins), measured now and then
+        self._offset: timedelta | None = None
+        self._offset_at = 0.0
         # Test seam: awaited inside the write transaction at "slices_locked" (before the
         # leases are checked) and "fences_checked" (after): a writer stalled mid-write.
         self.pause_in_write: Callable[[str], Awaitable[None]] | None = None
@@ -305,9 +308,24 @@ class PgStore:
         whose shard lease moved on are refused (``WriteResult.fenced``); the lease rows are
         locked until commit, so a takeover cannot slip in between the check and the write.
         """
+        try:
+            return await self._write(batch, run_id)
+        except asyncpg.CheckViolationError as e:
+            if "no partition of relation" not in str(e):
+                raise
+            # Another replica's retention dropped a day partition this process had made (the
+            # cache is per process): forget the batch's days and make them again. Rows older
+            # than the retention are dropped again by the next prune, as on a single node.
+            days = {s.key.start.astimezone(UTC).date() for s in batch}
+            log.warning("partition_gone", days=sorted(d.isoformat() for d in days & self._partitions))
+            self._partitions -= days
+            return await self._write(batch, run_id)
+
+    async def _write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
         await self.ensure_partitions(batch)
         prepared = await self.prepare(batch)
         async with self.pool.acquire() as conn, conn.transaction():
+            offset = await self._clock_offset(conn)
             await self._lock(conn, prepared)
             fenced = await self._fence(conn, prepared)
             lost = {k for k, _r in fenced}
@@ -315,9 +333,9 @@ class PgStore:
             if self.pause_in_write is not None:
                 await self.pause_in_write("fences_checked")
             stored = await self._stored(conn, prepared)
-            prepared = _newest_wins(prepared, stored)
+            prepared = _newest_wins(prepared, stored, offset)
             await self._store_values(conn, prepared, fresh=not any(p.ref in stored for p in prepared))
-            await self._record(conn, batch, prepared, fenced, run_id)
+            await self._record(conn, batch, prepared, fenced, run_id, offset)
         return WriteResult(sum(len(p.records) for p in prepared), sum(p.values for p in prepared), tuple(fenced))
 
     async def prepare(self, batch: Sequence[CompletedSlice]) -> list[Prepared]:
@@ -348,6 +366,19 @@ class PgStore:
                 await self.pool.execute(q("ensure_partition"), day)
             self._partitions.add(day)
 
+    async def _clock_offset(self, conn: asyncpg.Connection) -> timedelta:
+        """The database's clock minus this process's (the clock that stamps collections),
+        from one round trip (its midpoint), measured again every minute. Newest-collection-wins
+        compares collections on the database's clock, so a writer whose clock is off by
+        an hour neither wins nor loses against the others for it."""
+        mono = self.clock.monotonic()
+        if self._offset is None or mono - self._offset_at >= 60:
+            before = self.clock.now()
+            db: datetime = await conn.fetchval(q("database_clock"))
+            after = self.clock.now()
+            self._offset, self._offset_at = db - (before + (after - before) / 2), mono
+        return self._offset
+
     async def _lock(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> None:
         """One writer of a slice at a time (locks per instance/profile/day); a fixed lock
         order avoids deadlocks."""
@@ -376,7 +407,7 @@ class PgStore:
         if not prepared:
             return {}
         rows = await conn.fetch(q("collected_at_of"), *_slice_columns(p.ref for p in prepared))
-        return {(r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["last_collected_at"]
+        return {(r["instance_ref"], r["slice_start"], r["slice_seconds"], r["profile_id"]): r["ordered_at"]
                 for r in rows}
 
     async def _store_values(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], fresh: bool) -> None:
@@ -400,13 +431,14 @@ class PgStore:
 
     async def _record(
         self, conn: asyncpg.Connection, batch: Sequence[CompletedSlice], prepared: Sequence[Prepared],
-        fenced: Sequence[tuple[SliceKey, str]], run_id: int | None,
+        fenced: Sequence[tuple[SliceKey, str]], run_id: int | None, offset: timedelta,
     ) -> None:
         """The collected slices, and the run's (and its parts') progress."""
         if prepared:
             await conn.execute(
                 q("record_slices"), *_slice_columns(p.ref for p in prepared),
                 [p.slice.rows for p in prepared], [run_id] * len(prepared), [p.slice.collected_at for p in prepared],
+                [p.slice.collected_at + offset for p in prepared],
             )
         done = len(batch) - len(fenced)
         if run_id is not None and done:
@@ -494,8 +526,9 @@ class PgStore:
         return dropped
 
     # -- leases (scale-out) -------------------------------------------------------------
-    async def heartbeat(self, replica: str, api_url: str | None) -> None:
-        await self.pool.execute(q("heartbeat"), replica, api_url)
+    async def heartbeat(self, replica: str, api_url: str | None, serves: Sequence[Shard] | None = None) -> None:
+        names = None if serves is None else [f"{a}/{r}" for a, r in serves]
+        await self.pool.execute(q("heartbeat"), replica, api_url, names)
 
     async def ensure_shards(self, shards: Sequence[tuple[str, str]]) -> None:
         await self.pool.execute(q("ensure_shards"), [a for a, _r in shards], [r for _a, r in shards])
@@ -507,9 +540,11 @@ class PgStore:
         rows = await self.pool.fetch(q("renew_leases"), replica, ttl)
         return {(r["account"], r["region"]): r["generation"] for r in rows}
 
-    async def claim_leases(self, replica: str, ttl: float, n: int) -> dict[tuple[str, str], int]:
+    async def claim_leases(
+        self, replica: str, ttl: float, n: int, serves: Sequence[Shard]
+    ) -> dict[tuple[str, str], int]:
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(q("claim_leases"), replica, ttl, n)
+            rows = await conn.fetch(q("claim_leases"), replica, ttl, n, [f"{a}/{r}" for a, r in serves])
         TAKEOVERS.inc(sum(1 for r in rows if r["takeover"]))  # claimed from a replica that had not released it
         return {(r["account"], r["region"]): r["generation"] for r in rows}
 
@@ -532,28 +567,41 @@ class PgStore:
             run = await conn.fetchrow(q("get_run"), part["run_id"])
         return PartRecord(part["account"], part["region"], _run(run))
 
-    async def part_started(self, run_id: int, shard: Shard, slices: int) -> None:
+    async def part_started(self, run_id: int, shard: Shard, replica: str, slices: int) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            old = await conn.fetchrow(q("part_counts"), run_id, *shard)
+            old = await conn.fetchrow(q("part_counts"), run_id, *shard, replica)
+            if old is None:  # taken over (or ended) since it was claimed: not ours to start
+                return False
             await conn.execute(q("part_reset"), run_id, *shard, slices)
-            await conn.execute(q("part_started"), run_id, slices, *(old or (0, 0, 0, 0)))
+            await conn.execute(q("part_started"), run_id, slices, *old)
+        return True
 
     async def requeue_part(self, run_id: int, shard: Shard, replica: str, summary: RunSummary) -> None:
         s = summary
         await self.pool.execute(q("requeue_part"), run_id, shard[0], shard[1], replica,
                                 s.requests, s.retries, s.throttles)
 
-    async def finish_part(self, run_id: int, shard: Shard, status: str, summary: RunSummary) -> str | None:
+    async def finish_part(
+        self, run_id: int, shard: Shard, replica: str, status: str, summary: RunSummary
+    ) -> str | None:
         s = summary
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(q("finish_part"), run_id, shard[0], shard[1], status, s.slices_failed,
-                               s.requests, s.retries, s.throttles, _errors_of(s))
+            held = await conn.fetchval(q("finish_part"), run_id, shard[0], shard[1], status, s.slices_failed,
+                                       s.requests, s.retries, s.throttles, _errors_of(s), replica)
+            if held is None:  # another replica holds the part now: its end is that one's to decide
+                log.warning("part_not_held", run_id=run_id, shard=f"{shard[0]}/{shard[1]}", replica=replica)
+                return None
             final: str | None = await conn.fetchval(q("settle_run"), run_id)
         return final
 
-    async def cluster_state(self) -> dict[str, Any]:
+    async def shard_servers(self, ttl: float) -> dict[Shard, frozenset[str]]:
+        return {(r["account"], r["region"]): frozenset(r["live"])
+                for r in await self.pool.fetch(q("shard_servers"), ttl)}
+
+    async def cluster_state(self, ttl: float) -> dict[str, Any]:
         rows = await self.pool.fetch(q("cluster_state"))
         free = await self.pool.fetch(q("unowned_shards"))
+        servers = await self.pool.fetch(q("shard_servers"), ttl)
         return {
             "replicas": [
                 {**{k: r[k] for k in ("id", "api_url", "started_at")},
@@ -561,6 +609,7 @@ class PgStore:
                 for r in rows
             ],
             "unowned_shards": [{"account": f["account"], "region": f["region"]} for f in free],
+            "unserved_shards": [{"account": u["account"], "region": u["region"]} for u in servers if not u["live"]],
         }
 
     async def ping(self) -> None:
@@ -593,9 +642,9 @@ _COLUMNS = ["slice_start", "instance_ref", "dims_id", "metric_set_id", "slice_se
             "collected_at", "vals"]
 
 
-def _newest_wins(prepared: list[Prepared], stored: Mapping[SliceRef, datetime]) -> list[Prepared]:
-    """A slice already stored from a newer collection is left as it is."""
-    newer = {p.ref for p in prepared if p.ref in stored and stored[p.ref] > p.slice.collected_at}
+def _newest_wins(prepared: list[Prepared], stored: Mapping[SliceRef, datetime], offset: timedelta) -> list[Prepared]:
+    """A slice already stored from a newer collection (on the database's clock) is left as it is."""
+    newer = {p.ref for p in prepared if p.ref in stored and stored[p.ref] > p.slice.collected_at + offset}
     if newer:
         log.info("slices_superseded", slices=len(newer))
     return [p for p in prepared if p.ref not in newer]

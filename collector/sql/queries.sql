@@ -97,14 +97,17 @@ DO UPDATE SET vals = EXCLUDED.vals, collected_at = EXCLUDED.collected_at
 WHERE v.vals IS DISTINCT FROM EXCLUDED.vals;
 
 -- name: record_slices
+-- $8: the collection times on the database's clock (what newest-collection-wins compares).
 INSERT INTO collected_slices AS c (instance_ref, slice_start, slice_seconds, profile_id, rows, run_id,
-                                  first_collected_at, last_collected_at)
-SELECT i, s, sec, p, r, run, t, t
-FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[], $5::int[], $6::bigint[], $7::timestamptz[])
-     AS x(i, s, sec, p, r, run, t)
+                                  first_collected_at, last_collected_at, ordered_at)
+SELECT i, s, sec, p, r, run, t, t, o
+FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[], $5::int[], $6::bigint[], $7::timestamptz[],
+            $8::timestamptz[])
+     AS x(i, s, sec, p, r, run, t, o)
 ON CONFLICT (instance_ref, profile_id, slice_start, slice_seconds)
 DO UPDATE SET rows = EXCLUDED.rows, run_id = EXCLUDED.run_id,
-              last_collected_at = EXCLUDED.last_collected_at, times_collected = c.times_collected + 1;
+              last_collected_at = EXCLUDED.last_collected_at, ordered_at = EXCLUDED.ordered_at,
+              times_collected = c.times_collected + 1;
 
 -- name: run_progress
 UPDATE collection_runs
@@ -191,7 +194,9 @@ UPDATE collection_runs SET status = 'running', slices_total = $2, instances = $3
 WHERE id = $1;
 
 -- name: adopt_runs
--- Unfinished runs (without parts, not a CLI's) of replicas that are dead by the heartbeat
+-- Unfinished runs (without parts) that a service started (requested_by 'api', 'resume' or
+-- 'scheduler': never a CLI-side run such as `collector collect` or `collector sandbox`,
+-- which its own process ends) of replicas that are dead by the heartbeat
 -- table ($2: the TTL), and at start-up ($3) this replica's own from before a restart under
 -- the same id: queued/running ones end interrupted; they and the runs a graceful stop left
 -- interrupted are returned once (adopted_at), to be resumed. Live replicas' runs are not touched.
@@ -200,7 +205,7 @@ SET status = 'interrupted', finished_at = coalesce(c.finished_at, now()), adopte
 WHERE c.id IN (
     SELECT r.id FROM collection_runs r
     WHERE r.adopted_at IS NULL AND r.status IN ('queued', 'running', 'interrupted')
-      AND r.requested_by <> 'cli'
+      AND r.requested_by IN ('api', 'resume', 'scheduler')
       AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id)
       AND CASE WHEN r.owner = $1 THEN $3
                ELSE r.owner IS NULL OR NOT EXISTS (
@@ -237,8 +242,10 @@ WITH s AS (DELETE FROM collected_slices WHERE slice_start + make_interval(secs =
 SELECT 1;
 
 -- name: collected_at_of
--- When each of these slices was last stored (slices never stored are left out).
-SELECT c.instance_ref, c.slice_start, c.slice_seconds, c.profile_id, c.last_collected_at
+-- When each of these slices was last collected, on the database's clock (slices never
+-- stored are left out; rows from before migration 021: their writer's clock).
+SELECT c.instance_ref, c.slice_start, c.slice_seconds, c.profile_id,
+       coalesce(c.ordered_at, c.last_collected_at) AS ordered_at
 FROM collected_slices c
 JOIN unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[])
      AS s(instance_ref, slice_start, slice_seconds, profile_id)
@@ -246,8 +253,10 @@ JOIN unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[])
  AND c.slice_seconds = s.slice_seconds AND c.profile_id = s.profile_id;
 
 -- name: heartbeat
-INSERT INTO replicas (id, api_url) VALUES ($1, $2)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), api_url = EXCLUDED.api_url;
+-- $3: the shards ('account/region') this replica's config can serve (NULL: unchanged).
+INSERT INTO replicas (id, api_url, serves) VALUES ($1, $2, coalesce($3::text[], '{}'))
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), api_url = EXCLUDED.api_url,
+    serves = coalesce($3::text[], replicas.serves);
 
 -- name: remove_replica
 DELETE FROM replicas WHERE id = $1;
@@ -266,10 +275,11 @@ WHERE owner = $1 AND expires_at > now()
 RETURNING account, region, generation;
 
 -- name: claim_leases
--- Free or expired shards, skipping rows another replica is claiming right now.
+-- Free or expired shards that this replica's config can serve ($4: 'account/region'),
+-- skipping rows another replica is claiming right now.
 WITH free AS (
     SELECT account, region, owner AS prev_owner FROM shard_leases
-    WHERE owner IS NULL OR expires_at <= now()
+    WHERE (owner IS NULL OR expires_at <= now()) AND (account || '/' || region) = ANY($4::text[])
     ORDER BY account, region
     FOR UPDATE SKIP LOCKED
     LIMIT $3
@@ -297,6 +307,9 @@ WHERE s.owner = $1 AND s.generation = f.generation AND s.expires_at > now()
 ORDER BY s.account, s.region
 FOR SHARE OF s;
 
+-- name: database_clock
+SELECT clock_timestamp();
+
 -- name: lock_slices
 -- Serialises writers of the same slices (keys per instance, profile, length and day);
 -- the keys come sorted (no deadlocks).
@@ -316,6 +329,18 @@ FROM replicas r ORDER BY r.id;
 -- name: unowned_shards
 SELECT account, region, takeovers FROM shard_leases WHERE owner IS NULL OR expires_at <= now()
 ORDER BY account, region;
+
+-- name: shard_servers
+-- Every shard some registered replica (live, or dead without having left) lists in its
+-- config, with the live replicas ($1: the TTL) that can serve it: none means nobody
+-- will collect it. A shard no replica lists any more (removed from every config) is left out.
+SELECT s.account, s.region,
+       coalesce(array_agg(r.id ORDER BY r.id) FILTER (
+           WHERE r.heartbeat_at > now() - make_interval(secs => $1)), '{}') AS live
+FROM shard_leases s
+JOIN replicas r ON (s.account || '/' || s.region) = ANY(r.serves)
+GROUP BY s.account, s.region
+ORDER BY s.account, s.region;
 
 -- name: add_run_parts
 INSERT INTO run_parts (run_id, account, region)
@@ -337,8 +362,9 @@ WHERE p.run_id = c.run_id AND p.account = c.account AND p.region = c.region
 RETURNING p.run_id, p.account, p.region;
 
 -- name: part_counts
+-- The part's counts, if $4 still holds it (claimed it, and it is running).
 SELECT slices_total, slices_done, rows_written, values_written FROM run_parts
-WHERE run_id = $1 AND account = $2 AND region = $3 FOR UPDATE;
+WHERE run_id = $1 AND account = $2 AND region = $3 AND status = 'running' AND claimed_by = $4 FOR UPDATE;
 
 -- name: part_reset
 UPDATE run_parts SET slices_total = $4, slices_done = 0, rows_written = 0, values_written = 0,
@@ -372,15 +398,18 @@ UPDATE collection_runs SET requests = requests + $5, retries = retries + $6, thr
 WHERE id IN (SELECT run_id FROM part);
 
 -- name: finish_part
+-- Only the part's current holder ($10: the replica that claimed it and still runs it)
+-- ends it; a stalled replica whose part was taken over changes nothing (returns no row).
 WITH part AS (
     UPDATE run_parts SET status = $4, updated_at = now()
-    WHERE run_id = $1 AND account = $2 AND region = $3
+    WHERE run_id = $1 AND account = $2 AND region = $3 AND status = 'running' AND claimed_by = $10
     RETURNING run_id
 )
 UPDATE collection_runs
 SET slices_failed = slices_failed + $5, requests = requests + $6, retries = retries + $7,
     throttles = throttles + $8, errors = errors || $9::jsonb
-WHERE id = $1;
+WHERE id IN (SELECT run_id FROM part)
+RETURNING id;
 
 -- name: settle_run
 -- When no part is left to do, the run gets its final status.
@@ -404,9 +433,12 @@ WHERE id = (SELECT r.id FROM collection_runs r
 RETURNING *;
 
 -- name: count_queued_runs
+-- One-off runs waiting: queued ones (a single node's, or a cluster's whose parts have not
+-- started), and a cluster's running ones with a part still queued.
 SELECT count(*) FROM collection_runs r
-WHERE r.status = 'queued' AND r.requested_by <> 'scheduler'
-  AND NOT EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id);
+WHERE r.requested_by <> 'scheduler'
+  AND (r.status = 'queued'
+       OR r.status = 'running' AND EXISTS (SELECT 1 FROM run_parts p WHERE p.run_id = r.id AND p.status = 'queued'));
 
 -- Resources for filters and joins (agents, routing profiles, hierarchy groups).
 

@@ -78,11 +78,11 @@ class _StartsWhileDatabaseAway(InMemoryStore):
         super().__init__(replica="r1")
         self.down = down
 
-    async def part_started(self, run_id: int, shard: tuple[str, str], slices: int) -> None:
+    async def part_started(self, run_id: int, shard: tuple[str, str], replica: str, slices: int) -> bool:
         if self.down:
             self.down -= 1
             raise errors.StorageError("connection refused")
-        await super().part_started(run_id, shard, slices)
+        return await super().part_started(run_id, shard, replica, slices)
 
 
 async def test_a_part_whose_start_meets_a_database_outage_goes_back_to_the_queue() -> None:
@@ -111,3 +111,33 @@ async def test_a_part_whose_start_meets_a_database_outage_goes_back_to_the_queue
     assert again is not None
     await collect_part(rt, again, 1)
     assert store.parts[(run_id, *shard)] == "done"
+
+
+async def test_a_part_whose_writes_were_fenced_goes_back_to_the_queue_not_failed() -> None:
+    """Issue 18 item 3 (SIGTERM half): the lease moved on while the part's writes waited
+    (it expired during a shutdown's grace period, or another replica took the shard over):
+    the fenced slices are not this replica's to fail; the part goes back to the queue for
+    whichever replica holds the shard (before: the part `failed` and the run with it)."""
+    from datetime import timedelta
+
+    from collector.config import InstanceSettings, Settings
+    from collector.runs import collect_part
+
+    store = InMemoryStore(replica="r1")
+    settings = Settings(instances=[InstanceSettings(id="i-1", region="us-east-1", queues=["q-1"])])
+    clock = ManualClock(NOW)
+    rt = Runtime(settings=settings, apis=metric_apis(settings.collection), store=store, source=ScriptedSource(),
+                 limiters=Limiters(clock=clock), clock=clock,
+                 pipeline=PipelineOptions(writer=WriterOptions(batch_rows=1)))
+    end = NOW.replace(second=0) - timedelta(minutes=30)
+    run_id = await store.queue_run("api", "default", end - timedelta(minutes=30), end, [])
+    shard = ("default", "us-east-1")
+    store.leases[shard] = ("r1", 2)  # the lease moved on since generation 1 was held
+    await store.add_run_parts(run_id, [shard])
+    part = await store.claim_part("r1", [shard], 15)
+    assert part is not None
+    assert await collect_part(rt, part, 1) is None
+    assert store.parts[(run_id, *shard)] == "queued"
+    run = await store.get_run(run_id)
+    assert run is not None and run.status not in ("failed", "partial") and run.slices_failed == 0
+    assert not store.collected

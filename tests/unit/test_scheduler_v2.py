@@ -119,3 +119,21 @@ async def test_a_round_of_many_instances_and_both_apis_reads_the_store_once() ->
     assert store.state_reads == 1
     assert {k.instance_id for u in rp.units for k in u.slice_keys} == {t.instance_id for t in targets}
     assert len(store.frontiers) == 100  # every new series' frontier, written in the same round
+
+
+def test_a_filter_on_an_agent_the_instance_does_not_have_is_warned_once() -> None:
+    """Issue 18 item 9: listed agent IDs are discovered too, and one the instance does not
+    have is reported (before: success with 0 rows and no word)."""
+    from structlog.testing import capture_logs
+
+    api = V2Api(V2ProfileSettings(name="by_agent", api="v2", interval="1h", groupings=["AGENT"],
+                                  metrics=["CONTACTS_HANDLED"], filters={"agents": ["a-1", "ghost"]}))
+    assert "agents" in api.needs
+    t = dataclasses.replace(T, resources=(("agents", ("a-1", "a-2")),))
+    now = datetime(2026, 3, 2, 12, 0, 1, tzinfo=UTC)
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    with capture_logs() as logs:
+        api.plan(t, start, start + timedelta(hours=1), now, 600)
+        api.plan(t, start, start + timedelta(hours=1), now, 600)
+    warned = [e for e in logs if e["event"] == "filter_ids_unknown"]
+    assert len(warned) == 1 and warned[0]["ids"] == ["ghost"] and warned[0]["filter"] == "AGENT", logs

@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from collector.apis.v1 import catalog
 from collector.apis.v1.model import MetricDataRequest, MetricRequest, MetricSet
 from collector.errors import PlanError
+from collector.validation import in_utc
 
 
 def _epoch(t: datetime, field: str = "body") -> int:
-    if t.tzinfo is None:
-        raise PlanError(f"{t.isoformat()} has no time zone; give an offset such as Z or +00:00", field=field)
-    return int(t.timestamp())
+    try:
+        return int(in_utc(t, field).timestamp())
+    except ValueError as e:
+        raise PlanError(str(e), field=field) from None
 
 
 def fmt(t: datetime) -> str:
@@ -175,7 +177,10 @@ def parse_time(text: str, label: str) -> datetime:
         raise PlanError(f"{label} {text!r} is not an ISO 8601 time") from None
     if t.tzinfo is None:
         raise PlanError(f"{label} {text!r} has no time zone; add Z or an offset")
-    return t.astimezone(UTC)
+    try:
+        return in_utc(t, label)
+    except ValueError as e:
+        raise PlanError(str(e), field=label.lstrip("-")) from None
 
 
 def floor_to(t: datetime, seconds: int) -> datetime:

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import structlog
+
 from collector.apis.v2 import catalog
 from collector.apis.v2.model import V2Request
 from collector.apis.v2.planner import (
@@ -32,6 +34,8 @@ from collector.durations import parse_duration
 from collector.errors import PlanErrorV2
 from collector.model import ProfileInfo, SliceKey, Target
 from collector.ports import FetchUnit
+
+log = structlog.get_logger("collector.v2")
 
 # The API's resource filter keys and the resource kinds the fleet discovers for them.
 KINDS: dict[str, str] = {
@@ -83,8 +87,11 @@ class V2Api:
         self.settings = settings
         self.profile = settings.name
         self.calendar = ZonedCalendar(settings.interval_period, settings.time_zone)
-        wanted = {k for k, v in settings.api_filters().items() if v == "all"} | set(settings.groupings)
+        # Resource filters given as lists are discovered too, so an ID that does not exist
+        # in the instance is reported (a filter on it collects nothing, silently otherwise).
+        wanted = set(settings.api_filters()) | set(settings.groupings)
         self.needs = frozenset(KINDS[k] for k in wanted if k in KINDS)
+        self._warned: set[tuple[str, str, tuple[str, ...]]] = set()
 
     @property
     def info(self) -> ProfileInfo:
@@ -109,8 +116,24 @@ class V2Api:
                 why = dict(target.missing).get(kind)
                 if why is not None:
                     raise PlanErrorV2(f"instance {target.instance_id}: {kind} discovery failed: {why}")
+        self._warn_unknown(target)
         return list(plan([target], self.settings, start, end, now, {target.instance_id: resources_of(target)},
                          margin))
+
+    def _warn_unknown(self, target: Target) -> None:
+        """A listed filter ID the instance does not have (discovered IDs or ARNs): warned
+        once per instance, filter and IDs."""
+        for key, values in self.settings.api_filters().items():
+            kind = KINDS.get(key)
+            found = target.resource(kind) if kind is not None else None
+            if not isinstance(values, list) or found is None:
+                continue
+            unknown = tuple(v for v in values if v not in found and v.rsplit("/", 1)[-1] not in found)
+            if unknown and (target.instance_id, key, unknown) not in self._warned:
+                self._warned.add((target.instance_id, key, unknown))
+                log.warning("filter_ids_unknown", profile=self.profile, instance=target.instance_id,
+                            filter=key, ids=list(unknown),
+                            hint=f"no {kind} with these IDs in the instance; the filter collects nothing for them")
 
 
 def plan(
@@ -127,16 +150,19 @@ def plan(
     ``resources``: per instance, the discovered IDs for filters given as ``"all"``
     (``{"<instance id>": {"QUEUE": [...], "AGENT": [...]}}``)."""
     interval, tz = profile.interval_period, profile.time_zone
-    spans = slices(start, end, interval, tz)
     n = utc(now)
     oldest = oldest_start(n, interval, tz, lookback_margin)
-    if spans[0][0] < oldest:
-        raise PlanErrorV2(
-            f"start {fmt(spans[0][0])} is more than 90 days ago (the earliest {interval} slice "
-            f"still served with a {lookback_margin}s margin starts {fmt(oldest)}); GetMetricDataV2 keeps 3 months"
-        )
-    if spans[-1][1] > n:
-        raise PlanErrorV2(f"end {fmt(spans[-1][1])} is in the future (now {fmt(n)})")
+    s0, e0 = utc(start, "start"), utc(end, "end")
+    if e0 > s0:  # refuse a range outside the lookback before tiling it (year 1: millions of slices)
+        if s0 < oldest:
+            raise PlanErrorV2(
+                f"start {fmt(s0)} is more than 90 days ago (the earliest {interval} slice "
+                f"still served with a {lookback_margin}s margin starts {fmt(oldest)}); GetMetricDataV2 keeps 3 months",
+                field="start",
+            )
+        if e0 > n:
+            raise PlanErrorV2(f"end {fmt(e0)} is in the future (now {fmt(n)})", field="end")
+    spans = slices(start, end, interval, tz)
     limit = catalog.MAX_RANGE_SECONDS[interval]
     runs: list[list[tuple[datetime, datetime]]] = [[]]
     for s, e in spans:

@@ -29,12 +29,14 @@ from collector.apis.v2.model import MetricFilterV2, MetricSetV2, MetricV2, V2Req
 from collector.apis.v2.settings import V2ProfileSettings
 from collector.errors import PlanErrorV2
 from collector.model import Target
+from collector.validation import in_utc
 
 
-def utc(t: datetime) -> datetime:
-    if t.tzinfo is None:
-        raise PlanErrorV2(f"{t.isoformat()} has no time zone; give an offset such as Z or +00:00")
-    return t.astimezone(UTC)
+def utc(t: datetime, field: str = "body") -> datetime:
+    try:
+        return in_utc(t, field)
+    except ValueError as e:
+        raise PlanErrorV2(str(e), field=field) from None
 
 
 def fmt(t: datetime) -> str:
@@ -83,14 +85,15 @@ def ceil_boundary(t: datetime, interval: str, time_zone: str) -> datetime:
 
 def slices(start: datetime, end: datetime, interval: str, time_zone: str) -> list[tuple[datetime, datetime]]:
     """Tile [start, end) with interval-aligned slices; both ends must be boundaries."""
-    s, e = utc(start), utc(end)
+    s, e = utc(start, "start"), utc(end, "end")
     if e <= s:
-        raise PlanErrorV2(f"end {fmt(e)} is not after start {fmt(s)}")
+        raise PlanErrorV2(f"end {fmt(e)} is not after start {fmt(s)}", field="end")
     for label, t in (("start", s), ("end", e)):
         if floor_boundary(t, interval, time_zone) != t:
             raise PlanErrorV2(
                 f"{label} {fmt(t)} is not on a {interval} boundary in {time_zone} "
-                f"(the nearest earlier one is {fmt(floor_boundary(t, interval, time_zone))})"
+                f"(the nearest earlier one is {fmt(floor_boundary(t, interval, time_zone))})",
+                field=label,
             )
     out = []
     b = s
