@@ -202,6 +202,10 @@ DEPENDENT_ACTIONS: dict[str, set[str]] = {
 }
 
 
+def _as_list(v: str | list[str]) -> list[str]:
+    return [v] if isinstance(v, str) else v
+
+
 def connect_operations_the_code_calls() -> set[str]:
     """Every Connect operation named in a module that creates a boto client: as a client
     method (``client.list_queues(...)``, or the ``"list_queues"`` string passed to getattr)
@@ -224,7 +228,11 @@ def connect_operations_the_code_calls() -> set[str]:
             continue
         modules += 1
         services = {n.args[0].value if n.args and isinstance(n.args[0], ast.Constant) else None for n in creates}
-        assert services == {"connect"}, f"{path}: clients of {services}: give them a policy too"
+        assert services <= {"connect", "sts"}, f"{path}: clients of {services}: give them a policy too"
+        if "sts" in services:  # the roles of [[accounts]]: sts:AssumeRole, in its own policy
+            assumed = json.loads((ROOT / "ops/iam-assume-role-policy.json").read_text())
+            assert any(st["Effect"] == "Allow" and "sts:AssumeRole" in _as_list(st["Action"])
+                       for st in assumed["Statement"]), "the STS client needs sts:AssumeRole"
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 name = node.value
