@@ -196,8 +196,18 @@ class PgStore:
         return pid
 
     async def register_profile(self, name: str, info: ProfileInfo) -> int:
+        """Record what defines the profile's slices. An edit (another interval, time zone or
+        API under the same name) is said in the log: its slices are a new series (the
+        scheduler matches slices by start and length), the old rows stay queryable and are
+        no longer scheduled."""
+        old = await self.pool.fetchrow(q("profile_registered"), name)
         pid: int = await self.pool.fetchval(q("register_profile"), name, info.api, info.interval,
                                             info.interval_seconds, info.period, info.time_zone)
+        was = None if old is None or old["interval"] is None else (old["api"], old["interval"], old["time_zone"])
+        if was is not None and was != (info.api, info.interval, info.time_zone):
+            log.warning("profile_changed", profile=name, was=f"{was[0]} {was[1]} {was[2]}",
+                        now=f"{info.api} {info.interval} {info.time_zone}",
+                        effect="a new series of slices starts; the old rows stay queryable and are no longer scheduled")
         self._profiles[name] = pid
         return pid
 

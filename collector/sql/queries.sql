@@ -12,6 +12,9 @@ INSERT INTO profiles (name) VALUES ($1)
 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
 RETURNING id;
 
+-- name: profile_registered
+SELECT api, "interval", time_zone FROM profiles WHERE name = $1;
+
 -- name: register_profile
 INSERT INTO profiles (name, api, "interval", interval_seconds, period, time_zone, registered_at)
 VALUES ($1, $2, $3, $4, $5, $6, now())
