@@ -7,6 +7,7 @@ Every option has an environment variable: ``COLLECTOR_<SECTION>__<KEY>``
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -381,6 +382,27 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return loose if len(keys) > 1 or want is None else None
 
 
+def _section_keys(loc: tuple[Any, ...]) -> set[str]:
+    """The keys valid where ``loc`` ends: the top level, or a section or list entry of it."""
+    if len(loc) == 1:
+        return set(Settings.model_fields)
+    field = Settings.model_fields.get(str(loc[0]))
+    if field is None or (len(loc) != 2 and not (len(loc) == 3 and isinstance(loc[1], int))):
+        return set()
+    if loc[0] == "profiles":
+        return set(ProfileSettings.model_fields) | set(V2ProfileSettings.model_fields)
+    kind = field.annotation
+    args = getattr(kind, "__args__", None)
+    kind = args[0] if args else kind
+    return set(getattr(kind, "model_fields", {}))
+
+
+def _closest_key(loc: tuple[Any, ...]) -> str:
+    """" (did you mean X?)" for an unknown key, where a known one is close to it."""
+    close = difflib.get_close_matches(str(loc[-1]), sorted(_section_keys(loc)), n=2, cutoff=0.7)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def _format_errors(exc: ValidationError, source: str, text: str, origins: Origins | None = None) -> str:
     parts: list[str] = []
     for err in exc.errors():
@@ -389,7 +411,7 @@ def _format_errors(exc: ValidationError, source: str, text: str, origins: Origin
         key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _closest_key(loc)
         var = _origin(loc, origins or {})
         line = _line_of(text, loc) if text and var is None else None
         where = f"environment variable {var}" if var else f"{source}:{line}" if line else source

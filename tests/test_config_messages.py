@@ -122,3 +122,27 @@ def test_a_key_misplaced_under_profiles_filters_names_its_line(tmp_path: Path) -
         load_settings(p, environ={})
     head = body.splitlines().index("[profiles.filters]", body.splitlines().index('name = "b"')) + 1
     assert f"{p}:{head}: profiles[1].filters: unknown filter 'colour'" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("body, line, line_no", [
+    ('[collection]\ngranularty = "15m"\n', "collection.granularty: unknown key (did you mean granularity?)", 2),
+    ('[scheduler]\nsetle = "15m"\n', "scheduler.setle: unknown key (did you mean settle?)", 2),
+    (f'{INSTANCE}queus = "all"\n', "instances[0].queus: unknown key (did you mean queues?)", 4),
+    ('[[profiles]]\nname = "p"\napi = "v2"\nintervall = "1h"\nmetrics = ["CONTACTS_HANDLED"]\n',
+     "profiles[0].intervall: unknown key (did you mean interval?)", 4),
+    ('log_formt = "json"\n', "log_formt: unknown key (did you mean log_format?)", 1),
+])
+def test_an_unknown_key_names_its_line_and_the_closest_valid_key(
+    tmp_path: Path, body: str, line: str, line_no: int
+) -> None:
+    p = _cfg(tmp_path, body if "instances" in body else body + INSTANCE)
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, environ={})
+    assert f"{p}:{line_no}: {line}" in str(e.value)
+
+
+def test_an_unknown_key_far_from_any_valid_one_gets_no_guess(tmp_path: Path) -> None:
+    p = _cfg(tmp_path, f'[collection]\nbanana = 1\n\n{INSTANCE}')
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, environ={})
+    assert str(e.value).endswith("collection.banana: unknown key")

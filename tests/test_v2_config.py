@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from collector.apis.v1.settings import ProfileSettings
 from collector.apis.v2 import catalog
@@ -142,3 +143,9 @@ def test_thresholds_and_metric_filter_limits(tmp_path: Path) -> None:
         '{ name = "SUM_CONNECTING_TIME_AGENT", metric_filters = [{ key = "INITIATION_METHOD", values = ["API"], negate = true }] },',
     )
     assert "negate is not applicable" in _err(tmp_path, neg)
+
+
+def test_an_unknown_v2_metric_gets_the_closest_names() -> None:
+    with pytest.raises(ValidationError) as e:
+        V2ProfileSettings.model_validate({"name": "p", "api": "v2", "metrics": ["CONTACTS_HANDLD"]})
+    assert "unknown GetMetricDataV2 metric 'CONTACTS_HANDLD'; did you mean CONTACTS_HANDLED" in str(e.value)

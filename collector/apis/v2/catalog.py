@@ -9,6 +9,7 @@ Bot, AI-agent, case, campaign, evaluation and flow metrics are refused by name
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Final
 
@@ -251,7 +252,8 @@ def refusal(name: str) -> str:
             return f"{name} is a GetMetricData (v1) metric with no V2 equivalent: {hint.note}"
         extra = f" with metric_filters {list(hint.metric_filters)}" if hint.metric_filters else ""
         return f"{name} is a GetMetricData (v1) name; in GetMetricDataV2 use {hint.name}{extra}"
-    return f"unknown GetMetricDataV2 metric {name!r}"
+    close = difflib.get_close_matches(name.upper(), list(METRICS), n=3, cutoff=0.75)
+    return f"unknown GetMetricDataV2 metric {name!r}" + (f"; did you mean {' or '.join(close)}?" if close else "")
 
 
 def spec(name: str) -> MetricSpecV2:
