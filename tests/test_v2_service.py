@@ -5,7 +5,6 @@ serve`` process, against the simulator with throttling on and real Postgres."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +19,6 @@ import anyio
 import asyncpg
 import pytest
 
-from collector.apis.v2 import catalog
 from collector.apis.v2.api import plan, resources_of
 from collector.apis.v2.planner import floor_boundary, newest_end, oldest_start
 from collector.apis.v2.unit import V2Window
@@ -34,6 +32,7 @@ from collector.wiring import runtime
 from tests.cli_run import cli_env, run_cli
 from tests.conftest import StartSim, write_config
 from tests.helpers import expected_rows, stored_rows, utc_floor, wait_until
+from tests.test_v2_storage import _expected, _stored
 
 AGENTS_15M = """
 [[profiles]]
@@ -108,51 +107,6 @@ async def _windows(sim: Simulator, settings: Settings, name: str, start: dt.date
 
 # The view rows of V2 values: the simulator's own answer (``_expected``) against what is
 # stored (``_stored``).
-COLS = ("instance_id, interval_start, interval_end, queue_id, channel, routing_profile_id, agent_id, "
-        "metric_name, statistic, unit, threshold_comparison, threshold_value, metric_filters, value, "
-        "dimensions, api, profile")
-
-
-def _expected(sim: Simulator, windows: list[V2Window], now: dt.datetime) -> set[tuple[Any, ...]]:
-    """The simulator's own answer for every request of every window, as view rows."""
-    out: set[tuple[Any, ...]] = set()
-    for w in windows:
-        inst = sim.fleet.instances[w.target.instance_id]
-        for req in w.requests:
-            body = {**req.to_api(), "StartTime": int(req.start.timestamp()), "EndTime": int(req.end.timestamp())}
-            parts = sim.v2.validate(body, now.timestamp())
-            parts.pop("max_results")
-            for res in sim.v2.results(inst, **parts):
-                d = res["Dimensions"]
-                mi = res["MetricInterval"]
-                for c in res["Collections"]:
-                    m = c["Metric"]
-                    thr = (m.get("Threshold") or [None])[0]
-                    mfs = [{"key": f["MetricFilterKey"], "values": f["MetricFilterValues"],
-                            "negate": f.get("Negate", False)} for f in m.get("MetricFilters") or []]
-                    out.add((
-                        inst.id, mi["StartTime"], mi["EndTime"], d.get("QUEUE"), d.get("CHANNEL"),
-                        d.get("ROUTING_PROFILE"), d.get("AGENT"), m["Name"], None,
-                        catalog.METRICS[m["Name"]].unit, thr and thr["Comparison"],
-                        thr and float(thr["ThresholdValue"]), json.dumps(mfs, sort_keys=True) if mfs else None,
-                        c.get("Value"), json.dumps(d, sort_keys=True), "v2", w.profile,
-                    ))
-    return out
-
-
-async def _stored(conn: asyncpg.Connection, profile: str) -> set[tuple[Any, ...]]:
-    rows = await conn.fetch(f"SELECT {COLS} FROM historical_metrics WHERE profile = $1", profile)
-    out = set()
-    for r in rows:
-        t = list(r.values())
-        t[1], t[2] = int(t[1].timestamp()), int(t[2].timestamp())
-        t[12] = json.dumps(json.loads(t[12]), sort_keys=True) if t[12] is not None else None
-        t[14] = json.dumps(json.loads(t[14]), sort_keys=True)
-        out.add(tuple(t))
-    assert len(out) == len(rows)  # no duplicated value
-    return out
-
-
 def _no_refusals(sim: Simulator) -> None:
     assert sim.stats.by_status.get(400, 0) == 0 and not sim.stats.bad_requests
 
