@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
 from bench.analyst import analyst
 from bench.analyst import report as report_analyst
-from bench.common import QUEUES, _env, _fresh_db, _run, _server_url, _values, line
+from bench.common import QUEUES, SimProcess, _env, _fresh_db, _run, _server_url, _values, line
 from bench.fleet import collect_fleet
 from bench.fleet import report as report_fleet
 from bench.startup import measure as measure_startup
@@ -35,34 +33,16 @@ RATE, BURST = 5.0, 8
 G = 900
 
 
-class Simulator:
+class Simulator(SimProcess):
     """`collector simulate` in its own process."""
 
     def __init__(self, workdir: Path, port: int) -> None:
         self.cfg = workdir / f"sim-{port}.toml"
         self.port = port
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "collector", "simulate", "--port", str(port), "--accounts", str(ACCOUNTS),
              "--queues", str(QUEUES), "--rate", str(RATE), "--burst", str(BURST),
-             "--write-config", str(self.cfg)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "listening" not in line:
-            raise SystemExit(f"simulator did not start: {line}")
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stats(self) -> dict[str, Any]:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.url}/_sim/stats") as r:
-            data: dict[str, Any] = orjson.loads(r.read())
-            return data
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+             "--write-config", str(self.cfg)], port)
 
 
 def _config(sim: Simulator, dsn: str, path: Path) -> Path:

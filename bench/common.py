@@ -8,11 +8,14 @@ import os
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 
 QUEUES = int(os.environ.get("BENCH_QUEUES", "30"))
 
@@ -98,3 +101,29 @@ async def _values(dsn: str) -> int:
 def line(name: str, value: str, target: str, ok: bool) -> None:
     """One row of the bench's table."""
     print(f"  {name:<44} {value:>22}   {target:<14} {'ok' if ok else 'MISSED'}")
+
+
+class SimProcess:
+    """A simulator started in a process of its own by ``argv``; it prints a line with
+    ``listening`` once it serves on ``port``."""
+
+    def __init__(self, argv: list[str], port: int) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdout is not None
+        self.first_line = self.proc.stdout.readline()
+        if "listening" not in self.first_line:
+            self.close()
+            raise SystemExit(f"simulator did not start: {self.first_line}{self.proc.stdout.read()}")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_sim/stats") as r:
+            data: dict[str, Any] = orjson.loads(r.read())
+            return data
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/_sim/stats/reset", method="POST")).close()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)

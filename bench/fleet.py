@@ -16,16 +16,13 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from bench.common import _env, _fresh_db, _run, _server_url, _values, free_port, line
+from bench.common import SimProcess, _env, _fresh_db, _run, _server_url, _values, free_port, line
 
 ACCOUNTS = int(os.environ.get("BENCH_FLEET_ACCOUNTS", "100"))
 INSTANCES = int(os.environ.get("BENCH_FLEET_INSTANCES", "5"))
@@ -76,36 +73,17 @@ service_levels = [20, 60]
 """
 
 
-class FleetSimulator:
+class FleetSimulator(SimProcess):
     """The simulator and moto's STS, in one process of their own."""
 
     def __init__(self, accounts: int, port: int | None = None) -> None:
         port = port or free_port()
         sts_port = free_port()
         self.sts_url = f"http://127.0.0.1:{sts_port}"
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-c", SIM, str(port), str(sts_port), str(accounts), str(INSTANCES), str(QUEUES),
-             str(RATE), str(BURST)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        if "listening" not in first:
-            self.close()
-            raise SystemExit(f"simulator did not start: {first}")
-        self.url = f"http://127.0.0.1:{port}"
-        self.accounts = first.split()[4:]
-
-    def stats(self) -> dict[str, Any]:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.url}/_sim/stats") as r:
-            data: dict[str, Any] = orjson.loads(r.read())
-            return data
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+             str(RATE), str(BURST)], port)
+        self.accounts = self.first_line.split()[4:]
 
 
 def _accounts(accounts: list[str]) -> str:

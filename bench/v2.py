@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,9 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from bench.common import QUEUES, _env, _fresh_db, _run, _server_url, _values, line
+from bench.common import QUEUES, SimProcess, _env, _fresh_db, _run, _server_url, _values, line
 
 # Each account's instances page their requests concurrently (a request's pages are a chain:
 # each needs the previous NextToken), so the burst is usable as in v1.
@@ -69,37 +66,14 @@ anyio.run(main)
 """
 
 
-class SimulatorV2:
+class SimulatorV2(SimProcess):
     """The simulator with agents, in its own process."""
 
     def __init__(self, workdir: Path, port: int) -> None:
         self.cfg = workdir / f"sim-v2-{port}.toml"
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-c", SIM, str(port), str(ACCOUNTS), str(INSTANCES), str(QUEUES), str(AGENTS),
-             str(RATE), str(BURST), str(self.cfg)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "listening" not in line:
-            raise SystemExit(f"simulator did not start: {line}{self.proc.stdout.read()}")
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stats(self) -> dict[str, Any]:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.url}/_sim/stats") as r:
-            data: dict[str, Any] = orjson.loads(r.read())
-            return data
-
-    def reset(self) -> None:
-        import urllib.request
-
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/_sim/stats/reset", method="POST")).close()
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+             str(RATE), str(BURST), str(self.cfg)], port)
 
 
 def collect_v2(workdir: Path, server: str, port: int) -> dict[str, Any]:

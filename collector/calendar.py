@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from collector.ports import Calendar
+from collector.ports import Calendar, MetricApi
 
 Span = tuple[datetime, datetime]
 
@@ -35,3 +35,8 @@ def runs_of(spans: Sequence[Span]) -> list[Span]:
         else:
             out.append((s, e))
     return out
+
+
+def lookback_edge(api: MetricApi, now: datetime, margin: int) -> datetime:
+    """The earliest slice the API still serves, ``margin`` seconds inside its lookback."""
+    return ceil(api.calendar, now - timedelta(seconds=api.lookback - margin))

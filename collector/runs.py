@@ -7,14 +7,14 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import anyio
 import structlog
 
 from collector import errors
 from collector.apis import DEFAULT_PROFILE
-from collector.calendar import ceil, tile
+from collector.calendar import lookback_edge, tile
 from collector.config import InstanceSettings, Settings
 from collector.fleet import Resolution, resolve, select_instances
 from collector.guard import ShardGuard
@@ -71,8 +71,7 @@ def planned(
 def clip_start(api: MetricApi, start: datetime, end: datetime, now: datetime, margin: int) -> datetime:
     """For a run accepted earlier (queued, interrupted): its start moved up to the earliest
     slice the API still serves ``margin`` seconds inside its lookback (at most ``end``)."""
-    oldest = ceil(api.calendar, now - timedelta(seconds=api.lookback - margin))
-    return min(max(start, oldest), end)
+    return min(max(start, lookback_edge(api, now, margin)), end)
 
 
 async def aged_out(rt: Runtime, api: MetricApi, res: Resolution, start: datetime, cut: datetime) -> Lost:
@@ -84,9 +83,10 @@ async def aged_out(rt: Runtime, api: MetricApi, res: Resolution, start: datetime
     spans = tile(api.calendar, start, cut)
     reason = "aged out of the lookback before this run collected it"
     lost: Lost = []
-    for t in res.targets:
-        ser = series_of(t, api)
-        [state] = await rt.store.series_state([ser], [start], 10**9)  # every collected slice from start on
+    series = [series_of(t, api) for t in res.targets]
+    # every collected slice from start on, of every target: one read
+    states = await rt.store.series_state(series, [start] * len(series), 10**9)
+    for t, ser, state in zip(res.targets, series, states, strict=True):
         missing = [(s, e) for s, e in spans if state.collected.get(s, (0,))[0] != int((e - s).total_seconds())]
         if missing:
             await rt.store.record_gaps(ser, [s for s, _e in missing], reason, rt.clock.now())

@@ -22,7 +22,7 @@ import anyio
 import structlog
 
 from collector import errors
-from collector.calendar import Span, ceil, runs_of, tile
+from collector.calendar import Span, ceil, lookback_edge, runs_of, tile
 from collector.clock import sleep_or_stop
 from collector.model import RunSummary, Series, SeriesState, SliceKey, Target
 from collector.observability import DB_METER, GAPS, LAG
@@ -67,7 +67,7 @@ def series_of(t: Target, api: MetricApi) -> Series:
 
 def oldest_start(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime:
     """The earliest slice the lookback still serves, ``lookback_margin`` inside it."""
-    return ceil(api.calendar, now - timedelta(seconds=api.lookback - opts.lookback_margin))
+    return lookback_edge(api, now, opts.lookback_margin)
 
 
 def newest_end(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime:
@@ -82,6 +82,13 @@ def _span_words(seconds: int) -> str:
 def _collected(state: SeriesState, s: datetime, e: datetime) -> bool:
     c = state.collected.get(s)
     return c is not None and c[0] == int((e - s).total_seconds())
+
+
+def _past_collected(cal: Calendar, state: SeriesState, f: datetime, newest: datetime) -> datetime:
+    """The frontier ``f`` moved over the contiguous run of collected slices (up to ``newest``)."""
+    while f < newest and _collected(state, f, cal.next(f)):
+        f = cal.next(f)
+    return f
 
 
 # -- one round -----------------------------------------------------------------------------
@@ -145,8 +152,7 @@ class _Round:
             if f < oldest:
                 await self.gaps(api, ser, state, tile(cal, f, min(oldest, max(newest, f))))
                 f = oldest
-        while f < newest and _collected(state, f, cal.next(f)):
-            f = cal.next(f)
+        f = _past_collected(cal, state, f, newest)
         if state.frontier is None or f > state.frontier:
             self.frontiers.append((ser, f))
         return f
@@ -221,9 +227,7 @@ async def advance_frontiers(
         if state.frontier is None:
             continue
         cal, newest = api.calendar, newest_end(api, now, opts)
-        f = ceil(cal, state.frontier)
-        while f < newest and _collected(state, f, cal.next(f)):
-            f = cal.next(f)
+        f = _past_collected(cal, state, ceil(cal, state.frontier), newest)
         if f > state.frontier:
             moved.append((ser, f))
         # Nothing collected yet (e.g. an instance that cannot be resolved): it lags since

@@ -350,6 +350,12 @@ class PgStore:
 
     async def prepare(self, batch: Sequence[CompletedSlice]) -> list[Prepared]:
         """The ``metric_values`` records of each slice, with its key columns and count of values."""
+        groups: dict[StorageCodec, set[Any]] = {}  # new dimension groups: one upsert per batch
+        for s in batch:
+            if s.pages:
+                assert s.codec is not None, "a slice with pages names its codec"
+                groups.setdefault(s.codec, set()).update(d for _ms, rows in s.pages for d, _v in rows)
+        known = {codec: await self.dims_ids(codec, dims) for codec, dims in groups.items()}
         prepared: list[Prepared] = []
         for s in batch:
             k = s.key
@@ -357,9 +363,8 @@ class PgStore:
                              await self.profile_id(k.profile))
             records: list[tuple[Any, ...]] = []
             values = 0
-            if s.pages:
-                assert s.codec is not None, "a slice with pages names its codec"
-                ids = await self.dims_ids(s.codec, {d for _ms, rows in s.pages for d, _v in rows})
+            if s.pages and s.codec is not None:
+                ids = known[s.codec]
                 for ms, rows in s.pages:
                     mid = await self.metric_set_id(s.codec, ms)
                     for d, vals in rows:
