@@ -368,7 +368,7 @@ async def test_agent_counts_agree_with_the_agents_states_at_the_same_snapshot(st
                 _conforms(user_out, p)
             users[q] = [u for p in pages for u in p["UserDataList"]]
     assert counts["DataSnapshotTime"].timestamp() == snap
-    seen = Counter[str]()
+    seen: Counter[str] = Counter()
     for r in counts["MetricResults"]:
         q = r["Dimensions"]["Queue"]["Id"]
         v = _values(r)
@@ -387,6 +387,10 @@ async def test_agent_counts_agree_with_the_agents_states_at_the_same_snapshot(st
         q, status = r["Dimensions"]["Queue"]["Id"], names[r["Dimensions"]["AgentStatus"]["Id"]]
         online = sum(1 for u in users[q] if u["Status"]["StatusName"] == status != "Offline")
         assert _values(r)["AGENTS_ONLINE"] == online
+    # the activity timeline says the same at the snapshot
+    at_snap = {a: n for a, n, f, t in sim.agent_activity_intervals(inst.id, int(snap) - 600, int(snap) + 600)
+               if f <= snap < t}
+    assert at_snap == {u["User"]["Id"]: _activity(u) for us in users.values() for u in us}
     # each agent's status started when its timeline says, and says what the agent does
     now_intervals = {(a, n): (f, t) for a, n, f, t in sim.agent_status_intervals(inst.id, snap, snap + 1)}
     everyone = {u["User"]["Id"]: u for us in users.values() for u in us}
