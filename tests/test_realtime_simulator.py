@@ -225,12 +225,14 @@ async def test_throttled_at_the_configured_burst_per_operation(start_sim: StartS
     inst = _inst(h.sim)
     results: Counter[tuple[str, str]] = Counter()
     async with _client(h) as client:
+        user_body = {"InstanceId": inst.id, "Filters": {"Queues": sorted(inst.queues)[:1]}}
         for _ in range(5):
-            for op, call in (("current", lambda: client.get_current_metric_data(**_ok_body(inst))),
-                             ("user", lambda: client.get_current_user_data(
-                                 InstanceId=inst.id, Filters={"Queues": sorted(inst.queues)[:1]}))):
+            for op in ("current", "user"):
                 try:
-                    await call()
+                    if op == "current":
+                        await client.get_current_metric_data(**_ok_body(inst))
+                    else:
+                        await client.get_current_user_data(**user_body)
                     results[(op, "ok")] += 1
                 except ClientError as e:
                     assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 429
@@ -442,3 +444,35 @@ def orjson_safe(u: Any) -> Any:
     if isinstance(u, dt.datetime):
         return u.timestamp()
     return u
+
+
+async def test_routing_profile_groups_sorting_and_contact_filter(start_sim: StartSim) -> None:
+    clock = Clock(T0)
+    h = await _start(start_sim, clock)
+    sim, inst = h.sim, _inst(h.sim)
+    rps = inst.routing_profiles
+    async with _client(h) as client:
+        by_rp = await client.get_current_metric_data(
+            InstanceId=inst.id, Filters={"RoutingProfiles": rps}, Groupings=["ROUTING_PROFILE"],
+            CurrentMetrics=_metrics(["AGENTS_ONLINE", "AGENTS_STAFFED", "CONTACTS_IN_QUEUE"]))
+        users = {rp: (await client.get_current_user_data(InstanceId=inst.id, Filters={"RoutingProfiles": [rp]}))
+                 ["UserDataList"] for rp in rps}
+        ranked = await client.get_current_metric_data(
+            InstanceId=inst.id, Filters={"Queues": sorted(inst.queues)}, Groupings=["QUEUE"],
+            CurrentMetrics=_metrics(["AGENTS_ONLINE", "CONTACTS_IN_QUEUE"]),
+            SortCriteria=[{"SortByMetric": "CONTACTS_IN_QUEUE", "SortOrder": "DESCENDING"}])
+        ended = await client.get_current_user_data(
+            InstanceId=inst.id, Filters={"RoutingProfiles": rps, "ContactFilter": {"ContactStates": ["ENDED"]}})
+    assert [r["Dimensions"]["RoutingProfile"]["Id"] for r in by_rp["MetricResults"]] == rps
+    waiting = sim.contacts_in_queue(inst.id, T0)
+    for r in by_rp["MetricResults"]:
+        rp, v = r["Dimensions"]["RoutingProfile"]["Id"], _values(r)
+        assert v["AGENTS_ONLINE"] == sum(1 for u in users[rp] if u["Status"]["StatusName"] != "Offline")
+        assert v["AGENTS_STAFFED"] == sum(1 for u in users[rp] if _activity(u) in ("AVAILABLE", "ON_CONTACT", "ACW"))
+        served = {q for a in sim.v2.world(inst).agents if a.routing_profile == rp for q in a.queues}
+        assert v["CONTACTS_IN_QUEUE"] == sum(1 for c in waiting if c.queue in served)
+    in_queue = [_values(r)["CONTACTS_IN_QUEUE"] for r in ranked["MetricResults"]]
+    assert in_queue == sorted(in_queue, reverse=True) and len(set(in_queue)) > 1
+    everyone = [u for us in users.values() for u in us]
+    with_ended = {u["User"]["Id"] for u in everyone if any(c["AgentContactState"] == "ENDED" for c in u["Contacts"])}
+    assert with_ended and {u["User"]["Id"] for u in ended["UserDataList"]} == with_ended
