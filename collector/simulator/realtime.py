@@ -27,6 +27,16 @@ available otherwise; AGENTS_* count the agents in each.
 
 Everything is a pure function of (seed, instance, instant): ``expected_*`` answer what
 the endpoints serve, from the same code.
+
+Choices where the API leaves room: GetCurrentUserData lists every agent the filter
+selects, Offline ones too (StatusName ``Offline``); NextStatus is the break an agent on
+a contact goes to once its work ends; every routing profile has 10 slots a channel (the
+stream's agents overlap up to 8 contacts on one); AGENTS_ERROR and CONTACTS_SCHEDULED
+are 0 (no missed or scheduled contacts are modelled); agents count in every queue they
+serve and every channel (AGENTS_ON_CONTACT / AFTER_CONTACT_WORK only on the channels of
+their contacts); without SortCriteria groups come in filter order; OLDEST_CONTACT_AGE
+and ESTIMATED_WAIT_TIME are 0 with nobody waiting. ROUTING_STEP_EXPRESSION, SUBTYPE,
+VALIDATION_TEST_TYPE and MetricId are refused as not modelled.
 """
 
 from __future__ import annotations
