@@ -432,6 +432,9 @@ async def _serve(args: argparse.Namespace) -> int:
     extra = f'[database]\ndata_dir = "{base.database.data_dir}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
     if base.database.dsn:
         extra = f'[database]\ndsn = "{base.database.dsn}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
+    # real time too: queue gauges and agent states every 15 s (the wallboard shows them)
+    extra += ('\n[[profiles]]\nname = "queues_now"\napi = "current"\n'
+              '\n[[profiles]]\nname = "agents_now"\napi = "agents"\n')
     _apply_api_args(base, args)
     check_port(base.api.host, base.api.port)  # before the simulator or the database start
     sim = _sandbox_simulator()
@@ -454,6 +457,7 @@ connect-collector is running in sandbox mode
 Try:
   curl -s {api_url}/collections | python3 -m json.tool
   psql "{dsn}" -c "SELECT interval_start, queue_id, channel, contacts_handled, service_level FROM historical_metrics_wide ORDER BY interval_start DESC LIMIT 10"
+  psql "{dsn}" -c "SELECT instance_name, queue_name, channel, contacts_in_queue, oldest_contact_age, agents_available FROM current_queue_now ORDER BY 1, 2, 3"
 Stop with Ctrl-C.
 """, flush=True)
 

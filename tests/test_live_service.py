@@ -103,9 +103,10 @@ async def test_serve_polls_queues_and_agents_every_period_exactly(
     for inst in h.sim.fleet.instances.values():
         snap = await sql_value(database_url, "SELECT max(snapshot_at) FROM agent_now WHERE instance_id = $1", inst.id)
         served = h.sim.expected_user_data(inst.id, snap.timestamp(), {"RoutingProfiles": inst.routing_profiles})
-        rows = await _fetch(database_url, "SELECT agent_id, status, status_since FROM agent_now"
+        rows = await _fetch(database_url, "SELECT agent_id, agent_name, status, status_since FROM agent_now"
                                           " WHERE instance_id = $1", inst.id)
         assert {r["agent_id"] for r in rows} == {u["User"]["Id"] for u in served}
+        assert all(r["agent_name"] != r["agent_id"] for r in rows)  # names from SearchUsers
         sim_intervals = {(a, st, f): t for a, st, f, t in h.sim.agent_status_intervals(
             inst.id, started.timestamp() - 3600, snap.timestamp() + 1)}
         stored = await _fetch(database_url, "SELECT agent_id, status, started_at, ended_at FROM"
