@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 import orjson
 
@@ -381,3 +382,49 @@ async def test_a_stalled_holder_cannot_settle_a_part_another_replica_took_over(
 async def _is(value: bool) -> bool:
     return value
 
+
+async def test_a_stopping_replica_keeps_its_leases_while_its_in_flight_slices_finish(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """SIGTERM while a fetch is in flight, with a grace period far longer than the lease
+    TTL: the stopping replica keeps heartbeating and renewing its lease until the work is
+    done (before: the lease loop ended with the stop, the lease expired mid-grace, r-b took
+    the shard and fenced r-a's write, and collected the slice a second time). Then it
+    releases the lease, and r-b takes it."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
+                       extra=CLUSTER.replace("[scheduler]\n", "[scheduler]\nenabled = false\ngrace_period = 60\n"))
+    a, b = await _two_replicas(cfg, cfg, database_url, serve_procs, split=False)
+    h.sim.hold = asyncio.Event()
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    run_id = await _post_run(a, {"start": (end - timedelta(minutes=15)).isoformat(), "end": end.isoformat()})
+    await wait_for(lambda: _is(h.sim.held == 1), 30, lambda: a.output()[-3000:])
+    assert await _part(database_url, run_id) == ("running", "r-a")
+    a.proc.send_signal(signal.SIGTERM)
+    await wait_for(lambda: _is("shutdown_requested" in a.output()), 30, lambda: a.output()[-3000:])
+    lease = "SELECT owner, expires_at FROM shard_leases"
+    expiry = (await query(database_url, lease))[0]["expires_at"]  # when the lease ends unless renewed
+
+    async def renewed_past_it_or_lost() -> bool:
+        row = (await query(database_url, lease))[0]
+        return bool(row["owner"] != "r-a" or row["expires_at"] >= expiry + timedelta(seconds=TTL))
+
+    await wait_for(renewed_past_it_or_lost, 30, lambda: a.output()[-3000:])
+    row = (await query(database_url, lease))[0]
+    assert row["owner"] == "r-a", f"the lease moved to {row['owner']} during r-a's grace period"
+    assert a.alive()  # still in its grace period, the fetch still waiting
+    h.sim.hold.set()
+    rc = await anyio.to_thread.run_sync(lambda: a.proc.wait(60))
+    assert rc == 0, a.output()[-3000:]
+    run = (await query(database_url, f"SELECT * FROM collection_runs WHERE id = {run_id}"))[0]
+    assert (run["status"], run["slices_done"], run["slices_failed"]) == ("succeeded", 1, 0), dict(run)
+    assert await _part(database_url, run_id) == ("done", "r-a")
+    assert h.sim.stats.by_op_status[("GetMetricData", 200)] == 1  # collected once, by r-a
+    assert "lease_lost" not in a.output()
+
+    async def b_holds() -> bool:
+        return set((await _holders(database_url)).values()) == {"r-b"}
+
+    await wait_for(b_holds, 30, lambda: b.output()[-3000:])
+    await a.stop()
+    assert await b.stop() == 0
