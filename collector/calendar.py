@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from collector.ports import Calendar, MetricApi
 
 Span = tuple[datetime, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class UtcCalendar:
+    """Slices of a fixed length, on multiples of it since the epoch (UTC)."""
+
+    seconds: int
+
+    @property
+    def lengths(self) -> tuple[int, int]:
+        return (self.seconds, self.seconds)
+
+    def floor(self, t: datetime) -> datetime:
+        e = int(t.timestamp())
+        return datetime.fromtimestamp(e - e % self.seconds, UTC)
+
+    def next(self, boundary: datetime) -> datetime:
+        return datetime.fromtimestamp(int(boundary.timestamp()) + self.seconds, UTC)
 
 
 def ceil(cal: Calendar, t: datetime) -> datetime:

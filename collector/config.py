@@ -23,6 +23,8 @@ from pydantic import (
 )
 
 from collector import quotas
+from collector.apis import AnyProfileSettings
+from collector.apis.current.settings import AgentsProfileSettings, CurrentProfileSettings
 from collector.apis.v1 import catalog
 from collector.apis.v1.settings import CollectionSettings, ProfileSettings
 from collector.apis.v2.settings import V2ProfileSettings
@@ -79,6 +81,11 @@ class AwsSettings(Section):
     # (the published value is not certain: the adaptive limiter finds a lower real one)
     get_metric_data_v2_rate: float = Field(default=quotas.DEFAULT_QUOTAS["GetMetricDataV2"][0], gt=0)
     get_metric_data_v2_burst: int = Field(default=quotas.DEFAULT_QUOTAS["GetMetricDataV2"][1], ge=1)
+    # the real-time APIs' quotas per (account, Region)
+    get_current_metric_data_rate: float = Field(default=quotas.DEFAULT_QUOTAS["GetCurrentMetricData"][0], gt=0)
+    get_current_metric_data_burst: int = Field(default=quotas.DEFAULT_QUOTAS["GetCurrentMetricData"][1], ge=1)
+    get_current_user_data_rate: float = Field(default=quotas.DEFAULT_QUOTAS["GetCurrentUserData"][0], gt=0)
+    get_current_user_data_burst: int = Field(default=quotas.DEFAULT_QUOTAS["GetCurrentUserData"][1], ge=1)
     rate_headroom: float = Field(default=1.0, gt=0, le=1)  # share of the quota actually used
 
 
@@ -101,6 +108,10 @@ class AccountSettings(Section):
     list_queues_rate: float | None = Field(default=None, gt=0)
     get_metric_data_v2_rate: float | None = Field(default=None, gt=0)
     get_metric_data_v2_burst: int | None = Field(default=None, ge=1)
+    get_current_metric_data_rate: float | None = Field(default=None, gt=0)
+    get_current_metric_data_burst: int | None = Field(default=None, ge=1)
+    get_current_user_data_rate: float | None = Field(default=None, gt=0)
+    get_current_user_data_burst: int | None = Field(default=None, ge=1)
 
     @field_validator("instances", mode="before")
     @classmethod
@@ -129,20 +140,28 @@ class AccountSettings(Section):
         return self
 
 
-def _pick_profile(v: Any, _handler: Any) -> ProfileSettings | V2ProfileSettings:
-    """``api = "v2"`` -> a GetMetricDataV2 profile; otherwise (``"v1"``, the default) v1.
-    Errors keep the plain ``profiles[i].key`` location."""
-    if isinstance(v, ProfileSettings | V2ProfileSettings):
+_BY_API: dict[str, type[V2ProfileSettings | CurrentProfileSettings | AgentsProfileSettings]] = {
+    "v2": V2ProfileSettings, "current": CurrentProfileSettings, "agents": AgentsProfileSettings,
+}
+
+
+def _pick_profile(v: Any, _handler: Any) -> AnyProfileSettings:
+    """``api = "v2"`` -> a GetMetricDataV2 profile, ``"current"`` GetCurrentMetricData,
+    ``"agents"`` GetCurrentUserData; otherwise (``"v1"``, the default) v1. Errors keep the
+    plain ``profiles[i].key`` location."""
+    if isinstance(v, ProfileSettings | V2ProfileSettings | CurrentProfileSettings | AgentsProfileSettings):
         return v
-    if isinstance(v, dict) and v.get("api") == "v2":
-        return V2ProfileSettings.model_validate(v)
+    if isinstance(v, dict) and v.get("api") in _BY_API:
+        return _BY_API[v["api"]].model_validate(v)
+    if isinstance(v, dict) and v.get("api", "v1") != "v1":
+        raise ValueError(f"api {v.get('api')!r} is not one of v1, v2, current, agents")
     if isinstance(v, dict) and v.get("api", "v1") == "v1":
         v = {k: x for k, x in v.items() if k != "api"}
     return ProfileSettings.model_validate(v)
 
 
 # ``[[profiles]]``: GetMetricData (v1, the default) or, with ``api = "v2"``, GetMetricDataV2.
-AnyProfile = Annotated[ProfileSettings | V2ProfileSettings, WrapValidator(_pick_profile)]
+AnyProfile = Annotated[AnyProfileSettings, WrapValidator(_pick_profile)]
 
 
 class WriterSettings(Section):
@@ -184,6 +203,7 @@ class SchedulerSettings(Section):
 class StorageSettings(Section):
     # None: keep everything; at most 100 years (a cutoff before year 1 cannot be computed)
     retention_days: int | None = Field(default=None, ge=1, le=36500)
+    realtime_retention_days: int = Field(default=7, ge=1, le=36500)  # the real-time history tables
     prune_every: str = "1h"
 
     @field_validator("prune_every")
@@ -191,6 +211,10 @@ class StorageSettings(Section):
     def _every(cls, v: str) -> str:
         parse_duration(v)
         return v
+
+
+class RealtimeSettings(Section):
+    max_gauge_series: int = Field(default=5000, ge=0, le=1_000_000)  # live Prometheus series, at most
 
 
 class ClusterSettings(Section):
@@ -248,6 +272,7 @@ class Settings(Section):
     writer: WriterSettings = Field(default_factory=WriterSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     log_format: Literal["json", "console"] = "json"
@@ -286,8 +311,8 @@ class Settings(Section):
             return self.collection
         for p in self.profiles:
             if p.name == name:
-                if isinstance(p, V2ProfileSettings):
-                    raise ConfigError(f"profile {name!r} is a GetMetricDataV2 profile (api = \"v2\")")
+                if not isinstance(p, ProfileSettings):
+                    raise ConfigError(f"profile {name!r} is not a GetMetricData profile (api = \"{p.api}\")")
                 return p
         raise ConfigError(f"profile {name!r} is not configured")
 
@@ -390,7 +415,8 @@ def _section_keys(loc: tuple[Any, ...]) -> set[str]:
     if field is None or (len(loc) != 2 and not (len(loc) == 3 and isinstance(loc[1], int))):
         return set()
     if loc[0] == "profiles":
-        return set(ProfileSettings.model_fields) | set(V2ProfileSettings.model_fields)
+        return (set(ProfileSettings.model_fields) | set(V2ProfileSettings.model_fields)
+                | set(CurrentProfileSettings.model_fields) | set(AgentsProfileSettings.model_fields))
     kind = field.annotation
     args = getattr(kind, "__args__", None)
     kind = args[0] if args else kind

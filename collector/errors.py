@@ -39,6 +39,10 @@ class PlanErrorV2(PlanError):
     """This collection cannot be served by GetMetricDataV2:"""
 
 
+class PlanErrorLive(PlanError):
+    """This collection cannot be served by the real-time APIs:"""
+
+
 class ApiError(CollectorError):
     """The Connect API refused the request:"""
 

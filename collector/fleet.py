@@ -289,6 +289,7 @@ class Targets:
         self.at = 0.0
         self.last_owned: dict[Shard, int] | None = None
         self.problems: list[tuple[str, str]] = []  # (instance or account, reason) of the last resolution
+        self._lock = anyio.Lock()
 
     @property
     def collectable(self) -> int | None:
@@ -296,16 +297,21 @@ class Targets:
         return None if self.cached is None else sum(1 for t in self.cached if t.unresolved is None)
 
     async def __call__(self) -> Sequence[Target]:
-        now = self.rt.clock.monotonic()
-        owned = self.owned()
-        if self.cached is None or now - self.at >= self.ttl or owned != self.last_owned:
-            self.last_owned = owned
-            res = await resolve(self.rt, owned=owned, needs=needs_of(self.rt))
-            self.problems = res.failed_instances + res.failed_scopes
-            for where, reason in self.problems:
-                log.error("instance_unavailable", instance=where, reason=reason)
-            self.cached, self.at = self._merged(res), now
-        return self.cached
+        """The fleet; each scheduler loop asks. While one resolves it again, the others go
+        on with the last resolution (a live loop never waits on a discovery)."""
+        if self._lock.locked() and self.cached is not None:
+            return self.cached
+        async with self._lock:
+            now = self.rt.clock.monotonic()
+            owned = self.owned()
+            if self.cached is None or now - self.at >= self.ttl or owned != self.last_owned:
+                self.last_owned = owned
+                res = await resolve(self.rt, owned=owned, needs=needs_of(self.rt))
+                self.problems = res.failed_instances + res.failed_scopes
+                for where, reason in self.problems:
+                    log.error("instance_unavailable", instance=where, reason=reason)
+                self.cached, self.at = self._merged(res), now
+            return self.cached
 
     def _merged(self, res: Resolution) -> list[Target]:
         """This resolution, with what failed now taken from the last one: an instance keeps

@@ -131,6 +131,22 @@ class ProfileInfo:
     time_zone: str
 
 
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """How the scheduler runs a profile: the service's ``[scheduler]``, as each metric API
+    adapts it (:meth:`collector.ports.MetricApi.schedule`)."""
+
+    settle: int = 900  # seconds after a slice's end before it is due (negative: before it ends)
+    revisits: tuple[int, ...] = (3600,)
+    initial_backfill: int = 24 * 3600
+    catchup_batch: int = 16  # catch-up fetch units per instance and profile per round
+    lookback_margin: int = 600
+    retry_after: int = 30
+    max_sleep: int = 300
+    loop: str = "history"  # profiles of one loop share its rounds; each loop runs on its own
+    runs: bool = True  # its rounds are recorded in collection_runs
+
+
 # -- what the store keeps -----------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ port (:class:`MetricApi`), and :mod:`collector.wiring` plugs them in.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from collector.model import (
     ResourceInfo,
     RunRecord,
     RunSummary,
+    ScheduleOptions,
     Series,
     SeriesState,
     Shard,
@@ -52,6 +53,10 @@ class ConnectSource(Protocol):
     async def get_metric_data(self, target: Target, request: Any, next_token: str | None) -> Any: ...
 
     async def get_metric_data_v2(self, target: Target, request: Any, next_token: str | None) -> Any: ...
+
+    async def get_current_metric_data(self, target: Target, request: Any, next_token: str | None) -> Any: ...
+
+    async def get_current_user_data(self, target: Target, request: Any, next_token: str | None) -> Any: ...
 
     async def list_instances(self, target: Target, next_token: str | None) -> tuple[list[InstanceInfo], str | None]: ...
 
@@ -91,6 +96,12 @@ class StorageCodec(Protocol):
 
     def metric_set_members(self, metrics: Any) -> list[MemberRow]: ...
 
+    @property
+    def kind(self) -> str:
+        """Where the store keeps the slice: ``interval`` (``metric_values``), ``current``
+        (the latest queue snapshot and its history), ``agents`` (agent states)."""
+        ...
+
 
 @dataclass(slots=True)
 class CompletedSlice:
@@ -102,6 +113,8 @@ class CompletedSlice:
     collected_at: datetime
     fence: Fence | None = None
     codec: StorageCodec | None = None  # None only for a slice without pages
+    taken_at: datetime | None = None  # a snapshot's instant (the API's DataSnapshotTime)
+    on_stored: Callable[[], None] | None = None  # called once the slice is stored (live gauges)
 
     @property
     def rows(self) -> int:
@@ -184,6 +197,11 @@ class MetricApi(Protocol):
     @property
     def initial_backfill(self) -> int | None:
         """How far back a never-collected instance starts (None: the scheduler's default)."""
+        ...
+
+    def schedule(self, opts: ScheduleOptions) -> ScheduleOptions:
+        """The service's schedule as this API runs it (a live API: due at a period's start,
+        never revisited, on its own loop)."""
         ...
 
     @property
@@ -359,7 +377,9 @@ class Store(MetricSink, Registry, SchedulerStore, LeaseStore, RunStore, Protocol
 
     replica: str | None  # this process's replica id: fences its writes, owns the runs it starts
 
-    async def prune(self, cutoff: datetime) -> list[str]: ...
+    async def prune(self, cutoff: datetime | None, live_cutoff: datetime | None = None) -> list[str]:
+        """Drop what is older than ``cutoff`` (history) and ``live_cutoff`` (real-time history)."""
+        ...
 
     async def cluster_state(self, ttl: float) -> dict[str, Any]: ...
 

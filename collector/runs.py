@@ -180,6 +180,23 @@ async def execute(
     return summary
 
 
+async def snapshots(
+    rt: Runtime, units: Sequence[FetchUnit], lost: Sequence[tuple[str, str]] = (), *,
+    stop: anyio.Event | None = None, guard: ShardGuard | None = None,
+) -> RunSummary:
+    """A live round: its snapshots collected and stored like any slice, without a run
+    record (``collected_slices`` and ``collection_gaps`` say what was and was not taken);
+    what failed is logged."""
+    summary = await run_collection(units, source=rt.source, sink=rt.store, limiters=rt.limiters, clock=rt.clock,
+                                   opts=rt.pipeline, run_id=None, stop=stop, guard=guard)
+    summary.slices_failed += len(lost)
+    summary.failures[:0] = list(lost)
+    if summary.failures:
+        log.warning("snapshots_failed", slices=summary.slices_failed, first=summary.failures[0][0],
+                    reason=summary.failures[0][1])
+    return summary
+
+
 async def collect(
     rt: Runtime,
     start: datetime,

@@ -24,7 +24,7 @@ import structlog
 from collector import errors
 from collector.calendar import Span, ceil, lookback_edge, runs_of, tile
 from collector.clock import sleep_or_stop
-from collector.model import RunSummary, Series, SeriesState, SliceKey, Target
+from collector.model import RunSummary, ScheduleOptions, Series, SeriesState, SliceKey, Target
 from collector.observability import DB_METER, GAPS, LAG
 from collector.ports import Calendar, Clock, FetchUnit, MetricApi, SchedulerStore
 from collector.retry import OUTLAST, retry
@@ -32,17 +32,6 @@ from collector.retry import OUTLAST, retry
 log = structlog.get_logger("collector.scheduler")
 
 X = TypeVar("X")
-
-
-@dataclass(frozen=True)
-class ScheduleOptions:
-    settle: int = 900
-    revisits: tuple[int, ...] = (3600,)
-    initial_backfill: int = 24 * 3600
-    catchup_batch: int = 16  # catch-up fetch units per instance and profile per round
-    lookback_margin: int = 600
-    retry_after: int = 30
-    max_sleep: int = 300
 
 
 @dataclass
@@ -67,12 +56,12 @@ def series_of(t: Target, api: MetricApi) -> Series:
 
 def oldest_start(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime:
     """The earliest slice the lookback still serves, ``lookback_margin`` inside it."""
-    return lookback_edge(api, now, opts.lookback_margin)
+    return lookback_edge(api, now, api.schedule(opts).lookback_margin)
 
 
 def newest_end(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime:
     """The end of the newest slice that has settled."""
-    return api.calendar.floor(now - timedelta(seconds=opts.settle))
+    return api.calendar.floor(now - timedelta(seconds=api.schedule(opts).settle))
 
 
 def _span_words(seconds: int) -> str:
@@ -105,47 +94,49 @@ class _Round:
     frontiers: list[tuple[Series, datetime]] = field(default_factory=list)
 
     async def series(self, t: Target, api: MetricApi, ser: Series, state: SeriesState) -> None:
-        cal = api.calendar
+        cal, o = api.calendar, api.schedule(self.opts)
         newest = newest_end(api, self.now, self.opts)
         oldest = oldest_start(api, self.now, self.opts)
-        self.out.wake(cal.next(newest) + timedelta(seconds=self.opts.settle))
-        f = await self.frontier(api, ser, state, newest, oldest)
+        self.out.wake(cal.next(newest) + timedelta(seconds=o.settle))
+        f = await self.frontier(api, ser, state, newest, oldest, o)
         pending = [(s, e) for s, e in tile(cal, f, newest) if not _collected(state, s, e)]
-        revisits = self.revisits(cal, state, oldest)
+        revisits = self.revisits(cal, state, oldest, o)
         if t.unresolved is not None:
-            self.lose(api, t, self.batch(pending) + revisits, t.unresolved)
+            self.lose(api, t, self.batch(pending, o) + revisits, t.unresolved)
             return
         try:
-            units = self.plan(api, t, pending)
-            again = self.plan(api, t, revisits)
+            units = self.plan(api, t, pending, o)
+            again = self.plan(api, t, revisits, o)
         except errors.PlanError as e:
-            self.lose(api, t, self.batch(pending) + revisits, str(e))
+            self.lose(api, t, self.batch(pending, o) + revisits, str(e))
             return
-        self.out.units += self.batch(units) + again
+        self.out.units += self.batch(units, o) + again
 
-    def batch(self, due: list[X]) -> list[X]:
+    def batch(self, due: list[X], o: ScheduleOptions) -> list[X]:
         """Catch-up oldest first, ``catchup_batch`` at a time; the newest never starves."""
-        chosen = due[: self.opts.catchup_batch]
+        chosen = due[: o.catchup_batch]
         if due and due[-1] is not chosen[-1]:
             chosen.append(due[-1])
         if len(due) > len(chosen):
             self.out.more = True
         return chosen
 
-    def plan(self, api: MetricApi, t: Target, spans: list[Span]) -> list[FetchUnit]:
-        margin = self.opts.lookback_margin
+    def plan(self, api: MetricApi, t: Target, spans: list[Span], o: ScheduleOptions) -> list[FetchUnit]:
+        margin = o.lookback_margin
         return [u for s, e in runs_of(spans) for u in api.plan(t, s, e, self.now, margin)]
 
     def lose(self, api: MetricApi, t: Target, spans: list[Span], reason: str) -> None:
         self.out.lost += [(SliceKey(api.profile, t.instance_id, s, e), reason) for s, e in sorted(set(spans))]
 
     async def frontier(
-        self, api: MetricApi, ser: Series, state: SeriesState, newest: datetime, oldest: datetime
+        self, api: MetricApi, ser: Series, state: SeriesState, newest: datetime, oldest: datetime,
+        o: ScheduleOptions,
     ) -> datetime:
         """Set on first sight, moved past what aged out (gaps) and over what is collected."""
         cal = api.calendar
         if state.frontier is None:
-            back = min(api.initial_backfill or self.opts.initial_backfill, api.lookback)
+            own = api.initial_backfill
+            back = min(o.initial_backfill if own is None else own, api.lookback)
             f = max(ceil(cal, newest - timedelta(seconds=back)), oldest)
         else:
             f = ceil(cal, state.frontier)
@@ -168,7 +159,7 @@ class _Round:
         log.warning("slices_aged_out", instance=ser.instance_id, profile=ser.profile, slices=len(lost),
                     first=lost[0].isoformat(), last=lost[-1].isoformat())
 
-    def revisits(self, cal: Calendar, state: SeriesState, oldest: datetime) -> list[Span]:
+    def revisits(self, cal: Calendar, state: SeriesState, oldest: datetime, o: ScheduleOptions) -> list[Span]:
         """Collected slices whose revisit point has passed since they were last collected;
         the next point still ahead wakes the scheduler."""
         due: list[Span] = []
@@ -176,7 +167,7 @@ class _Round:
             e = s + timedelta(seconds=secs)
             if s < oldest or cal.floor(s) != s or cal.next(s) != e:
                 continue  # out of the lookback, or a slice of another calendar
-            points = [e + timedelta(seconds=d) for d in self.opts.revisits]
+            points = [e + timedelta(seconds=d) for d in o.revisits]
             if any(last < p <= self.now for p in points):
                 due.append((s, e))
             ahead = [p for p in points if p > self.now and last < p]
@@ -193,7 +184,8 @@ async def read_state(
     pairs = [(t, api) for api in apis for t in targets]
     series = [series_of(t, api) for t, api in pairs]
     since = [oldest_start(api, now, opts) for _t, api in pairs]
-    states = await store.series_state(series, since, max(opts.revisits, default=0))
+    within = max((d for api in apis for d in api.schedule(opts).revisits), default=0)
+    states = await store.series_state(series, since, within)
     return [(t, api, ser, st) for (t, api), ser, st in zip(pairs, series, states, strict=True)]
 
 

@@ -43,9 +43,9 @@ from collector.durations import parse_duration
 from collector.fleet import Targets, discovering, shards
 from collector.http_api import CollectionRequest, create_app
 from collector.leases import LeaseManager
-from collector.model import PartRecord, RunRecord, RunSummary, Shard, SliceKey
+from collector.model import PartRecord, RunRecord, RunSummary, ScheduleOptions, Shard, SliceKey
 from collector.observability import DB_METER
-from collector.ports import FetchUnit
+from collector.ports import FetchUnit, MetricApi
 from collector.retry import OUTLAST, retry
 from collector.runs import (
     check_collection,
@@ -54,9 +54,10 @@ from collector.runs import (
     collect_part,
     execute,
     failed_summary,
+    snapshots,
 )
 from collector.runtime import Runtime
-from collector.scheduler import ScheduleOptions, run_scheduler
+from collector.scheduler import run_scheduler
 
 log = structlog.get_logger("collector.service")
 
@@ -266,12 +267,20 @@ class Service:
         targets = self.targets = Targets(
             self.rt, float(ttl), lambda: dict(leases.owned) if leases is not None else None,
         )
+        # One scheduler loop per kind of profile (history, live): a long catch-up of one
+        # never holds up the rounds of the other.
+        loops: dict[str, list[MetricApi]] = {}
+        for api in self.rt.apis.values():
+            loops.setdefault(api.schedule(opts).loop, []).append(api)
         try:
-            await run_scheduler(
-                store=self.rt.store, targets=targets,
-                apis=list(self.rt.apis.values()),
-                opts=opts, clock=self.rt.clock, run_round=self.run_round, stop=self.stop, until=self.until,
-            )
+            async with anyio.create_task_group() as tg:
+                for apis in loops.values():
+                    lopts = apis[0].schedule(opts)
+                    tg.start_soon(functools.partial(
+                        run_scheduler, store=self.rt.store, targets=targets, apis=apis, opts=lopts,
+                        clock=self.rt.clock, run_round=self.run_round if lopts.runs else self.snapshot_round,
+                        stop=self.stop, until=self.until,
+                    ))
         finally:
             if self.until is not None:  # a bounded run (tests, one-shot catch-up) ends the service
                 self.stop.set()
@@ -289,6 +298,11 @@ class Service:
         guard = self.leases.guard if self.leases is not None else None
         return await execute(self.rt, units, run_id=run_id, lost=[(str(k), r) for k, r in lost], stop=self.stop,
                              kind="scheduled", guard=guard)
+
+    async def snapshot_round(self, units: list[FetchUnit], lost: list[tuple[SliceKey, str]]) -> RunSummary:
+        """One live round: snapshots, stored without a run record."""
+        guard = self.leases.guard if self.leases is not None else None
+        return await snapshots(self.rt, units, [(str(k), r) for k, r in lost], stop=self.stop, guard=guard)
 
     async def ready(self) -> None:
         """``/readyz``: the database answers with the current schema, and (single node, with
@@ -375,13 +389,15 @@ class Service:
 
     async def retention_loop(self) -> None:
         days = self.settings.storage.retention_days
-        if days is None:
-            return
+        live_days = self.settings.storage.realtime_retention_days
         while not self.stop.is_set():
-            cutoff = self.rt.clock.now() - timedelta(days=days)
-            dropped = await self.outlast(functools.partial(self.rt.store.prune, cutoff), "prune")
+            now = self.rt.clock.now()
+            cutoff = None if days is None else now - timedelta(days=days)
+            live_cutoff = now - timedelta(days=live_days)
+            dropped = await self.outlast(functools.partial(self.rt.store.prune, cutoff, live_cutoff), "prune")
             if dropped:
-                log.info("partitions_dropped", partitions=dropped, cutoff=cutoff.isoformat())
+                log.info("partitions_dropped", partitions=dropped, cutoff=cutoff and cutoff.isoformat(),
+                         live_cutoff=live_cutoff.isoformat())
             await sleep_or_stop(self.rt.clock, parse_duration(self.settings.storage.prune_every), self.stop)
 
     # -- leases ---------------------------------------------------------------------------

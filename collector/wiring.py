@@ -15,15 +15,16 @@ from collector import apis
 from collector.adapters.connect import BotocoreConnect
 from collector.adapters.embedded import embedded_dsn
 from collector.adapters.postgres import PgStore, check_schema, connect_pool, migrate
+from collector.apis.current.gauges import GAUGES
 from collector.clock import SystemClock
 from collector.config import Settings
 from collector.durations import parse_duration
+from collector.model import ScheduleOptions
 from collector.pipeline import PipelineOptions
 from collector.ports import Clock, ConnectSource, MetricApi, Registry
 from collector.ratelimit import Limiters
 from collector.retry import RetryPolicy
 from collector.runtime import Runtime
-from collector.scheduler import ScheduleOptions
 from collector.writer import WriterOptions
 
 log = structlog.get_logger("collector.wiring")
@@ -33,33 +34,29 @@ def database_dsn(settings: Settings) -> str:
     return settings.database.dsn or embedded_dsn(settings.database.data_dir)
 
 
+# operation -> the [aws] / [[accounts]] key prefix of its rate and burst
+_QUOTA_KEYS = {
+    "GetMetricData": "get_metric_data",
+    "GetMetricDataV2": "get_metric_data_v2",
+    "GetCurrentMetricData": "get_current_metric_data",
+    "GetCurrentUserData": "get_current_user_data",
+}
+
+
 def limiters_for(settings: Settings, clock: Clock | None = None) -> Limiters:
     a = settings.aws
     per_account: dict[tuple[str, str], tuple[float, int]] = {}
     for acct in settings.accounts:
         assert acct.id is not None  # set from role_arn by validation
-        if acct.get_metric_data_rate is not None or acct.get_metric_data_burst is not None:
-            per_account[(acct.id, "GetMetricData")] = (
-                acct.get_metric_data_rate or a.get_metric_data_rate,
-                acct.get_metric_data_burst or a.get_metric_data_burst,
-            )
-        if acct.get_metric_data_v2_rate is not None or acct.get_metric_data_v2_burst is not None:
-            per_account[(acct.id, "GetMetricDataV2")] = (
-                acct.get_metric_data_v2_rate or a.get_metric_data_v2_rate,
-                acct.get_metric_data_v2_burst or a.get_metric_data_v2_burst,
-            )
+        for op, key in _QUOTA_KEYS.items():
+            rate, burst = getattr(acct, f"{key}_rate"), getattr(acct, f"{key}_burst")
+            if rate is not None or burst is not None:
+                per_account[(acct.id, op)] = (rate or getattr(a, f"{key}_rate"), burst or getattr(a, f"{key}_burst"))
         if acct.list_queues_rate is not None:
             per_account[(acct.id, "ListQueues")] = (acct.list_queues_rate, max(1, int(acct.list_queues_rate)))
-    return Limiters(
-        clock=clock,
-        overrides={
-            "GetMetricData": (a.get_metric_data_rate, a.get_metric_data_burst),
-            "ListQueues": (a.list_queues_rate, max(1, int(a.list_queues_rate))),
-            "GetMetricDataV2": (a.get_metric_data_v2_rate, a.get_metric_data_v2_burst),
-        },
-        account_overrides=per_account,
-        headroom=a.rate_headroom,
-    )
+    overrides = {op: (getattr(a, f"{key}_rate"), getattr(a, f"{key}_burst")) for op, key in _QUOTA_KEYS.items()}
+    overrides["ListQueues"] = (a.list_queues_rate, max(1, int(a.list_queues_rate)))
+    return Limiters(clock=clock, overrides=overrides, account_overrides=per_account, headroom=a.rate_headroom)
 
 
 def metric_apis(settings: Settings) -> dict[str, MetricApi]:
@@ -104,6 +101,7 @@ async def runtime(
 ) -> AsyncIterator[Runtime]:
     """``outlast`` (the service): writes and the end of a run wait out any database
     outage instead of giving up after ``writer.max_attempts`` (``write_attempts=None``)."""
+    GAUGES.cap = settings.realtime.max_gauge_series
     dsn = await anyio.to_thread.run_sync(database_dsn, settings)
     pool = await connect_pool(dsn, settings.database.pool_size)
     try:
@@ -116,9 +114,9 @@ async def runtime(
             if source is None:
                 connect = BotocoreConnect(
                     connect_timeout=settings.aws.connect_timeout, read_timeout=settings.aws.read_timeout,
-                    # a role's client serves one account: the fetchers of both metric APIs
+                    # a role's client serves one account: the fetchers of its metric APIs
                     # (each up to workers_per_account at once) and one listing
-                    role_pool_connections=2 * settings.aws.workers_per_account + 1,
+                    role_pool_connections=4 * settings.aws.workers_per_account + 1,
                     fast_path=settings.aws.fast_path,
                 )
                 source = connect

@@ -114,3 +114,6 @@ class Writer:
         log.info("batch_written", slices=len(written), rows=result.rows, values=result.values)
         if written:
             self.progress.slices_written([s.key for s in written], result.rows)
+        for s in written:
+            if s.on_stored is not None:
+                s.on_stored()

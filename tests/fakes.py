@@ -340,7 +340,7 @@ class InMemoryStore:
         return r.status
 
     # -- the rest -------------------------------------------------------------------------------
-    async def prune(self, cutoff: datetime) -> list[str]:
+    async def prune(self, cutoff: datetime | None, live_cutoff: datetime | None = None) -> list[str]:
         return []
 
     async def cluster_state(self, ttl: float) -> dict[str, Any]:

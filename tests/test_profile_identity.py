@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 from collector.adapters.postgres import PgStore, migrate
 from collector.apis.v2.api import V2Api
 from collector.apis.v2.settings import V2ProfileSettings
-from collector.model import SliceKey, Target
+from collector.model import ScheduleOptions, SliceKey, Target
 from collector.ports import CompletedSlice
-from collector.scheduler import ScheduleOptions, plan_round
+from collector.scheduler import plan_round
 
 T = Target("inst-1", "us-east-1", "111111111111", ("q1",))
 NOW = datetime(2026, 3, 2, 12, 0, 1, tzinfo=UTC)

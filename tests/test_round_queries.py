@@ -15,9 +15,9 @@ from collector.apis.v1.api import V1Api
 from collector.apis.v1.settings import CollectionSettings
 from collector.apis.v2.api import V2Api
 from collector.apis.v2.settings import V2ProfileSettings
-from collector.model import Target
+from collector.model import ScheduleOptions, Target
 from collector.ports import MetricApi
-from collector.scheduler import ScheduleOptions, advance_frontiers, plan_round
+from collector.scheduler import advance_frontiers, plan_round
 
 NOW = datetime(2026, 3, 2, 12, 0, 1, tzinfo=UTC)
 

@@ -14,9 +14,9 @@ from collector.adapters.postgres import PgStore, migrate
 from collector.apis.v2.api import V2Api
 from collector.apis.v2.planner import nominal_seconds, oldest_start
 from collector.apis.v2.settings import V2ProfileSettings
-from collector.model import Target
+from collector.model import ScheduleOptions, Target
 from collector.ports import CompletedSlice, FetchUnit
-from collector.scheduler import ScheduleOptions, advance_frontiers, plan_round
+from collector.scheduler import advance_frontiers, plan_round
 
 # the queues are the target's own (its resolution): a V2 profile's "all" queues filter takes them
 T = Target("inst-1", "us-east-1", "111111111111", ("q1", "q2"))

@@ -35,6 +35,8 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from collector import errors, quotas
+from collector.apis.current import decode as decode_current
+from collector.apis.current.model import CurrentPage, CurrentRequest, UserDataRequest, UserPage
 from collector.apis.v1.decode import decode_page, metric_index, rows_of
 from collector.apis.v1.model import Dims, MetricDataRequest, MetricSet
 from collector.apis.v2 import decode as decode_v2
@@ -444,6 +446,21 @@ class BotocoreConnect:
         if fast.page is None:
             raise errors.MalformedResponse("the fast path saw no response")
         return fast.page
+
+    # -- the real-time APIs -------------------------------------------------------------
+    async def get_current_metric_data(
+        self, target: Target, request: CurrentRequest, next_token: str | None
+    ) -> CurrentPage:
+        """One page of GetCurrentMetricData: rows per dimension group, the snapshot's time."""
+        out = await self._invoke(target, "get_current_metric_data", request.to_api(next_token))
+        return decode_current.current_page(out, request.metrics, bool(request.groupings))
+
+    async def get_current_user_data(
+        self, target: Target, request: UserDataRequest, next_token: str | None
+    ) -> UserPage:
+        """One page of GetCurrentUserData: each agent's state."""
+        out = await self._invoke(target, "get_current_user_data", request.to_api(next_token))
+        return decode_current.user_page(out)
 
     async def _list(self, target: Target, op: str, key: str, next_token: str | None) -> tuple[list[Any], str | None]:
         kwargs: dict[str, Any] = {"InstanceId": target.instance_id, "MaxResults": 1000}

@@ -52,7 +52,7 @@ class Prepared:
 
     slice: CompletedSlice
     ref: SliceRef
-    records: list[tuple[Any, ...]]
+    records: list[Any]  # metric_values tuples, or AgentState records of an agents slice
     values: int
 
 
@@ -168,6 +168,7 @@ class PgStore:
         self._metric_sets: dict[StorageCodec, dict[Any, int]] = {}
         self._dims: dict[StorageCodec, dict[Any, int]] = {}
         self._partitions: set[date] = set()
+        self._live_partitions: set[tuple[str, date]] = set()  # (current_values | agent_snapshots, day)
         # this process's clock -> the database's (newest-collection-wins), measured now and then
         self._offset: timedelta | None = None
         self._offset_at = 0.0
@@ -331,6 +332,7 @@ class PgStore:
             days = {s.key.start.astimezone(UTC).date() for s in batch}
             log.warning("partition_gone", days=sorted(d.isoformat() for d in days & self._partitions))
             self._partitions -= days
+            self._live_partitions = {(t, d) for t, d in self._live_partitions if d not in days}
             return await self._write(batch, run_id)
 
     async def _write(self, batch: Sequence[CompletedSlice], run_id: int | None) -> WriteResult:
@@ -346,7 +348,9 @@ class PgStore:
                 await self.pause_in_write("fences_checked")
             stored = await self._stored(conn, prepared)
             prepared = _newest_wins(prepared, stored, offset)
-            await self._store_values(conn, prepared, fresh=not any(p.ref in stored for p in prepared))
+            history = [p for p in prepared if _kind(p.slice) == "interval"]
+            await self._store_values(conn, history, fresh=not any(p.ref in stored for p in history))
+            await self._store_live(conn, [p for p in prepared if _kind(p.slice) != "interval"])
             await self._record(conn, batch, prepared, fenced, run_id, offset)
         return WriteResult(sum(len(p.records) for p in prepared), sum(p.values for p in prepared), tuple(fenced))
 
@@ -354,7 +358,7 @@ class PgStore:
         """The ``metric_values`` records of each slice, with its key columns and count of values."""
         groups: dict[StorageCodec, set[Any]] = {}  # new dimension groups: one upsert per batch
         for s in batch:
-            if s.pages:
+            if s.pages and _kind(s) != "agents":
                 assert s.codec is not None, "a slice with pages names its codec"
                 groups.setdefault(s.codec, set()).update(d for _ms, rows in s.pages for d, _v in rows)
         known = {codec: await self.dims_ids(codec, dims) for codec, dims in groups.items()}
@@ -363,9 +367,12 @@ class PgStore:
             k = s.key
             ref: SliceRef = (await self.instance_ref(k.instance_id), k.start, k.seconds,
                              await self.profile_id(k.profile))
-            records: list[tuple[Any, ...]] = []
+            records: list[Any] = []
             values = 0
-            if s.pages and s.codec is not None:
+            if s.pages and _kind(s) == "agents":
+                records = [a for _set, rows in s.pages for a, _v in rows]  # AgentState records
+                values = len(records)
+            elif s.pages and s.codec is not None:
                 ids = known[s.codec]
                 for ms, rows in s.pages:
                     mid = await self.metric_set_id(s.codec, ms)
@@ -377,11 +384,69 @@ class PgStore:
 
     async def ensure_partitions(self, batch: Sequence[CompletedSlice]) -> None:
         """Create the day partitions the batch writes into (once per process and day)."""
-        days = {s.key.start.astimezone(UTC).date() for s in batch} - self._partitions
+        days = {s.key.start.astimezone(UTC).date() for s in batch if _kind(s) == "interval"} - self._partitions
         for day in sorted(days):
             with contextlib.suppress(asyncpg.DuplicateTableError):  # another writer made it just now
                 await self.pool.execute(q("ensure_partition"), day)
             self._partitions.add(day)
+        live = {(_LIVE_HISTORY[k], s.key.start.astimezone(UTC).date())
+                for s in batch if (k := _kind(s)) != "interval"} - self._live_partitions
+        for table, day in sorted(live):
+            with contextlib.suppress(asyncpg.DuplicateTableError):
+                await self.pool.execute(q("ensure_live_partition"), table, day)
+            self._live_partitions.add((table, day))
+
+    async def _store_live(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> None:
+        """Snapshots: their history rows (again from scratch where a retried write stored
+        them already), the latest snapshot of each (instance, profile) in place of the one
+        before (unless a newer one is stored), and agent state intervals."""
+        if not prepared:
+            return
+        cols = ([p.ref[0] for p in prepared], [p.ref[3] for p in prepared], [p.ref[1] for p in prepared])
+        await conn.execute(q("delete_live_slices"), *cols)
+        newer = {(r["instance_ref"], r["profile_id"]) for r in await conn.fetch(q("live_newer"), *cols)}
+        latest: dict[tuple[int, int], Prepared] = {}
+        for p in sorted(prepared, key=lambda p: p.ref[1]):
+            if (p.ref[0], p.ref[3]) not in newer:
+                latest[(p.ref[0], p.ref[3])] = p
+        current = [p for p in prepared if _kind(p.slice) == "current"]
+        agents = [p for p in prepared if _kind(p.slice) == "agents"]
+        if current:
+            rows = [(r[0], _taken(p), r[6], r[1], r[2], r[3], r[5], r[7]) for p in current for r in p.records]
+            if rows:
+                await conn.copy_records_to_table("current_values", records=rows, columns=_CURRENT_COLUMNS)
+            now = [p for p in latest.values() if _kind(p.slice) == "current"]
+            await conn.execute(q("clear_current_latest"), [p.ref[0] for p in now], [p.ref[3] for p in now])
+            rows = [(r[1], r[5], r[2], r[3], r[0], _taken(p), r[6], r[7]) for p in now for r in p.records]
+            if rows:
+                await conn.copy_records_to_table("current_latest", records=rows, columns=_LATEST_COLUMNS)
+        if agents:
+            await self._store_agents(conn, agents, [p for p in latest.values() if _kind(p.slice) == "agents"])
+
+    async def _store_agents(self, conn: asyncpg.Connection, prepared: Sequence[Prepared],
+                            latest: Sequence[Prepared]) -> None:
+        rows = [(p.ref[1], _taken(p), p.ref[0], p.ref[3], a.agent_id, a.status, a.status_since,
+                 a.routing_profile_id, a.hierarchy_group_id, a.next_status, a.contacts, a.slots)
+                for p in prepared for a in p.records]
+        if rows:
+            await conn.copy_records_to_table("agent_snapshots", records=rows, columns=_AGENT_SNAPSHOT_COLUMNS)
+        await conn.execute(q("clear_agent_latest"), [p.ref[0] for p in latest], [p.ref[3] for p in latest])
+        latest_rows = [(p.ref[0], p.ref[3], a.agent_id, a.status, a.status_arn, a.status_since, a.routing_profile_id,
+                 a.hierarchy_group_id, a.next_status, a.contacts, a.slots, p.ref[1], _taken(p))
+                       for p in latest for a in p.records]
+        if latest_rows:
+            await conn.copy_records_to_table("agent_latest", records=latest_rows, columns=_AGENT_LATEST_COLUMNS)
+        # State intervals follow the latest snapshot of each (instance, profile), oldest first.
+        for p in sorted(latest, key=lambda p: p.ref[1]):
+            iref, pid, snap = p.ref[0], p.ref[3], _taken(p)
+            seen = [a for a in p.records if a.status_since is not None]
+            if seen:
+                n = len(seen)
+                await conn.execute(q("close_superseded_states"), [iref] * n, [pid] * n,
+                                   [a.agent_id for a in seen], [a.status_since for a in seen])
+                await conn.execute(q("upsert_states"), [iref] * n, [pid] * n, [a.agent_id for a in seen],
+                                   [a.status_since for a in seen], [a.status for a in seen], [snap] * n)
+            await conn.execute(q("close_absent_states"), [iref], [pid], [snap])
 
     async def _clock_offset(self, conn: asyncpg.Connection) -> timedelta:
         """The database's clock minus this process's (the clock that stamps collections),
@@ -534,12 +599,19 @@ class PgStore:
     async def count_queued_runs(self) -> int:
         return int(await self.pool.fetchval(q("count_queued_runs")))
 
-    async def prune(self, cutoff: datetime) -> list[str]:
-        """Retention: drop the day partitions wholly before ``cutoff`` (no row deletes)."""
+    async def prune(self, cutoff: datetime | None, live_cutoff: datetime | None = None) -> list[str]:
+        """Retention: drop the day partitions wholly before ``cutoff`` (no row deletes), and
+        the real-time history's before ``live_cutoff``."""
+        dropped: list[str] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            dropped = [r["dropped"] for r in await conn.fetch(q("drop_partitions_before"), cutoff)]
-            await conn.execute(q("prune_bookkeeping"), cutoff)
+            if cutoff is not None:
+                dropped += [r["dropped"] for r in await conn.fetch(q("drop_partitions_before"), cutoff)]
+                await conn.execute(q("prune_bookkeeping"), cutoff)
+            if live_cutoff is not None:
+                dropped += [r["dropped"] for r in await conn.fetch(q("drop_live_partitions_before"), live_cutoff)]
+                await conn.execute(q("prune_live_bookkeeping"), live_cutoff)
         self._partitions = {d for d in self._partitions if f"metric_values_{d:%Y%m%d}" not in dropped}
+        self._live_partitions = {(t, d) for t, d in self._live_partitions if f"{t}_{d:%Y%m%d}" not in dropped}
         return dropped
 
     # -- leases (scale-out) -------------------------------------------------------------
@@ -676,6 +748,26 @@ async def _part_progress(
 
 _COLUMNS = ["slice_start", "instance_ref", "dims_id", "metric_set_id", "slice_seconds", "profile_id",
             "collected_at", "vals"]
+_CURRENT_COLUMNS = ["slice_start", "snapshot_at", "collected_at", "instance_ref", "dims_id", "metric_set_id",
+                    "profile_id", "vals"]
+_LATEST_COLUMNS = ["instance_ref", "profile_id", "dims_id", "metric_set_id", "slice_start", "snapshot_at",
+                   "collected_at", "vals"]
+_AGENT_SNAPSHOT_COLUMNS = ["slice_start", "snapshot_at", "instance_ref", "profile_id", "agent_id", "status",
+                           "status_since", "routing_profile_id", "hierarchy_group_id", "next_status", "contacts",
+                           "slots"]
+_AGENT_LATEST_COLUMNS = ["instance_ref", "profile_id", "agent_id", "status", "status_arn", "status_since",
+                         "routing_profile_id", "hierarchy_group_id", "next_status", "contacts", "slots",
+                         "slice_start", "snapshot_at"]
+_LIVE_HISTORY = {"current": "current_values", "agents": "agent_snapshots"}
+
+
+def _kind(s: CompletedSlice) -> str:
+    """Where the store keeps a slice (its codec's kind; a slice without one: metric_values)."""
+    return "interval" if s.codec is None else s.codec.kind
+
+
+def _taken(p: Prepared) -> datetime:
+    return p.slice.taken_at or p.slice.collected_at
 
 
 def _newest_wins(prepared: list[Prepared], stored: Mapping[SliceRef, datetime], offset: timedelta) -> list[Prepared]:

@@ -469,6 +469,67 @@ ON CONFLICT (instance_ref, group_id) DO UPDATE
 SET arn = EXCLUDED.arn, name = EXCLUDED.name, level = COALESCE(EXCLUDED.level, hierarchy_groups.level),
     seen_at = now();
 
+-- == real time (migration 030) ===========================================================
+
+-- name: ensure_live_partition
+SELECT collector_ensure_live_partition($1, $2::date);
+
+-- name: drop_live_partitions_before
+SELECT collector_drop_live_partitions_before($1) AS dropped;
+
+-- name: prune_live_bookkeeping
+-- The real-time profiles' collected slices, gaps and finished agent states older than the cutoff.
+WITH live AS (SELECT id FROM profiles WHERE api IN ('current', 'agents')),
+     s AS (DELETE FROM collected_slices WHERE profile_id IN (SELECT id FROM live)
+           AND slice_start + make_interval(secs => slice_seconds) <= $1),
+     g AS (DELETE FROM collection_gaps WHERE profile_id IN (SELECT id FROM live)
+           AND slice_start + make_interval(secs => slice_seconds) <= $1),
+     a AS (DELETE FROM agent_state_intervals WHERE ended_at <= $1)
+SELECT 1;
+
+-- name: delete_live_slices
+-- A snapshot written again (a write retried after its commit was not acknowledged): its old rows go.
+WITH c AS (DELETE FROM current_values v USING unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, s)
+           WHERE v.instance_ref = x.i AND v.profile_id = x.p AND v.slice_start = x.s),
+     a AS (DELETE FROM agent_snapshots v USING unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, s)
+           WHERE v.instance_ref = x.i AND v.profile_id = x.p AND v.slice_start = x.s)
+SELECT 1;
+
+-- name: live_newer
+-- (instance, profile) pairs whose latest snapshot is newer than the one being written.
+SELECT DISTINCT x.i AS instance_ref, x.p AS profile_id
+FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, s)
+WHERE EXISTS (SELECT 1 FROM current_latest l WHERE l.instance_ref = x.i AND l.profile_id = x.p AND l.slice_start > x.s)
+   OR EXISTS (SELECT 1 FROM agent_latest l WHERE l.instance_ref = x.i AND l.profile_id = x.p AND l.slice_start > x.s);
+
+-- name: clear_current_latest
+DELETE FROM current_latest l USING unnest($1::int[], $2::smallint[]) AS x(i, p)
+WHERE l.instance_ref = x.i AND l.profile_id = x.p;
+
+-- name: clear_agent_latest
+DELETE FROM agent_latest l USING unnest($1::int[], $2::smallint[]) AS x(i, p)
+WHERE l.instance_ref = x.i AND l.profile_id = x.p;
+
+-- name: close_superseded_states
+-- An agent whose status started after its open interval began: that interval ends there.
+UPDATE agent_state_intervals s SET ended_at = x.since
+FROM unnest($1::int[], $2::smallint[], $3::text[], $4::timestamptz[]) AS x(i, p, a, since)
+WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.agent_id = x.a AND s.ended_at IS NULL
+  AND s.started_at < x.since;
+
+-- name: upsert_states
+INSERT INTO agent_state_intervals AS s (instance_ref, profile_id, agent_id, started_at, status, last_seen_at)
+SELECT * FROM unnest($1::int[], $2::smallint[], $3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[])
+ON CONFLICT (instance_ref, profile_id, agent_id, started_at) DO UPDATE
+SET status = EXCLUDED.status, ended_at = NULL, last_seen_at = greatest(s.last_seen_at, EXCLUDED.last_seen_at)
+WHERE EXCLUDED.last_seen_at >= s.last_seen_at;
+
+-- name: close_absent_states
+-- Agents no longer in the snapshot (logged out, or out of the filter's scope): their state ends.
+UPDATE agent_state_intervals s SET ended_at = x.snap
+FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, snap)
+WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.ended_at IS NULL AND s.last_seen_at < x.snap;
+
 -- The live wallboard (GET /wallboard): the latest queue and agent snapshots from the
 -- real-time views, and today's figures per queue from the historical KPI views.
 

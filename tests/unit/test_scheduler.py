@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from collector.apis.v1.api import V1Api
-from collector.model import Series, SliceKey
+from collector.model import ScheduleOptions, Series, SliceKey
 from collector.ports import CompletedSlice, FetchUnit
-from collector.scheduler import ScheduleOptions, advance_frontiers, plan_round
+from collector.scheduler import advance_frontiers, plan_round
 from tests.fakes import InMemoryStore
 from tests.unit.helpers import COLL, target
 

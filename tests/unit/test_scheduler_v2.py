@@ -12,9 +12,9 @@ import pytest
 from collector.apis.v1.api import V1Api
 from collector.apis.v2.api import V2Api
 from collector.apis.v2.settings import V2ProfileSettings
-from collector.model import Series, SliceKey
+from collector.model import ScheduleOptions, Series, SliceKey
 from collector.ports import CompletedSlice, MetricApi
-from collector.scheduler import ScheduleOptions, advance_frontiers, plan_round
+from collector.scheduler import advance_frontiers, plan_round
 from tests.fakes import InMemoryStore
 from tests.unit.helpers import COLL, target
 

@@ -5,35 +5,17 @@ fetch unit per slice, 24 hours of history."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from collector.apis.v1 import catalog
 from collector.apis.v1.model import MetricDataRequest
 from collector.apis.v1.planner import batches, check_request, metric_chunks, slices
 from collector.apis.v1.settings import CollectionSettings
 from collector.apis.v1.unit import SliceWork
+from collector.calendar import UtcCalendar
 from collector.errors import PlanError
-from collector.model import ProfileInfo, SliceKey, Target
+from collector.model import ProfileInfo, ScheduleOptions, SliceKey, Target
 from collector.ports import FetchUnit
-
-
-@dataclass(frozen=True, slots=True)
-class UtcCalendar:
-    """Slices of a fixed length, on multiples of it since the epoch (UTC)."""
-
-    seconds: int
-
-    @property
-    def lengths(self) -> tuple[int, int]:
-        return (self.seconds, self.seconds)
-
-    def floor(self, t: datetime) -> datetime:
-        e = int(t.timestamp())
-        return datetime.fromtimestamp(e - e % self.seconds, UTC)
-
-    def next(self, boundary: datetime) -> datetime:
-        return datetime.fromtimestamp(int(boundary.timestamp()) + self.seconds, UTC)
 
 
 class V1Api:
@@ -55,6 +37,9 @@ class V1Api:
     @property
     def initial_backfill(self) -> int | None:
         return None
+
+    def schedule(self, opts: ScheduleOptions) -> ScheduleOptions:
+        return opts
 
     @property
     def needs(self) -> frozenset[str]:

@@ -23,6 +23,8 @@ _DIMENSION_NAMES = ("Queue", "Channel", "RoutingProfile", "AgentStatus", "Routin
 
 class V1Codec:
     """GetMetricData's keys in the registries (``dimension_sets.key``, ``metric_sets.signature``)."""
+    kind = "interval"  # stored in metric_values
+
 
     def dims_key(self, dims: Dims) -> str:
         return orjson.dumps(dims).decode()

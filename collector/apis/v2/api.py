@@ -32,7 +32,7 @@ from collector.apis.v2.settings import V2ProfileSettings
 from collector.apis.v2.unit import V2Window
 from collector.durations import parse_duration
 from collector.errors import PlanErrorV2
-from collector.model import ProfileInfo, SliceKey, Target
+from collector.model import ProfileInfo, ScheduleOptions, SliceKey, Target
 from collector.ports import FetchUnit
 
 log = structlog.get_logger("collector.v2")
@@ -106,6 +106,9 @@ class V2Api:
     def initial_backfill(self) -> int | None:
         b = self.settings.initial_backfill
         return None if b is None else parse_duration(b)
+
+    def schedule(self, opts: ScheduleOptions) -> ScheduleOptions:
+        return opts
 
     def check_range(self, start: datetime, end: datetime, now: datetime, margin: int) -> None:
         plan([], self.settings, start, end, now, {}, margin)

@@ -19,6 +19,8 @@ def _id(v: str | None) -> str | None:
 
 
 class V2Codec:
+    kind = "interval"  # stored in metric_values
+
     def dims_key(self, dims: DimsV2) -> str:
         return "v2:" + orjson.dumps(dims).decode()
 

@@ -1,0 +1,83 @@
+"""Prometheus gauges of the latest queue snapshot: contacts in queue, the oldest
+contact's age and agents by state, per instance, queue and channel, set as each snapshot
+is stored. A cap on the number of series (``[realtime] max_gauge_series``) keeps a large
+fleet from flooding Prometheus: series past it are not created (counted in
+``collector_live_series_dropped``, warned once); the tables keep everything."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from collector.apis.current.model import Dims, MetricSet
+
+log = structlog.get_logger("collector.live")
+
+LABELS = ["connect_instance", "profile", "queue", "channel"]
+IN_QUEUE = Gauge("collector_live_contacts_in_queue", "contacts waiting in queue (latest snapshot)", LABELS)
+OLDEST = Gauge("collector_live_oldest_contact_age_seconds",
+               "age of the oldest contact in queue (latest snapshot)", LABELS)
+AGENTS = Gauge("collector_live_agents", "agents by state (latest snapshot)", [*LABELS, "state"])
+DROPPED = Counter("collector_live_series_dropped", "live gauge series not created: over max_gauge_series")
+SNAPSHOT_AGE = Gauge("collector_live_snapshot_age_seconds",
+                     "seconds from the API's snapshot time to its write", ["connect_instance", "profile"])
+
+# metric -> (gauge, state label or None)
+_GAUGES: dict[str, tuple[Gauge, str | None]] = {
+    "CONTACTS_IN_QUEUE": (IN_QUEUE, None),
+    "OLDEST_CONTACT_AGE": (OLDEST, None),
+    "AGENTS_AVAILABLE": (AGENTS, "available"),
+    "AGENTS_ON_CONTACT": (AGENTS, "on_contact"),
+    "AGENTS_AFTER_CONTACT_WORK": (AGENTS, "after_contact_work"),
+    "AGENTS_ONLINE": (AGENTS, "online"),
+    "AGENTS_STAFFED": (AGENTS, "staffed"),
+    "AGENTS_NON_PRODUCTIVE": (AGENTS, "non_productive"),
+    "AGENTS_ERROR": (AGENTS, "error"),
+}
+
+Series = tuple[Gauge, tuple[str, ...]]
+
+
+class LiveGauges:
+    """The gauges' series, capped; each (instance, profile)'s series follow its latest snapshot
+    (a queue that no longer shows is removed)."""
+
+    def __init__(self, cap: int = 5000) -> None:
+        self.cap = cap
+        self._by_source: dict[tuple[str, str], set[Series]] = {}
+        self._count = 0
+        self._warned = False
+
+    def publish(self, instance: str, profile: str, metrics: MetricSet,
+                rows: Sequence[tuple[Dims, list[float | None]]]) -> None:
+        seen: set[Series] = set()
+        old = self._by_source.get((instance, profile), set())
+        for dims, values in rows:
+            base = (instance, profile, dims[0] or "", dims[1] or "")
+            for (name, _unit), v in zip(metrics, values, strict=True):
+                spec = _GAUGES.get(name)
+                if spec is None:
+                    continue
+                gauge, state = spec
+                labels: tuple[str, ...] = base if state is None else (*base, state)
+                series = (gauge, labels)
+                if series not in old and series not in seen and self._count >= self.cap:
+                    DROPPED.inc()
+                    if not self._warned:
+                        self._warned = True
+                        log.warning("live_gauge_cap_reached", cap=self.cap,
+                                    hint="raise [realtime] max_gauge_series, or group by fewer dimensions")
+                    continue
+                if series not in old and series not in seen:
+                    self._count += 1
+                seen.add(series)
+                gauge.labels(*labels).set(float("nan") if v is None else v)
+        for gauge, labels in old - seen:
+            gauge.remove(*labels)
+            self._count -= 1
+        self._by_source[(instance, profile)] = seen
+
+
+GAUGES = LiveGauges()
