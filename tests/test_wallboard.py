@@ -19,78 +19,52 @@ import orjson
 import uvicorn
 
 from collector import errors
-from collector.adapters.postgres import PgStore
+from collector.adapters.postgres import PgStore, migrate
+from collector.apis.current.codec import AGENTS, CURRENT
+from collector.apis.current.model import AgentState
 from collector.config import load_settings
 from collector.http_api import create_app
+from collector.model import ProfileInfo, QueueInfo, SliceKey
+from collector.ports import CompletedSlice
 from collector.runs import collect
 from collector.wiring import runtime
 from tests.conftest import StartSim, write_config
 from tests.helpers import utc_floor
 
-# Test-only stand-ins for the real-time tables and views (design: current_latest,
-# agent_latest, current_queue_now, agent_now), applied only where the schema lacks them.
-LIVE_FIXTURE = """
-CREATE TABLE current_latest (
-    instance_ref int, profile_id int, dims_id int, metric_set_id int, slice_start timestamptz,
-    snapshot_at timestamptz, collected_at timestamptz, vals float8[],
-    PRIMARY KEY (instance_ref, profile_id, dims_id, metric_set_id));
-CREATE TABLE agent_latest (
-    instance_ref int, profile_id int, agent_id text, status text, status_arn text, status_since timestamptz,
-    routing_profile_id text, hierarchy_group_id text, next_status text, contacts jsonb, slots jsonb,
-    snapshot_at timestamptz, collected_at timestamptz, PRIMARY KEY (instance_ref, profile_id, agent_id));
-CREATE TABLE current_queue_now (
-    instance_id text, instance_name text, profile text, queue_id text, queue_name text, channel text,
-    routing_profile_id text, routing_profile_name text, snapshot_at timestamptz,
-    contacts_in_queue float8, oldest_contact_age float8, agents_available float8, agents_on_contact float8,
-    agents_after_contact_work float8, agents_online float8, agents_staffed float8,
-    agents_non_productive float8, agents_error float8, agents_on_call float8, contacts_scheduled float8,
-    slots_active float8, slots_available float8, estimated_wait_time float8);
-CREATE TABLE agent_now (
-    instance_id text, instance_name text, profile text, agent_id text, agent_name text, status text,
-    status_since timestamptz, seconds_in_state float8, routing_profile_id text, routing_profile_name text,
-    hierarchy_group_id text, hierarchy_group_name text, contacts int, contact_states jsonb, next_status text,
-    snapshot_at timestamptz);
-"""
+LIVE_METRICS = (("CONTACTS_IN_QUEUE", "COUNT"), ("OLDEST_CONTACT_AGE", "SECONDS"), ("AGENTS_AVAILABLE", "COUNT"),
+                ("AGENTS_ON_CONTACT", "COUNT"), ("AGENTS_AFTER_CONTACT_WORK", "COUNT"))
+QueueNow = tuple[str, str, str | None, list[float | None]]  # instance, queue, channel, LIVE_METRICS values
 
 
-async def ensure_live_fixture(conn: asyncpg.Connection) -> None:
-    if await conn.fetchval("SELECT to_regclass('current_queue_now')") is None:
-        await conn.execute(LIVE_FIXTURE)
+def queue_now(instance_id: str, queue_id: str, channel: str | None = "VOICE", *, in_queue: float = 0,
+              oldest: float | None = 0, available: float = 0, on_contact: float = 0, acw: float = 0) -> QueueNow:
+    return (instance_id, queue_id, channel, [in_queue, oldest, available, on_contact, acw])
 
 
-def queue_row(instance_id: str, queue_id: str, *, name: str | None = None, channel: str | None = "VOICE",
-              in_queue: float = 0, oldest: float | None = 0, available: float = 0, on_contact: float = 0,
-              acw: float = 0) -> dict[str, Any]:
-    return {"instance_id": instance_id, "instance_name": f"inst {instance_id[:8]}", "profile": "queues_now",
-            "queue_id": queue_id, "queue_name": name or queue_id, "channel": channel,
-            "contacts_in_queue": in_queue, "oldest_contact_age": oldest, "agents_available": available,
-            "agents_on_contact": on_contact, "agents_after_contact_work": acw}
+def agent_now(agent_id: str, status: str, since: datetime, contacts: int = 0) -> AgentState:
+    calls = [{"id": f"c-{n}", "channel": "VOICE", "state": "CONNECTED"} for n in range(contacts)]
+    return AgentState(agent_id, status, None, since, None, None, None, orjson.dumps(calls).decode(), "{}")
 
 
-def agent_row(instance_id: str, agent_id: str, status: str, since: datetime, *, name: str | None = None,
-              contacts: int = 0) -> dict[str, Any]:
-    return {"instance_id": instance_id, "instance_name": f"inst {instance_id[:8]}", "profile": "agents_now",
-            "agent_id": agent_id, "agent_name": name or agent_id, "status": status, "status_since": since,
-            "routing_profile_name": "Basic", "contacts": contacts}
+async def register_live_profiles(store: PgStore) -> None:
+    await store.register_profile("queues_now", ProfileInfo("current", "15s", 15, None, "UTC"))
+    await store.register_profile("agents_now", ProfileInfo("agents", "15s", 15, None, "UTC"))
 
 
-async def land_snapshot(conn: asyncpg.Connection, at: datetime, queues: list[dict[str, Any]],
-                        agents: list[dict[str, Any]]) -> None:
-    """A snapshot lands: every live row is replaced, stamped ``at``."""
-    async with conn.transaction():
-        await conn.execute("DELETE FROM current_queue_now; DELETE FROM agent_now;"
-                           " DELETE FROM current_latest; DELETE FROM agent_latest")
-        for q in queues:
-            cols = [*q, "snapshot_at"]
-            await conn.execute(f"INSERT INTO current_queue_now ({', '.join(cols)}) VALUES"
-                               f" ({', '.join(f'${i + 1}' for i in range(len(cols)))})", *q.values(), at)
-        for a in agents:
-            cols = [*a, "snapshot_at"]
-            await conn.execute(f"INSERT INTO agent_now ({', '.join(cols)}) VALUES"
-                               f" ({', '.join(f'${i + 1}' for i in range(len(cols)))})", *a.values(), at)
-        await conn.execute("INSERT INTO current_latest VALUES (1, 1, 1, 1, $1, $1, clock_timestamp(), '{}')", at)
-        await conn.execute("INSERT INTO agent_latest (instance_ref, profile_id, agent_id, snapshot_at, collected_at)"
-                           " VALUES (1, 2, 'a', $1, clock_timestamp())", at)
+async def land_snapshot(store: PgStore, at: datetime, queues: list[QueueNow],
+                        agents: dict[str, list[AgentState]]) -> None:
+    """A snapshot lands through the store's own write (profiles queues_now and agents_now,
+    period [at, at + 15 s), taken at ``at``): per instance, the queue rows and the agents."""
+    slices = []
+    for iid in sorted({q[0] for q in queues}):
+        page = [((qid, ch, None, None, None, None, None), vals) for i, qid, ch, vals in queues if i == iid]
+        slices.append(CompletedSlice(SliceKey("queues_now", iid, at, at + timedelta(seconds=15)),
+                                     [(LIVE_METRICS, page)], at, None, CURRENT, taken_at=at))
+    for iid, states in agents.items():
+        slices.append(CompletedSlice(SliceKey("agents_now", iid, at, at + timedelta(seconds=15)),
+                                     [("agents", [(a, []) for a in states])] if states else [], at, None, AGENTS,
+                                     taken_at=at))
+    await store.write(slices, None)
 
 
 @contextlib.asynccontextmanager
@@ -195,34 +169,36 @@ async def test_the_store_joins_the_live_rows_with_todays_figures_from_the_histor
         assert isinstance(store, PgStore)
         conn = await asyncpg.connect(database_url)
         try:
-            await ensure_live_fixture(conn)
+            await register_live_profiles(store)
             assert await store.live_changed_at() is None
             empty = await store.wallboard()
             assert empty["queues"] == [] and empty["agents"] == [] and empty["agents_total"] == 0
             daily = await _today_daily(conn)
             queues = [dict(r) for r in await conn.fetch(
-                "SELECT i.instance_id, q.queue_id, q.name FROM queues q JOIN instances i ON i.ref = q.instance_ref"
-                " ORDER BY 1, 2")]
+                "SELECT i.instance_id, COALESCE(i.name, i.alias, i.instance_id) AS instance_name, q.queue_id, q.name"
+                " FROM queues q JOIN instances i ON i.ref = q.instance_ref")]
             assert queues
-            live = [queue_row(q["instance_id"], q["queue_id"], name=q["name"], channel=ch, in_queue=n)
+            live = [queue_now(q["instance_id"], q["queue_id"], ch, in_queue=n)
                     for n, q in enumerate(queues) for ch in ("VOICE", "CHAT", None)]
             at = datetime.now(UTC).replace(microsecond=0)
             since = at - timedelta(minutes=3)
-            await land_snapshot(conn, at, live, [agent_row(queues[0]["instance_id"], "ag-1", "Available", since,
-                                                           name="Ada"),
-                                                 agent_row(queues[0]["instance_id"], "ag-2", "Busy", since,
-                                                           name="Bo", contacts=1)])
+            iid = queues[0]["instance_id"]
+            await land_snapshot(store, at, live, {iid: [agent_now("ag-2", "Available", since, contacts=1),
+                                                        agent_now("ag-1", "Available", since)]})
             changed = await store.live_changed_at()
             assert changed is not None and changed >= at
             board = await store.wallboard()
         finally:
             await conn.close()
     assert board["changed_at"] == changed
-    order = sorted(live, key=lambda r: (r["instance_name"], r["instance_id"], r["queue_name"], r["queue_id"],
-                                        r["channel"] is not None, r["channel"] or ""))
+    names = {q["queue_id"]: (q["instance_name"], q["instance_id"], q["name"]) for q in queues}
+    order = sorted(live, key=lambda r: (*names[r[1]], r[1], r[2] is not None, r[2] or ""))
     assert [(q["queue_id"], q["channel"], q["contacts_in_queue"]) for q in board["queues"]] == \
-        [(r["queue_id"], r["channel"], r["contacts_in_queue"]) for r in order]
-    assert [a["agent_name"] for a in board["agents"]] == ["Ada", "Bo"] and board["agents_total"] == 2
+        [(r[1], r[2], r[3][0]) for r in order]
+    assert all(q["queue_name"] == names[q["queue_id"]][2] and q["snapshot_at"] == at for q in board["queues"])
+    assert [(a["agent_id"], a["contacts"], a["contact_states"]) for a in board["agents"]] == \
+        [("ag-1", 0, None), ("ag-2", 1, {"CONNECTED": 1})]
+    assert board["agents_total"] == 2
     assert board["agents"][0]["status_since"] == since
     if not daily:  # the first 20 minutes of a UTC day: nothing collected today yet
         assert all(q["today"] is None for q in board["queues"])
@@ -305,11 +281,11 @@ async def test_data_and_events_follow_the_snapshots_as_they_land(database_url: s
     assert pool is not None
     try:
         async with pool.acquire() as conn:
-            from collector.adapters.postgres import migrate
-
             await migrate(conn)
-            await ensure_live_fixture(conn)
         store = PgStore(pool)
+        await register_live_profiles(store)
+        await store.save_instance("i-1", "us-east-1", "111111111111", None, "east")
+        await store.save_queues("i-1", "us-east-1", "111111111111", [QueueInfo("q-1", "arn:q-1", "Sales")])
         looks = [0]
 
         async def changed_at() -> datetime | None:
@@ -317,9 +293,8 @@ async def test_data_and_events_follow_the_snapshots_as_they_land(database_url: s
             return await store.live_changed_at()
 
         t0 = datetime.now(UTC).replace(microsecond=0)
-        async with pool.acquire() as conn:
-            await land_snapshot(conn, t0, [queue_row("i-1", "q-1", name="Sales", in_queue=3, oldest=42)],
-                                [agent_row("i-1", "ag-1", "Available", t0 - timedelta(seconds=30))])
+        await land_snapshot(store, t0, [queue_now("i-1", "q-1", in_queue=3, oldest=42)],
+                            {"i-1": [agent_now("ag-1", "Available", t0 - timedelta(seconds=30))]})
         stop = anyio.Event()
         async with serving(wallboard_app(store.wallboard, changed_at, stop, poll=0.2), stop) as url, \
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
@@ -345,9 +320,8 @@ async def test_data_and_events_follow_the_snapshots_as_they_land(database_url: s
                 assert looks[0] - looks_before <= 7  # ~5 polls in a second for two streams and no more
 
                 t1 = t0 + timedelta(seconds=15)
-                async with pool.acquire() as conn:
-                    await land_snapshot(conn, t1, [queue_row("i-1", "q-1", name="Sales", in_queue=9, oldest=75)],
-                                        [agent_row("i-1", "ag-1", "Busy", t1, contacts=1)])
+                await land_snapshot(store, t1, [queue_now("i-1", "q-1", in_queue=9, oldest=75)],
+                                    {"i-1": [agent_now("ag-1", "Busy", t1, contacts=1)]})
                 for stream in (ea, eb):
                     frame = await stream.next_event("snapshot", 5)
                     new = orjson.loads(frame["data"])

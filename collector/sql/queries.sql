@@ -538,7 +538,7 @@ WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.ended_at IS NULL AND s.l
 -- (compared for inequality: a snapshot that removes rows changes it too). Both tables
 -- hold one row per dimension group or agent, so this reads a few thousand rows at most.
 SELECT greatest((SELECT max(collected_at) FROM current_latest), (SELECT max(snapshot_at) FROM current_latest),
-                (SELECT max(collected_at) FROM agent_latest), (SELECT max(snapshot_at) FROM agent_latest));
+                (SELECT max(snapshot_at) FROM agent_latest));
 
 -- name: wallboard_queues
 SELECT instance_id, instance_name, profile, queue_id, queue_name, channel,
