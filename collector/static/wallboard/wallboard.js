@@ -71,7 +71,7 @@
     var agents = el("div", "agents-row");
     agents.appendChild(figure("small available", num(q.agents_available), "available"));
     agents.appendChild(figure("small on-contact", num(q.agents_on_contact), "on contact"));
-    agents.appendChild(figure("small acw", num(q.agents_after_contact_work), "after contact work"));
+    agents.appendChild(figure("small acw", num(q.agents_after_contact_work), "ACW"));
     card.appendChild(agents);
     var t = q.today;
     var today = el("div", "today-row");
