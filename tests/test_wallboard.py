@@ -365,3 +365,24 @@ async def test_a_database_away_is_said_on_the_stream_and_answered_503() -> None:
         state["down"] = False
         again = await ev.next_event("snapshot")  # back: the snapshot again, though unchanged
         assert again["id"] == t.isoformat()
+
+
+def test_the_wheel_ships_every_wallboard_file(tmp_path: Path) -> None:
+    """The built wheel (what ``make wheel-check`` installs) holds the page and its assets."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".data", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(src)],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("connect_collector-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {f"collector/static/wallboard/{p.name}" for p in (root / "collector" / "static" / "wallboard").iterdir()}
+    assert wanted == {"collector/static/wallboard/index.html", "collector/static/wallboard/wallboard.js",
+                      "collector/static/wallboard/wallboard.css"}
+    assert wanted <= names, sorted(wanted - names)
