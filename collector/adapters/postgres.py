@@ -404,11 +404,10 @@ class PgStore:
             return
         cols = ([p.ref[0] for p in prepared], [p.ref[3] for p in prepared], [p.ref[1] for p in prepared])
         await conn.execute(q("delete_live_slices"), *cols)
-        newer = {(r["instance_ref"], r["profile_id"]) for r in await conn.fetch(q("live_newer"), *cols)}
-        latest: dict[tuple[int, int], Prepared] = {}
-        for p in sorted(prepared, key=lambda p: p.ref[1]):
-            if (p.ref[0], p.ref[3]) not in newer:
-                latest[(p.ref[0], p.ref[3])] = p
+        stale = {(r["instance_ref"], r["profile_id"], r["slice_start"])
+                 for r in await conn.fetch(q("live_newer"), *cols)}
+        fresh = sorted((p for p in prepared if (p.ref[0], p.ref[3], p.ref[1]) not in stale), key=lambda p: p.ref[1])
+        latest = {(p.ref[0], p.ref[3]): p for p in fresh}  # the newest of each (instance, profile)
         current = [p for p in prepared if _kind(p.slice) == "current"]
         agents = [p for p in prepared if _kind(p.slice) == "agents"]
         if current:
@@ -421,10 +420,11 @@ class PgStore:
             if rows:
                 await conn.copy_records_to_table("current_latest", records=rows, columns=_LATEST_COLUMNS)
         if agents:
-            await self._store_agents(conn, agents, [p for p in latest.values() if _kind(p.slice) == "agents"])
+            await self._store_agents(conn, agents, [p for p in latest.values() if _kind(p.slice) == "agents"],
+                                     [p for p in fresh if _kind(p.slice) == "agents"])
 
     async def _store_agents(self, conn: asyncpg.Connection, prepared: Sequence[Prepared],
-                            latest: Sequence[Prepared]) -> None:
+                            latest: Sequence[Prepared], fresh: Sequence[Prepared]) -> None:
         rows = [(p.ref[1], _taken(p), p.ref[0], p.ref[3], a.agent_id, a.status, a.status_since,
                  a.routing_profile_id, a.hierarchy_group_id, a.next_status, a.contacts, a.slots)
                 for p in prepared for a in p.records]
@@ -436,8 +436,8 @@ class PgStore:
                        for p in latest for a in p.records]
         if latest_rows:
             await conn.copy_records_to_table("agent_latest", records=latest_rows, columns=_AGENT_LATEST_COLUMNS)
-        # State intervals follow the latest snapshot of each (instance, profile), oldest first.
-        for p in sorted(latest, key=lambda p: p.ref[1]):
+        # State intervals follow every snapshot newer than the latest stored, oldest first.
+        for p in fresh:
             iref, pid, snap = p.ref[0], p.ref[3], _taken(p)
             seen = [a for a in p.records if a.status_since is not None]
             if seen:

@@ -496,8 +496,9 @@ WITH c AS (DELETE FROM current_values v USING unnest($1::int[], $2::smallint[], 
 SELECT 1;
 
 -- name: live_newer
--- (instance, profile) pairs whose latest snapshot is newer than the one being written.
-SELECT DISTINCT x.i AS instance_ref, x.p AS profile_id
+-- The snapshots being written that are older than the latest one stored of their
+-- (instance, profile): they go to the history only.
+SELECT x.i AS instance_ref, x.p AS profile_id, x.s AS slice_start
 FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, s)
 WHERE EXISTS (SELECT 1 FROM current_latest l WHERE l.instance_ref = x.i AND l.profile_id = x.p AND l.slice_start > x.s)
    OR EXISTS (SELECT 1 FROM agent_latest l WHERE l.instance_ref = x.i AND l.profile_id = x.p AND l.slice_start > x.s);

@@ -1,0 +1,116 @@
+"""Real-time snapshots on real Postgres: the latest per dimension group replaced by each
+snapshot (a late, older one never overwrites it), the history in day partitions with its
+own retention, a snapshot written twice stored once, agent state intervals from the API's
+status start times, and the views with names joined."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from collector.adapters.postgres import PgStore, connect_pool, migrate
+from collector.apis.current.codec import AGENTS, CURRENT
+from collector.apis.current.model import AgentState
+from collector.model import ProfileInfo, QueueInfo, SliceKey
+from collector.ports import CompletedSlice
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+METRICS = (("CONTACTS_IN_QUEUE", "COUNT"), ("OLDEST_CONTACT_AGE", "SECONDS"), ("AGENTS_AVAILABLE", "COUNT"))
+
+
+def _dims(q: str, ch: str = "VOICE") -> tuple[str | None, ...]:
+    return (q, ch, None, None, None, None, None)
+
+
+def _queues(at: datetime, rows: dict[str, list[float | None]], instance: str = "i-1") -> CompletedSlice:
+    key = SliceKey("now", instance, at, at + timedelta(seconds=15))
+    page = [(_dims(q), v) for q, v in rows.items()]
+    return CompletedSlice(key, [(METRICS, page)] if page else [], at + timedelta(seconds=1), None, CURRENT,
+                          taken_at=at + timedelta(seconds=0.5))
+
+
+def _agent(aid: str, status: str, since: datetime) -> AgentState:
+    return AgentState(aid, status, None, since, "rp-1", "g-1", None, "[]", "{}")
+
+
+def _agents(at: datetime, agents: list[AgentState]) -> CompletedSlice:
+    key = SliceKey("who", "i-1", at, at + timedelta(seconds=15))
+    return CompletedSlice(key, [("agents", [(a, []) for a in agents])] if agents else [], at + timedelta(seconds=1),
+                          None, AGENTS, taken_at=at + timedelta(seconds=1))
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[tuple[PgStore, asyncpg.Connection]]:
+    pool = await connect_pool(database_url, 2)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with pool.acquire() as c:
+            await migrate(c)
+        s = PgStore(pool)
+        await s.register_profile("now", ProfileInfo("current", "15s", 15, None, "UTC"))
+        await s.register_profile("who", ProfileInfo("agents", "15s", 15, None, "UTC"))
+        await s.save_instance("i-1", "us-east-1", "111111111111", None, "east")
+        await s.save_queues("i-1", "us-east-1", "111111111111", [QueueInfo("q-1", "arn:q-1", "Sales")])
+        yield s, conn
+    finally:
+        await conn.close()
+        await pool.close()
+
+
+async def test_now_is_the_latest_snapshot_and_history_keeps_every_one(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    s, conn = store
+    r1 = await s.write([_queues(T0, {"q-1": [3.0, 40.0, 2.0], "q-2": [1.0, 5.0, 0.0]})], None)
+    assert (r1.rows, r1.values) == (2, 6)
+    await s.write([_queues(T0 + timedelta(seconds=15), {"q-1": [4.0, 55.0, 1.0]})], None)
+    now = await conn.fetch("SELECT instance_name, queue_id, queue_name, channel, contacts_in_queue, "
+                           "oldest_contact_age, agents_available, agents_online, snapshot_at FROM current_queue_now")
+    assert [tuple(r) for r in now] == [
+        ("east", "q-1", "Sales", "VOICE", 4.0, 55.0, 1.0, None, T0 + timedelta(seconds=15.5))]  # q-2 left
+    hist = await conn.fetch("SELECT slice_start, queue_id, contacts_in_queue FROM current_queue_history "
+                            "ORDER BY 1, 2")
+    assert [tuple(r) for r in hist] == [(T0, "q-1", 3.0), (T0, "q-2", 1.0), (T0 + timedelta(seconds=15), "q-1", 4.0)]
+    # a late write of the older snapshot (a retry) changes neither now nor the history's count
+    await s.write([_queues(T0, {"q-1": [3.0, 40.0, 2.0], "q-2": [1.0, 5.0, 0.0]})], None)
+    assert await conn.fetchval("SELECT count(*) FROM current_queue_history") == 3
+    assert await conn.fetchval("SELECT contacts_in_queue FROM current_queue_now") == 4.0
+    assert await conn.fetchval("SELECT count(*) FROM collected_slices") == 2
+
+
+async def test_agent_states_become_exact_intervals(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    s, conn = store
+    avail, acw = T0 - timedelta(minutes=3), T0 + timedelta(seconds=20)
+    await s.write([_agents(T0, [_agent("a-1", "Available", avail), _agent("a-2", "Lunch", avail)])], None)
+    await s.write([_agents(T0 + timedelta(seconds=30), [_agent("a-1", "ACW", acw), _agent("a-2", "Lunch", avail)])],
+                  None)
+    await s.write([_agents(T0 + timedelta(seconds=45), [_agent("a-1", "ACW", acw)])], None)  # a-2 logged out
+    rows = await conn.fetch("SELECT agent_id, status, started_at, ended_at FROM agent_state_intervals_view "
+                            "ORDER BY 1, 3")
+    assert [tuple(r) for r in rows] == [
+        ("a-1", "Available", avail, acw),  # ended when the next status started, not when seen
+        ("a-1", "ACW", acw, None),
+        ("a-2", "Lunch", avail, T0 + timedelta(seconds=46)),  # gone at the first snapshot without it
+    ]
+    now = await conn.fetch("SELECT agent_id, status, status_since, contacts, snapshot_at FROM agent_now")
+    assert [tuple(r) for r in now] == [("a-1", "ACW", acw, 0, T0 + timedelta(seconds=46))]
+    assert await conn.fetchval("SELECT count(*) FROM agent_snapshots") == 5
+
+
+async def test_the_real_time_history_has_its_own_retention(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    s, conn = store
+    old, new = T0 - timedelta(days=8), T0
+    await s.write([_queues(old, {"q-1": [1.0, 1.0, 1.0]}), _queues(new, {"q-1": [2.0, 2.0, 2.0]})], None)
+    lunch = old + timedelta(seconds=10)
+    await s.write([_agents(old, [_agent("a-1", "Available", old)]),
+                   _agents(old + timedelta(seconds=15), [_agent("a-1", "Lunch", lunch)]),
+                   _agents(new, [_agent("a-1", "ACW", new)])], None)  # one batch: applied in order
+    dropped = await s.prune(None, T0 - timedelta(days=7))
+    assert sorted(dropped) == [f"agent_snapshots_{old:%Y%m%d}", f"current_values_{old:%Y%m%d}"]
+    assert await conn.fetchval("SELECT count(*) FROM current_values") == 1
+    assert await conn.fetchval("SELECT count(*) FROM collected_slices") == 2  # the two recent snapshots
+    assert await conn.fetchval("SELECT contacts_in_queue FROM current_queue_now") == 2.0
+    # the interval that ended 8 days ago is gone; the one that ended since and the open one stay
+    rows = await conn.fetch("SELECT status, ended_at FROM agent_state_intervals ORDER BY started_at")
+    assert [tuple(r) for r in rows] == [("Lunch", new), ("ACW", None)]
