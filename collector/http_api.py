@@ -259,7 +259,7 @@ def _sse(event: str, data: bytes, event_id: str | None = None) -> bytes:
 
 def _serve_wallboard(app: FastAPI, wallboard: Callable[[], Awaitable[dict[str, Any]]] | None,
                      changed_at: Callable[[], Awaitable[datetime | None]] | None, poll: float,
-                     stopping: Callable[[], bool]) -> None:
+                     stopping: anyio.Event | None) -> None:
     if wallboard is None or changed_at is None:
         return
     feed = LiveFeed(wallboard, changed_at, poll)
@@ -297,7 +297,7 @@ def _serve_wallboard(app: FastAPI, wallboard: Callable[[], Awaitable[dict[str, A
             sent_id, sent_error = last, None
             yield b"retry: 2000\n\n"
             quiet = time.monotonic()
-            while not stopping():  # the service is stopping: end the stream (the browser reconnects)
+            while stopping is None or not stopping.is_set():  # stopping: end (the browser reconnects)
                 event_id, payload, error = await feed.latest()
                 if error is not None:
                     if error != sent_error:
@@ -309,7 +309,8 @@ def _serve_wallboard(app: FastAPI, wallboard: Callable[[], Awaitable[dict[str, A
                 if time.monotonic() - quiet >= SSE_KEEPALIVE:
                     yield b": keep-alive\n\n"
                     quiet = time.monotonic()
-                await anyio.sleep(feed.poll)
+                with anyio.move_on_after(feed.poll):  # woken at once by the service's stop
+                    await (stopping.wait() if stopping is not None else anyio.sleep_forever())
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
@@ -328,13 +329,13 @@ def create_app(
     wallboard: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     live_changed_at: Callable[[], Awaitable[datetime | None]] | None = None,
     live_poll: float = LIVE_POLL,
-    stopping: Callable[[], bool] = lambda: False,
+    stopping: anyio.Event | None = None,
 ) -> FastAPI:
     """The API. ``submit`` queues a one-off run and returns its id, or raises
     :class:`errors.QueueFull` (answered 429 with Retry-After) when the queue is full.
     With ``wallboard`` and ``live_changed_at``: the live wallboard (``/wallboard``, its
     data and its server-sent events), read-only like every GET; an event stream ends
-    within ``live_poll`` seconds once ``stopping()`` is true."""
+    as soon as ``stopping`` is set (before the server stops, so no response is cut)."""
     if token is not None and not token.strip():
         raise errors.ConfigError("api.token is empty; set a token, or leave it out to turn authentication off")
     app = FastAPI(

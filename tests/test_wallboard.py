@@ -85,7 +85,7 @@ async def serving(app: Any, stop: anyio.Event | None = None) -> AsyncIterator[st
         finally:
             if stop is not None:
                 stop.set()
-                await anyio.sleep(0.5)
+                await anyio.sleep(0.1)
             server.should_exit = True
     sock.close()
 
@@ -99,7 +99,7 @@ def wallboard_app(wallboard: Callable[[], Awaitable[dict[str, Any]]],
                   token: str | None = None, poll: float = 0.2) -> Any:
     return create_app(token=token, validate=lambda _b: None, submit=_nothing, get_run=_nothing,
                       list_runs=_nothing, ready=_nothing, wallboard=wallboard, live_changed_at=changed_at,
-                      live_poll=poll, stopping=stop.is_set)
+                      live_poll=poll, stopping=stop)
 
 
 class Events:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +19,9 @@ import pytest
 
 from collector.adapters.postgres import PgStore, migrate
 from collector.model import QueueInfo
+from collector.simulator import FleetSpec, SimulatorConfig
+from tests.conftest import write_config
+from tests.procs import sql_value, wait_sql
 from tests.test_wallboard import (
     agent_now,
     land_snapshot,
@@ -139,3 +144,112 @@ async def test_the_wallboard_shows_the_latest_snapshot_and_follows_the_next(
                                   {"Sales": (7, True), "Support": (0, False)})
     finally:
         await pool.close()
+
+
+def _duration(seconds: float | None) -> str:
+    """The page's m:ss / h:mm:ss (wallboard.js duration)."""
+    if seconds is None:
+        return "\u2013"
+    s = max(0, int(seconds))
+    h, m, r = s // 3600, (s % 3600) // 60, s % 60
+    return (f"{h}:{m:02d}" if h else f"{m}") + f":{r:02d}"
+
+
+_LIVE = """
+[scheduler]
+initial_backfill = "1h"
+revisits = []
+
+[[profiles]]
+name = "queues_now"
+api = "current"
+every = "5s"
+groupings = ["QUEUE", "CHANNEL"]
+
+[[profiles]]
+name = "agents_now"
+api = "agents"
+every = "5s"
+"""
+
+
+async def _cards(page: Any) -> list[dict[str, str]]:
+    cards: list[dict[str, str]] = await page.eval_on_selector_all("#queues .queue", """cards => cards.map(c => ({
+        queue_id: c.dataset.queueId, channel: c.dataset.channel, snapshot_at: c.dataset.snapshotAt,
+        name: c.querySelector('.name').textContent,
+        in_queue: c.querySelector('.in-queue .value').textContent,
+        oldest: c.querySelector('.oldest .value').textContent,
+        handled: c.querySelector('.handled .value').textContent,
+        source: c.querySelector('.source').textContent}))""")
+    return cards
+
+
+async def _shows_the_stored_snapshot(page: Any, database_url: str) -> str:
+    """Every card is the stored snapshot it names (current_queue_history at its instant);
+    returns the page's snapshot id."""
+    cards = await _cards(page)
+    assert cards
+    conn = await asyncpg.connect(database_url)
+    try:
+        for c in cards:
+            at = datetime.fromisoformat(c["snapshot_at"])
+            row = await conn.fetchrow(
+                "SELECT queue_name, contacts_in_queue, oldest_contact_age FROM current_queue_history"
+                " WHERE queue_id = $1 AND channel IS NOT DISTINCT FROM $2 AND snapshot_at = $3",
+                c["queue_id"], c["channel"] or None, at)
+            assert row is not None, c
+            assert (c["name"], c["in_queue"], c["oldest"]) == (
+                row["queue_name"], f"{round(row['contacts_in_queue']):,}", _duration(row["oldest_contact_age"])), c
+        shown = await conn.fetchval("SELECT count(*) FROM current_queue_now")
+        assert len(cards) == shown
+    finally:
+        await conn.close()
+    snapshot_id: str = await page.evaluate("() => document.body.dataset.snapshotId")
+    return snapshot_id
+
+
+async def test_a_real_serve_against_the_simulator_drives_the_wallboard(
+    browser: Any, start_sim: Any, database_url: str, serve_procs: Any, tmp_path: Path
+) -> None:
+    """``collector serve`` with live profiles (every 5 s) and the historical default one,
+    against the simulator: the page shows the simulator's queues as stored, with today's
+    figures from the historical profile, and follows the next snapshots in place."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=3), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, extra=_LIVE)
+    p = serve_procs(cfg)
+    await p.wait_status("/wallboard/data", 200, 60)
+    await wait_sql(database_url, "SELECT count(*) FROM current_latest", lambda n: n > 0, 60)
+    await wait_sql(database_url, "SELECT count(*) FROM agent_latest", lambda n: n > 0, 60)
+
+    page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+    watch = PageWatch(page)
+    await page.goto(p.url + "/wallboard")
+    await page.wait_for_function("() => document.getElementById('status').textContent === 'live'", timeout=15_000)
+    await page.wait_for_function("() => document.querySelectorAll('#queues .queue').length > 0", timeout=15_000)
+    await page.evaluate("() => { window.__same_page = true; }")
+    first = await _shows_the_stored_snapshot(page, database_url)
+    names = {c["name"] for c in await _cards(page)}
+    simulated = {name for inst in h.sim.fleet.instances.values() for name in inst.queues.values()}
+    assert names and names <= simulated, (names, simulated)
+    assert await page.eval_on_selector_all("#agents tbody tr", "rows => rows.length") == \
+        await sql_value(database_url, "SELECT count(DISTINCT agent_id) FROM agent_latest")
+
+    # the next snapshots land (5 s period): the page follows, in place
+    await page.wait_for_function("id => document.body.dataset.snapshotId !== id", arg=first, timeout=20_000)
+    second = await _shows_the_stored_snapshot(page, database_url)
+    assert second != first and await page.evaluate("() => window.__same_page === true")
+    today = await sql_value(database_url, "SELECT count(*) FROM kpi_queue_daily"
+                                          " WHERE local_date = (now() AT TIME ZONE time_zone)::date")
+    if today:  # the historical backfill reached today: its figures and their profile are shown
+        assert all("today from profile default" in c["source"] and c["handled"] != "\u2013"
+                   for c in await _cards(page))
+        assert "historical profile default" in await page.text_content("#sources")
+    await page.screenshot(path=os.environ.get("COLLECTOR_WALLBOARD_SCREENSHOT", "/tmp/wallboard-serve.png"))
+    assert watch.errors == []
+    assert all(r.startswith(p.url + "/") for r in watch.requests), watch.requests
+
+    # the service stops promptly and cleanly with the page still open
+    with anyio.fail_after(30):
+        assert await p.stop(signal.SIGTERM) == 0
+    assert "Exception in ASGI application" not in p.output()
+    await page.close()

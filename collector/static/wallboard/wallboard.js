@@ -57,10 +57,11 @@
     card.dataset.key = queueKey(q);
     card.dataset.queueId = q.queue_id || "";
     card.dataset.channel = q.channel || "";
+    card.dataset.snapshotAt = q.snapshot_at || "";
     var alert = q.oldest_contact_age !== null && q.oldest_contact_age > OLDEST_ALERT;
     if (alert) { card.classList.add("alert"); }
     card.appendChild(el("div", "name", q.queue_name || q.queue_id || q.routing_profile_name || "(all queues)"));
-    var sub = [q.instance_name, q.channel, q.routing_profile_name].filter(Boolean).join(" \u00b7 ");
+    var sub = [q.channel, q.routing_profile_name, q.instance_name].filter(Boolean).join(" \u00b7 ");
     card.appendChild(el("div", "sub", sub));
     var big = el("div", "big");
     big.appendChild(figure("in-queue", num(q.contacts_in_queue), "in queue"));
