@@ -35,6 +35,17 @@ SHARDS_UNSERVED = Gauge(
 LEASES_HELD = Gauge("collector_leases_held", "(account, Region) shards this replica holds")
 TAKEOVERS = Counter("collector_lease_takeovers", "shards claimed from a replica that had not released them")
 FENCED = Counter("collector_fenced_batches", "batches refused because their lease had been lost")
+# real time: the latest queue snapshot (see collector.apis.current.gauges), and when each
+# (instance, profile)'s latest snapshot was taken
+LIVE_LABELS = ["connect_instance", "profile", "queue", "channel"]
+LIVE_IN_QUEUE = Gauge("collector_live_contacts_in_queue", "contacts waiting in queue (latest snapshot)", LIVE_LABELS)
+LIVE_OLDEST = Gauge("collector_live_oldest_contact_age_seconds",
+                    "age of the oldest contact in queue (latest snapshot)", LIVE_LABELS)
+LIVE_AGENTS = Gauge("collector_live_agents", "agents by state (latest snapshot)", [*LIVE_LABELS, "state"])
+LIVE_DROPPED = Counter("collector_live_series_dropped", "live gauge series not created: over max_gauge_series")
+LIVE_SNAPSHOT_AT = Gauge("collector_live_snapshot_timestamp_seconds",
+                         "when the latest stored snapshot was taken (the API's snapshot time, Unix seconds)",
+                         ["connect_instance", "profile"])
 
 
 class Meter:

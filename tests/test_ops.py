@@ -185,6 +185,10 @@ ACTION_RESOURCES: dict[str, list[str]] = {
     # the instance (ResourceArn) and every resource type it filters or groups by
     "connect:GetMetricDataV2": [_ARN, f"{_ARN}/queue/q-1", f"{_ARN}/agent/u-1",
                                 f"{_ARN}/routing-profile/rp-1", f"{_ARN}/agent-group/g-1"],
+    # real time: the instance and the queues / routing profiles (agents, hierarchy groups) filtered on
+    "connect:GetCurrentMetricData": [_ARN, f"{_ARN}/queue/q-1", f"{_ARN}/routing-profile/rp-1"],
+    "connect:GetCurrentUserData": [_ARN, f"{_ARN}/queue/q-1", f"{_ARN}/agent/u-1", f"{_ARN}/routing-profile/rp-1",
+                                   f"{_ARN}/agent-group/g-1"],
     "connect:ListQueues": [f"{_ARN}/queue/*"],
     "connect:ListInstances": ["*"],
     "connect:ListUsers": [_ARN],
@@ -262,7 +266,8 @@ def test_iam_policy_allows_every_connect_call_the_code_makes() -> None:
     called = connect_operations_the_code_calls()
     # a floor, so a scan that silently finds nothing cannot pass
     assert {"connect:GetMetricData", "connect:GetMetricDataV2", "connect:ListQueues",
-            "connect:ListInstances", "connect:SearchUsers"} <= called
+            "connect:ListInstances", "connect:SearchUsers", "connect:GetCurrentMetricData",
+            "connect:GetCurrentUserData"} <= called
     unknown = called - ACTION_RESOURCES.keys()
     assert not unknown, f"the code calls {sorted(unknown)}: add their resource types here and to the policy"
     needed = called | {d for a in called for d in DEPENDENT_ACTIONS.get(a, set())}

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from collector.apis.v1 import catalog
+from collector.simulator import realtime as simrt
 from collector.simulator import v2 as simv2
 from collector.simulator.fleet import _METRIC_SALT as METRIC_SALTS
 from collector.simulator.fleet import _UNIT as METRIC_UNITS
@@ -51,6 +52,10 @@ class SimulatorConfig:
     metric_data_v2_burst: int = 10
     list_v2_rate: float = 10.0  # ListUsers, ListRoutingProfiles, ListUserHierarchyGroups (each)
     list_v2_burst: int = 10
+    current_metric_data_rate: float = 5.0  # GetCurrentMetricData per (account, Region)
+    current_metric_data_burst: int = 8
+    current_user_data_rate: float = 5.0  # GetCurrentUserData per (account, Region)
+    current_user_data_burst: int = 8
 
 
 class ApiFault(Exception):
@@ -139,6 +144,8 @@ class Simulator:
         self.queues_asked: list[tuple[float, frozenset[str]]] = []  # (when, Queues filter) per page
         self.v2 = simv2.MetricDataV2(self.fleet.instances, self.config.fleet.agents_per_instance,
                                      self.config.fleet.seed)
+        self.realtime = simrt.Realtime(self.v2)
+        self.rt_tokens = simrt.Tokens(lambda: self.now())
 
     # -- quotas ------------------------------------------------------------------
     def _bucket(self, account: str, region: str, op: str) -> TokenBucket:
@@ -155,6 +162,8 @@ class Simulator:
                 "SearchUsers": (c.list_v2_rate, c.list_v2_burst),
                 "ListRoutingProfiles": (c.list_v2_rate, c.list_v2_burst),
                 "ListUserHierarchyGroups": (c.list_v2_rate, c.list_v2_burst),
+                "GetCurrentMetricData": (c.current_metric_data_rate, c.current_metric_data_burst),
+                "GetCurrentUserData": (c.current_user_data_rate, c.current_user_data_burst),
             }[op]
             b = self._buckets[key] = TokenBucket(rate, burst, self.monotonic)
         return b
@@ -509,6 +518,8 @@ class Simulator:
         app.router.add_post("/search-users", self._h_search_users)
         app.router.add_get("/routing-profiles-summary/{instance_id}", self._h_list_v2)
         app.router.add_get("/user-hierarchy-groups-summary/{instance_id}", self._h_list_v2)
+        app.router.add_post("/metrics/current/{instance_id}", self._h_current)
+        app.router.add_post("/metrics/userdata/{instance_id}", self._h_current)
         app.router.add_get("/_sim/stats", self._h_stats)
         app.router.add_post("/_sim/stats/reset", self._h_stats_reset)
         return app
@@ -681,6 +692,47 @@ class Simulator:
 
         return await self._respond(op, run)
 
+    async def _h_current(self, request: web.Request) -> web.Response:
+        """GetCurrentMetricData and GetCurrentUserData (collector.simulator.realtime)."""
+        raw = await request.read()
+        iid = request.match_info["instance_id"]
+        op = "GetCurrentUserData" if request.path.startswith("/metrics/userdata/") else "GetCurrentMetricData"
+
+        def run() -> dict[str, Any]:
+            akid, region = self._caller(request)
+            inst = self.fleet.instances.get(iid)
+            self._check_caller(akid, inst)
+            account = inst.account if inst else self.account_for_key(akid)
+            self._gate(op, account, region)
+            inst = self._instance(iid, region)
+            try:
+                body = orjson.loads(raw or b"{}")
+            except orjson.JSONDecodeError:
+                raise ApiFault(400, "SerializationException", "The request body is not JSON") from None
+            try:
+                return self.realtime_page(op, inst, body)
+            except simv2.V2Fault as f:
+                raise ApiFault(f.status, f.code, f.message) from None
+
+        return await self._respond(op, run)
+
+    def realtime_page(self, op: str, inst: Instance, body: Any) -> dict[str, Any]:
+        """One page of GetCurrentMetricData or GetCurrentUserData, at the snapshot its
+        NextToken carries (the first page: now)."""
+        req = simrt.validate_current(body) if op == "GetCurrentMetricData" else simrt.validate_user(body)
+        snapshot, offset = round(self.now(), 3), 0
+        if body.get("NextToken") is not None:
+            snapshot, offset = self.rt_tokens.read(op, inst.id, body)
+
+        def token(o: int) -> str:
+            return self.rt_tokens.make(op, inst.id, body, snapshot, o)
+
+        if isinstance(req, simrt.CurrentRequest):
+            items = simrt.metric_results(inst, self.v2.world(inst), req, snapshot, self.realtime)
+            return simrt.page_out(items, "MetricResults", offset, req.max_results, snapshot, token)
+        users = simrt.user_data(inst, self.realtime.agents_now(inst, snapshot), req)
+        return simrt.page_out(users, "UserDataList", offset, req.max_results, None, token)
+
     async def _h_stats_reset(self, request: web.Request) -> web.Response:
         """Start the counters afresh (the bench measures a second, warmed-up run)."""
         self.stats = Stats()
@@ -704,6 +756,56 @@ class Simulator:
         return self.results(
             inst, int(start.timestamp()), int(end.timestamp()), groupings, filters, wanted, provisional
         )
+
+    def expected_current(
+        self,
+        instance_id: str,
+        snapshot_time: float,
+        groupings: list[str],
+        filters: dict[str, list[str]],
+        metrics: list[str],
+    ) -> list[tuple[dict[str, str], dict[str, float]]]:
+        """What GetCurrentMetricData serves at ``snapshot_time`` (its DataSnapshotTime):
+        (grouping -> id or channel, metric -> value) per group, in the order served.
+        OLDEST_CONTACT_AGE is in seconds here, grouped or not (the wire sends milliseconds
+        when not grouped)."""
+        inst = self.fleet.instances[instance_id]
+        body = {"Filters": filters, "Groupings": groupings,
+                "CurrentMetrics": [{"Name": m, "Unit": simrt.METRICS[m]} for m in metrics]}
+        req = simrt.validate_current(body)
+        w = self.v2.world(inst)
+        alive = self.realtime.contacts_between(inst, snapshot_time, snapshot_time + 1e-9)
+        agents = self.realtime.agents_now(inst, snapshot_time)
+        return [(key, simrt.current_values(inst, w, req, key, snapshot_time, alive, agents))
+                for key, _dims in simrt.current_groups(inst, w, req)]
+
+    def expected_user_data(
+        self, instance_id: str, snapshot_time: float, filters: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The UserDataList GetCurrentUserData serves at ``snapshot_time`` (every page's
+        entries, in order; timestamps as epoch seconds)."""
+        inst = self.fleet.instances[instance_id]
+        req = simrt.validate_user({"Filters": filters})
+        return simrt.user_data(inst, self.realtime.agents_now(inst, snapshot_time), req)
+
+    def agent_status_intervals(
+        self, instance_id: str, start: float, end: float
+    ) -> list[tuple[str, str, int, int]]:
+        """(agent id, StatusName, from, to) of every status interval overlapping [start, end),
+        whole (not clipped): what StatusName and StatusStartTimestamp say at each instant."""
+        return self.realtime.status_intervals(self.fleet.instances[instance_id], start, end)
+
+    def agent_activity_intervals(
+        self, instance_id: str, start: int, end: int
+    ) -> list[tuple[str, str, int, int]]:
+        """(agent id, activity, from, to) clipped to [start, end): OFFLINE, NPT, ON_CONTACT,
+        ACW or AVAILABLE, the states AGENTS_* count."""
+        return self.realtime.activity_intervals(self.fleet.instances[instance_id], start, end)
+
+    def contacts_in_queue(self, instance_id: str, t: float) -> list[simrt.Contact]:
+        """The stream's contacts waiting in a queue at t."""
+        inst = self.fleet.instances[instance_id]
+        return [c for c in self.realtime.contacts_between(inst, t, t + 1e-9) if c.in_queue(t)]
 
 
 @contextlib.asynccontextmanager

@@ -2,27 +2,25 @@
 contact's age and agents by state, per instance, queue and channel, set as each snapshot
 is stored. A cap on the number of series (``[realtime] max_gauge_series``) keeps a large
 fleet from flooding Prometheus: series past it are not created (counted in
-``collector_live_series_dropped``, warned once); the tables keep everything."""
+``collector_live_series_dropped``, warned once); the tables keep everything. The gauges
+themselves are defined with the others in :mod:`collector.observability`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from collector.apis.current.model import Dims, MetricSet
+from collector.observability import LIVE_AGENTS as AGENTS
+from collector.observability import LIVE_DROPPED as DROPPED
+from collector.observability import LIVE_IN_QUEUE as IN_QUEUE
+from collector.observability import LIVE_OLDEST as OLDEST
+from collector.observability import LIVE_SNAPSHOT_AT
 
 log = structlog.get_logger("collector.live")
-
-LABELS = ["connect_instance", "profile", "queue", "channel"]
-IN_QUEUE = Gauge("collector_live_contacts_in_queue", "contacts waiting in queue (latest snapshot)", LABELS)
-OLDEST = Gauge("collector_live_oldest_contact_age_seconds",
-               "age of the oldest contact in queue (latest snapshot)", LABELS)
-AGENTS = Gauge("collector_live_agents", "agents by state (latest snapshot)", [*LABELS, "state"])
-DROPPED = Counter("collector_live_series_dropped", "live gauge series not created: over max_gauge_series")
-SNAPSHOT_AGE = Gauge("collector_live_snapshot_age_seconds",
-                     "seconds from the API's snapshot time to its write", ["connect_instance", "profile"])
 
 # metric -> (gauge, state label or None)
 _GAUGES: dict[str, tuple[Gauge, str | None]] = {
@@ -50,8 +48,13 @@ class LiveGauges:
         self._count = 0
         self._warned = False
 
+    def taken(self, instance: str, profile: str, at: datetime) -> None:
+        """The latest stored snapshot of (instance, profile) was taken ``at``."""
+        LIVE_SNAPSHOT_AT.labels(instance, profile).set(at.timestamp())
+
     def publish(self, instance: str, profile: str, metrics: MetricSet,
-                rows: Sequence[tuple[Dims, list[float | None]]]) -> None:
+                rows: Sequence[tuple[Dims, list[float | None]]], at: datetime) -> None:
+        self.taken(instance, profile, at)
         seen: set[Series] = set()
         old = self._by_source.get((instance, profile), set())
         for dims, values in rows:

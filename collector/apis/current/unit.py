@@ -62,7 +62,7 @@ class QueueSnapshot:
         times = [p.snapshot_at for p in pages if p.snapshot_at is not None]
         taken = min(times) if times else collected_at
         merged = list(rows.items())
-        publish = partial(GAUGES.publish, self.key.instance_id, self.key.profile, metrics, merged)
+        publish = partial(GAUGES.publish, self.key.instance_id, self.key.profile, metrics, merged, taken)
         return [CompletedSlice(self.key, [(metrics, merged)] if merged else [], collected_at, fence,
                                CURRENT, taken_at=taken, on_stored=publish)]
 
@@ -99,4 +99,5 @@ class AgentSnapshot:
                 agents.setdefault(a.agent_id, a)  # an agent in two queues' batches is one agent
         rows: list[tuple[AgentState, list[float | None]]] = [(a, []) for a in agents.values()]
         return [CompletedSlice(self.key, [("agents", rows)] if rows else [], collected_at, fence,
-                               AGENTS, taken_at=collected_at)]
+                               AGENTS, taken_at=collected_at,
+                               on_stored=partial(GAUGES.taken, self.key.instance_id, self.key.profile, collected_at))]
