@@ -253,3 +253,20 @@ async def test_a_real_serve_against_the_simulator_drives_the_wallboard(
         assert await p.stop(signal.SIGTERM) == 0
     assert "Exception in ASGI application" not in p.output()
     await page.close()
+
+
+def test_make_test_installs_what_the_browser_test_needs(tmp_path: Path) -> None:
+    """``make test``: Playwright from the dev extras, Debian's chromium when missing (dry run)."""
+    import subprocess
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    dev = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert any(d.startswith("playwright") for d in dev)
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make on this machine")
+    out = subprocess.run([make, "-n", "--no-print-directory", "-C", str(root), f"VENV={tmp_path / 'venv'}", "test"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "-e '.[dev]'" in out
+    assert "command -v chromium" in out and "apt-get install -y -q --no-install-recommends chromium" in out
