@@ -243,6 +243,7 @@ class LiveFeed:
             stamp = await self.changed_at()
             if self._payload is None or stamp != self._stamp:
                 data = await self.wallboard()
+                stamp = data.get("changed_at", stamp)  # read with the data: a later change is seen next
                 self._id = stamp.isoformat() if stamp is not None else "none"
                 self._payload = orjson.dumps({**data, "id": self._id}, option=orjson.OPT_NAIVE_UTC)
                 self._stamp = stamp

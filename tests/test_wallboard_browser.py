@@ -64,6 +64,17 @@ class PageWatch:
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
 
 
+async def until(page: Any, watch: PageWatch, js: str, arg: Any = None, ms: float = 15_000) -> None:
+    """``page.wait_for_function``; on a timeout, the page's text and errors say what it showed."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        await page.wait_for_function(js, arg=arg, timeout=ms)
+    except PlaywrightTimeout:
+        text = await page.evaluate("() => document.body.innerText")
+        raise AssertionError(f"not within {ms / 1000:.0f} s: {js}\nerrors: {watch.errors}\npage:\n{text}") from None
+
+
 async def _texts(page: Any, selector: str) -> list[str]:
     texts: list[str] = await page.eval_on_selector_all(selector, "els => els.map(e => e.textContent.trim())")
     return texts
@@ -76,10 +87,8 @@ async def check_wallboard(browser: Any, url: str, first: dict[str, Any], land_ne
     page = await browser.new_page(viewport={"width": 1600, "height": 1000})
     watch = PageWatch(page)
     await page.goto(url + "/wallboard")
-    await page.wait_for_function(
-        "n => document.querySelectorAll('#queues .queue').length === n", arg=len(first), timeout=15_000)
-    await page.wait_for_function("() => document.getElementById('status').textContent === 'live'",
-                                 timeout=15_000)
+    await until(page, watch, "n => document.querySelectorAll('#queues .queue').length === n", arg=len(first))
+    await until(page, watch, "() => document.getElementById('status').textContent === 'live'")
     await _expect_queues(page, first)
     await page.evaluate("() => { window.__same_page = true; }")
     in_state = await _texts(page, "#agents td.in-state")
@@ -89,9 +98,9 @@ async def check_wallboard(browser: Any, url: str, first: dict[str, Any], land_ne
     before = await page.evaluate("() => document.body.dataset.snapshotId")
 
     await land_next()
-    await page.wait_for_function("id => document.body.dataset.snapshotId !== id", arg=before, timeout=20_000)
-    await page.wait_for_function(
-        "n => document.querySelectorAll('#queues .queue').length === n", arg=len(second), timeout=5_000)
+    await until(page, watch, "id => document.body.dataset.snapshotId !== id", arg=before, ms=20_000)
+    await until(page, watch, "n => document.querySelectorAll('#queues .queue').length === n", arg=len(second),
+                ms=5_000)
     await _expect_queues(page, second)
     assert await page.evaluate("() => window.__same_page === true")  # updated in place, not reloaded
     await page.screenshot(path=os.environ.get("COLLECTOR_WALLBOARD_SCREENSHOT", "/tmp/wallboard.png"))
@@ -217,6 +226,9 @@ async def test_a_real_serve_against_the_simulator_drives_the_wallboard(
     h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=3), throttle=False))
     cfg = write_config(tmp_path / "c.toml", database_url, h.sim, extra=_LIVE)
     p = serve_procs(cfg)
+    # the historical backfill first (1 h of 15-minute slices): the store reuses today's figures 30 s
+    await wait_sql(database_url, "SELECT count(*) FROM collected_slices c JOIN profiles p ON p.id = c.profile_id"
+                                 " WHERE p.name = 'default'", lambda n: n >= 4, 90)
     await p.wait_status("/wallboard/data", 200, 60)
     await wait_sql(database_url, "SELECT count(*) FROM current_latest", lambda n: n > 0, 60)
     await wait_sql(database_url, "SELECT count(*) FROM agent_latest", lambda n: n > 0, 60)
@@ -224,8 +236,8 @@ async def test_a_real_serve_against_the_simulator_drives_the_wallboard(
     page = await browser.new_page(viewport={"width": 1600, "height": 1000})
     watch = PageWatch(page)
     await page.goto(p.url + "/wallboard")
-    await page.wait_for_function("() => document.getElementById('status').textContent === 'live'", timeout=15_000)
-    await page.wait_for_function("() => document.querySelectorAll('#queues .queue').length > 0", timeout=15_000)
+    await until(page, watch, "() => document.getElementById('status').textContent === 'live'", ms=15_000)
+    await until(page, watch, "() => document.querySelectorAll('#queues .queue').length > 0", ms=15_000)
     await page.evaluate("() => { window.__same_page = true; }")
     first = await _shows_the_stored_snapshot(page, database_url)
     names = {c["name"] for c in await _cards(page)}
@@ -235,7 +247,7 @@ async def test_a_real_serve_against_the_simulator_drives_the_wallboard(
         await sql_value(database_url, "SELECT count(DISTINCT agent_id) FROM agent_latest")
 
     # the next snapshots land (5 s period): the page follows, in place
-    await page.wait_for_function("id => document.body.dataset.snapshotId !== id", arg=first, timeout=20_000)
+    await until(page, watch, "id => document.body.dataset.snapshotId !== id", arg=first, ms=20_000)
     second = await _shows_the_stored_snapshot(page, database_url)
     assert second != first and await page.evaluate("() => window.__same_page === true")
     today = await sql_value(database_url, "SELECT count(*) FROM kpi_queue_daily"

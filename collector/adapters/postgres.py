@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -57,6 +58,7 @@ class Prepared:
 
 
 WALLBOARD_MAX_AGENTS = 2000  # agents a wallboard payload lists (the total is said)
+WALLBOARD_TODAY_TTL = 30.0  # seconds today's figures per queue are reused (one read of today's slices)
 
 MIGRATION_LOCK = 7_215_310_001  # pg_advisory_xact_lock key for migrations
 
@@ -175,6 +177,7 @@ class PgStore:
         # Test seam: awaited inside the write transaction at "slices_locked" (before the
         # leases are checked) and "fences_checked" (after): a writer stalled mid-write.
         self.pause_in_write: Callable[[str], Awaitable[None]] | None = None
+        self._wallboard_today: tuple[float, list[dict[str, Any]]] = (-float("inf"), [])
 
     # -- registry ------------------------------------------------------------------
     async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int:
@@ -711,14 +714,16 @@ class PgStore:
     async def wallboard(self, max_agents: int = WALLBOARD_MAX_AGENTS) -> dict[str, Any]:
         """What ``GET /wallboard/data`` answers: every queue row of the latest snapshots
         with today's figures from the historical data, and the agents (at most ``max_agents``)."""
-        async with self.pool.acquire() as conn:
-            now = await conn.fetchval("SELECT now()")
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            now = await conn.fetchval("SELECT now()")  # one snapshot of the database: changed_at matches
             changed = await conn.fetchval(q("live_changed_at"))
             queues = await conn.fetch(q("wallboard_queues"))
             agents = await conn.fetch(q("wallboard_agents"), max_agents)
-            today = await conn.fetch(q("wallboard_today"))
-        return wallboard_payload(now, changed, [dict(r) for r in queues], [dict(r) for r in agents],
-                                 [dict(r) for r in today])
+            looked, today = self._wallboard_today
+            if time.monotonic() - looked >= WALLBOARD_TODAY_TTL:  # the historical data moves slowly
+                today = [dict(r) for r in await conn.fetch(q("wallboard_today"))]
+                self._wallboard_today = (time.monotonic(), today)
+        return wallboard_payload(now, changed, [dict(r) for r in queues], [dict(r) for r in agents], today)
 
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:
