@@ -1,7 +1,7 @@
 # connect-collector: `make run` and `make test` do all the set-up on a fresh machine.
 #   make run [PORT=8081]   runtime dependencies only, then the sandbox service
-#   make test              + test tools (and promtool, from Debian's prometheus package, if missing);
-#                          ruff, mypy and the whole suite
+#   make test              + test tools (and promtool, from Debian's prometheus package, and chromium,
+#                          from Debian's chromium package, if missing); ruff, mypy and the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -17,7 +17,7 @@ SMOKE  ?= tests/test_storage.py tests/test_packaging.py tests/test_end_to_end.py
           tests/test_faults.py::test_database_connections_dropped_mid_collection \
           tests/test_cli_errors.py::test_sandbox_removes_its_temporary_config
 
-.PHONY: run test lint typecheck unit unit-fast smoke-embedded wheel-check bench soak clean promtool
+.PHONY: run test lint typecheck unit unit-fast smoke-embedded wheel-check bench soak clean promtool chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy collector tests
 
-unit: $(STAMP) promtool
+unit: $(STAMP) promtool chromium
 	$(BIN)/pytest
 
 ## promtool (tests/test_ops.py runs the alert rules' unit tests with it): Debian's prometheus
@@ -57,6 +57,19 @@ promtool:
 	  $$SUDO apt-get update -q && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus && \
 	  command -v promtool >/dev/null; }
+
+## chromium (tests/test_wallboard_browser.py drives it headless with Playwright, from the dev
+## extras; Playwright's own browser download is never used): Debian's chromium package,
+## installed when missing, with sudo only when not root. Where it cannot be installed the
+## suite still runs and that one test skips, saying why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "chromium not found: installing Debian's chromium package (the wallboard's browser test)"; \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  { $$SUDO apt-get update -q && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium && \
+	    command -v chromium >/dev/null; } || \
+	  echo "WARNING: chromium could not be installed: tests/test_wallboard_browser.py will skip"; }
 
 ## unit-fast: the fast tier alone (in-memory fakes; no Postgres, no simulator), in seconds
 unit-fast: $(STAMP)

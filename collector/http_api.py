@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, MutableMapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import datetime
 from importlib import resources
 from typing import Any, Literal
 
+import anyio
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -206,6 +208,115 @@ def _serve_docs(app: FastAPI) -> None:
                         headers={"cache-control": "public, max-age=86400"})
 
 
+# The live wallboard: one page and its script and style, shipped in the package.
+_WALLBOARD = resources.files("collector") / "static" / "wallboard"
+_WALLBOARD_TYPES = {"wallboard.js": "text/javascript", "wallboard.css": "text/css"}
+LIVE_POLL = 1.0  # seconds between two looks at live_changed_at, shared by every open wallboard
+SSE_KEEPALIVE = 15.0  # seconds of silence after which a stream sends a comment line
+
+
+class LiveFeed:
+    """What every wallboard stream and ``/wallboard/data`` read: at most one look at
+    ``changed_at`` per ``poll`` seconds whatever the number of open pages, and one
+    ``wallboard()`` read per change. ``latest()`` returns (event id, JSON, error)."""
+
+    def __init__(self, wallboard: Callable[[], Awaitable[dict[str, Any]]],
+                 changed_at: Callable[[], Awaitable[datetime | None]], poll: float = LIVE_POLL) -> None:
+        self.wallboard = wallboard
+        self.changed_at = changed_at
+        self.poll = poll
+        self._lock = anyio.Lock()
+        self._looked = -float("inf")
+        self._stamp: datetime | None = None
+        self._id: str | None = None
+        self._payload: bytes | None = None
+        self._error: str | None = None
+
+    async def latest(self) -> tuple[str | None, bytes | None, str | None]:
+        async with self._lock:
+            if time.monotonic() - self._looked >= self.poll:
+                await self._refresh()
+            return self._id, self._payload, self._error
+
+    async def _refresh(self) -> None:
+        try:
+            stamp = await self.changed_at()
+            if self._payload is None or stamp != self._stamp:
+                data = await self.wallboard()
+                stamp = data.get("changed_at", stamp)  # read with the data: a later change is seen next
+                self._id = stamp.isoformat() if stamp is not None else "none"
+                self._payload = orjson.dumps({**data, "id": self._id}, option=orjson.OPT_NAIVE_UTC)
+                self._stamp = stamp
+            self._error = None
+        except errors.CollectorError as e:  # the store reports any failure as StorageError
+            self._error = redact(str(e))
+        self._looked = time.monotonic()
+
+
+def _sse(event: str, data: bytes, event_id: str | None = None) -> bytes:
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
+    return head.encode() + b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
+
+
+def _serve_wallboard(app: FastAPI, wallboard: Callable[[], Awaitable[dict[str, Any]]] | None,
+                     changed_at: Callable[[], Awaitable[datetime | None]] | None, poll: float,
+                     stopping: anyio.Event | None) -> None:
+    if wallboard is None or changed_at is None:
+        return
+    feed = LiveFeed(wallboard, changed_at, poll)
+
+    @app.get("/wallboard", include_in_schema=False)
+    async def wallboard_page() -> HTMLResponse:
+        return HTMLResponse((_WALLBOARD / "index.html").read_text(encoding="utf-8"),
+                            headers={"cache-control": "no-cache"})
+
+    @app.get("/wallboard/assets/{name}", include_in_schema=False)
+    async def wallboard_asset(name: str) -> Response:
+        media = _WALLBOARD_TYPES.get(name)
+        if media is None:
+            raise HTTPException(status_code=404, detail="no such asset")
+        return Response((_WALLBOARD / name).read_bytes(), media_type=media, headers={"cache-control": "no-cache"})
+
+    @app.get("/wallboard/data", responses={503: {"description": "database unreachable"}})
+    async def wallboard_data() -> Any:
+        """The latest queue and agent snapshots with today's figures per queue (what the
+        wallboard shows); ``changed_at`` is also the id of the matching server-sent event."""
+        _id, payload, error = await feed.latest()
+        if error is not None or payload is None:
+            return JSONResponse(status_code=503, content={"detail": error or "no data"})
+        return Response(payload, media_type="application/json", headers={"cache-control": "no-store"})
+
+    @app.get("/wallboard/events", include_in_schema=False)
+    async def wallboard_events(request: Request, since: str | None = None) -> StreamingResponse:
+        """Server-sent events: ``snapshot`` (the ``/wallboard/data`` JSON, id = its
+        ``changed_at``) whenever new snapshots landed, ``unavailable`` while the database is
+        away. A reconnecting browser sends Last-Event-ID; ``?since=`` does the same for the
+        first connection (the id of the data the page already shows)."""
+        last = request.headers.get("last-event-id") or since
+
+        async def stream() -> AsyncIterator[bytes]:
+            sent_id, sent_error = last, None
+            yield b"retry: 2000\n\n"
+            quiet = time.monotonic()
+            while stopping is None or not stopping.is_set():  # stopping: end (the browser reconnects)
+                event_id, payload, error = await feed.latest()
+                if error is not None:
+                    if error != sent_error:
+                        yield _sse("unavailable", orjson.dumps({"reason": error}))
+                        quiet, sent_error = time.monotonic(), error
+                elif payload is not None and (event_id != sent_id or sent_error is not None):
+                    yield _sse("snapshot", payload, event_id)
+                    quiet, sent_id, sent_error = time.monotonic(), event_id, None
+                if time.monotonic() - quiet >= SSE_KEEPALIVE:
+                    yield b": keep-alive\n\n"
+                    quiet = time.monotonic()
+                with anyio.move_on_after(feed.poll):  # woken at once by the service's stop
+                    await (stopping.wait() if stopping is not None else anyio.sleep_forever())
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
 def create_app(
     *,
     token: str | None,
@@ -216,9 +327,16 @@ def create_app(
     ready: Callable[[], Awaitable[None]],
     cluster: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     max_body: int = MAX_BODY,
+    wallboard: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    live_changed_at: Callable[[], Awaitable[datetime | None]] | None = None,
+    live_poll: float = LIVE_POLL,
+    stopping: anyio.Event | None = None,
 ) -> FastAPI:
     """The API. ``submit`` queues a one-off run and returns its id, or raises
-    :class:`errors.QueueFull` (answered 429 with Retry-After) when the queue is full."""
+    :class:`errors.QueueFull` (answered 429 with Retry-After) when the queue is full.
+    With ``wallboard`` and ``live_changed_at``: the live wallboard (``/wallboard``, its
+    data and its server-sent events), read-only like every GET; an event stream ends
+    as soon as ``stopping`` is set (before the server stops, so no response is cut)."""
     if token is not None and not token.strip():
         raise errors.ConfigError("api.token is empty; set a token, or leave it out to turn authentication off")
     app = FastAPI(
@@ -228,6 +346,7 @@ def create_app(
         docs_url=None,
     )
     _serve_docs(app)
+    _serve_wallboard(app, wallboard, live_changed_at, live_poll, stopping)
 
     _answer_validation_errors(app)
 

@@ -462,6 +462,8 @@ class Service:
             token=self.settings.api.token, validate=self.validate, submit=self.submit,
             get_run=get_run, list_runs=list_runs, ready=self.ready,
             cluster=functools.partial(store.cluster_state, float(self.settings.cluster.lease_ttl)),
+            wallboard=getattr(store, "wallboard", None), live_changed_at=getattr(store, "live_changed_at", None),
+            stopping=self.stop,
         )
         api = self.settings.api
         return _Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -55,6 +56,9 @@ class Prepared:
     records: list[Any]  # metric_values tuples, or AgentState records of an agents slice
     values: int
 
+
+WALLBOARD_MAX_AGENTS = 2000  # agents a wallboard payload lists (the total is said)
+WALLBOARD_TODAY_TTL = 30.0  # seconds today's figures per queue are reused (one read of today's slices)
 
 MIGRATION_LOCK = 7_215_310_001  # pg_advisory_xact_lock key for migrations
 
@@ -173,6 +177,7 @@ class PgStore:
         # Test seam: awaited inside the write transaction at "slices_locked" (before the
         # leases are checked) and "fences_checked" (after): a writer stalled mid-write.
         self.pause_in_write: Callable[[str], Awaitable[None]] | None = None
+        self._wallboard_today: tuple[float, list[dict[str, Any]]] = (-float("inf"), [])
 
     # -- registry ------------------------------------------------------------------
     async def instance_ref(self, instance_id: str, region: str = "", account: str | None = None) -> int:
@@ -699,6 +704,27 @@ class PgStore:
             "unserved_shards": [{"account": u["account"], "region": u["region"]} for u in servers if not u["live"]],
         }
 
+    # -- the live wallboard -----------------------------------------------------------
+    async def live_changed_at(self) -> datetime | None:
+        """The newest write or snapshot in the latest-snapshot tables (None while empty):
+        one small read, polled every second while a wallboard is open."""
+        changed: datetime | None = await self.pool.fetchval(q("live_changed_at"))
+        return changed
+
+    async def wallboard(self, max_agents: int = WALLBOARD_MAX_AGENTS) -> dict[str, Any]:
+        """What ``GET /wallboard/data`` answers: every queue row of the latest snapshots
+        with today's figures from the historical data, and the agents (at most ``max_agents``)."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            now = await conn.fetchval("SELECT now()")  # one snapshot of the database: changed_at matches
+            changed = await conn.fetchval(q("live_changed_at"))
+            queues = await conn.fetch(q("wallboard_queues"))
+            agents = await conn.fetch(q("wallboard_agents"), max_agents)
+            looked, today = self._wallboard_today
+            if time.monotonic() - looked >= WALLBOARD_TODAY_TTL:  # the historical data moves slowly
+                today = [dict(r) for r in await conn.fetch(q("wallboard_today"))]
+                self._wallboard_today = (time.monotonic(), today)
+        return wallboard_payload(now, changed, [dict(r) for r in queues], [dict(r) for r in agents], today)
+
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:
             await check_schema(conn)
@@ -782,3 +808,78 @@ def _run(row: Any) -> RunRecord:
     d["instances"] = list(d.get("instances") or [])
     return RunRecord.of(d)
 
+
+
+_QUEUE_FIELDS = ("instance_id", "instance_name", "profile", "queue_id", "queue_name", "channel",
+                 "routing_profile_id", "routing_profile_name", "snapshot_at", "contacts_in_queue",
+                 "oldest_contact_age", "agents_available", "agents_on_contact", "agents_after_contact_work",
+                 "agents_online", "agents_staffed", "agents_non_productive", "estimated_wait_time")
+_AGENT_FIELDS = ("instance_id", "instance_name", "profile", "agent_id", "agent_name", "status", "status_since",
+                 "routing_profile_name", "hierarchy_group_name", "contacts", "contact_states", "next_status",
+                 "snapshot_at")
+
+
+def _threshold_order(key: str) -> tuple[float, int]:
+    """"20" before "<=20" before "60": by seconds, "less than" first."""
+    lte = key.startswith("<=")
+    try:
+        return float(key.removeprefix("<=")), int(lte)
+    except ValueError:
+        return float("inf"), int(lte)
+
+
+def _json(v: Any) -> Any:
+    return orjson.loads(v) if isinstance(v, str | bytes) else v
+
+
+def _today_of(row: dict[str, Any], scope: str) -> dict[str, Any]:
+    sl = row["service_level"]
+    levels: dict[str, float | None] = dict(_json(sl) or {})
+    levels = {k: levels[k] for k in sorted(levels, key=_threshold_order)}
+    primary = next(((k, v) for k, v in levels.items() if v is not None), None)
+    return {
+        "profile": row["profile"], "time_zone": row["time_zone"], "date": row["local_date"].isoformat(),
+        "through": row["through"], "scope": scope,
+        "contacts_handled": row["contacts_handled"], "contacts_queued": row["contacts_queued"],
+        "contacts_abandoned": row["contacts_abandoned"], "service_level": levels,
+        "service_level_threshold": primary[0] if primary else None,
+        "service_level_pct": primary[1] if primary else None,
+    }
+
+
+def wallboard_payload(now: datetime, changed: datetime | None, queues: list[dict[str, Any]],
+                      agents: list[dict[str, Any]], today: list[dict[str, Any]]) -> dict[str, Any]:
+    """The wallboard's JSON. Each live queue row (instance, queue, channel, routing profile)
+    gets today's figures from one historical profile: per (instance, queue) the profile whose
+    data reaches furthest into today (ties: the name), for the row's channel where that
+    profile is grouped by channel, else over all the queue's channels (``scope``)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in today:
+        if r["all_channels"]:
+            key = (r["instance_id"], r["queue_id"])
+            held = best.get(key)
+            if held is None or (r["through"], held["profile"]) > (held["through"], r["profile"]):
+                best[key] = r
+    per_channel = {(r["instance_id"], r["queue_id"], r["profile"], r["channel"]): r
+                   for r in today if not r["all_channels"] and r["channel"] is not None}
+    out_queues = []
+    for q_ in queues:
+        row = {k: q_.get(k) for k in _QUEUE_FIELDS}
+        total = best.get((q_["instance_id"], q_["queue_id"]))
+        figures = None
+        if total is not None:
+            ch = per_channel.get((q_["instance_id"], q_["queue_id"], total["profile"], q_["channel"]))
+            figures = _today_of(ch, "channel") if ch is not None and q_["channel"] is not None \
+                else _today_of(total, "queue")
+        row["today"] = figures
+        out_queues.append(row)
+    sources = sorted({(t["profile"], t["time_zone"], t["date"]) for q_ in out_queues if (t := q_["today"])})
+    return {
+        "now": now,
+        "changed_at": changed,
+        "queues": out_queues,
+        "agents": [{k: _json(a.get(k)) if k == "contact_states" else a.get(k) for k in _AGENT_FIELDS}
+                   for a in agents],
+        "agents_total": agents[0]["total"] if agents else 0,
+        "today_sources": [{"profile": p, "time_zone": tz, "date": d} for p, tz, d in sources],
+    }

@@ -530,3 +530,67 @@ WHERE EXCLUDED.last_seen_at >= s.last_seen_at;
 UPDATE agent_state_intervals s SET ended_at = x.snap
 FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, snap)
 WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.ended_at IS NULL AND s.last_seen_at < x.snap;
+
+-- The live wallboard (GET /wallboard): the latest queue and agent snapshots from the
+-- real-time views, and today's figures per queue from the historical KPI views.
+
+-- name: live_changed_at
+-- Whether anything new landed: the newest write or snapshot over both latest tables
+-- (compared for inequality: a snapshot that removes rows changes it too). Both tables
+-- hold one row per dimension group or agent, so this reads a few thousand rows at most.
+SELECT greatest((SELECT max(collected_at) FROM current_latest), (SELECT max(snapshot_at) FROM current_latest),
+                (SELECT max(snapshot_at) FROM agent_latest));
+
+-- name: wallboard_queues
+SELECT instance_id, instance_name, profile, queue_id, queue_name, channel,
+       routing_profile_id, routing_profile_name, snapshot_at,
+       contacts_in_queue, oldest_contact_age, agents_available, agents_on_contact,
+       agents_after_contact_work, agents_online, agents_staffed, agents_non_productive,
+       estimated_wait_time
+FROM current_queue_now
+ORDER BY instance_name, instance_id, queue_name, queue_id, channel NULLS FIRST,
+         routing_profile_name NULLS FIRST, profile;
+
+-- name: wallboard_agents
+-- One row per agent (the newest snapshot where two agent profiles overlap), at most $1.
+SELECT *, count(*) OVER () AS total
+FROM (SELECT DISTINCT ON (instance_id, agent_id)
+             instance_id, instance_name, profile, agent_id, agent_name, status, status_since,
+             routing_profile_name, hierarchy_group_name, contacts, contact_states, next_status, snapshot_at
+      FROM agent_now
+      ORDER BY instance_id, agent_id, snapshot_at DESC) a
+ORDER BY instance_name, agent_name, agent_id
+LIMIT $1;
+
+-- name: wallboard_today
+-- Today (the local day of each historical profile's time zone) per profile and queue:
+-- per channel, and over all channels (all_channels = 1). Service level is recomputed
+-- from counts as kpi_queue_daily does (014). The slice_start bound lets the planner skip
+-- every partition older than the longest possible local day.
+WITH today AS (
+    SELECT instance_id, profile, time_zone, local_date, queue_id, channel, interval_end,
+           contacts_queued, contacts_handled, contacts_abandoned, service_level, answered_in
+    FROM kpi_queue_interval
+    WHERE interval_start >= now() - interval '27 hours'
+      AND local_date = (now() AT TIME ZONE time_zone)::date
+), counts AS (
+    SELECT instance_id, profile, time_zone, local_date, queue_id, channel, grouping(channel) AS all_channels,
+           sum(contacts_queued) AS contacts_queued, sum(contacts_handled) AS contacts_handled,
+           sum(contacts_abandoned) AS contacts_abandoned, max(interval_end) AS through
+    FROM today
+    GROUP BY GROUPING SETS ((instance_id, profile, time_zone, local_date, queue_id, channel),
+                            (instance_id, profile, time_zone, local_date, queue_id))
+), sl AS (
+    SELECT instance_id, profile, queue_id, channel, grouping(channel) AS all_channels, e.threshold,
+           sum(COALESCE((answered_in->>e.threshold)::float8, e.value::float8 * contacts_queued / 100.0)) AS num,
+           sum(contacts_queued) FILTER (WHERE COALESCE(answered_in->>e.threshold, e.value) IS NOT NULL) AS den
+    FROM today t CROSS JOIN LATERAL jsonb_each_text(t.service_level) AS e(threshold, value)
+    GROUP BY GROUPING SETS ((instance_id, profile, queue_id, channel, e.threshold),
+                            (instance_id, profile, queue_id, e.threshold))
+)
+SELECT c.*,
+       (SELECT jsonb_object_agg(s.threshold, round((100.0 * s.num / NULLIF(s.den, 0))::numeric, 2))
+        FROM sl s
+        WHERE s.instance_id = c.instance_id AND s.profile = c.profile AND s.queue_id = c.queue_id
+          AND s.all_channels = c.all_channels AND s.channel IS NOT DISTINCT FROM c.channel) AS service_level
+FROM counts c;
