@@ -151,3 +151,29 @@ def test_user_data_decodes_status_routing_profile_hierarchy_and_contacts() -> No
     assert '"queue_id":"q-1"' in a.contacts and page.next_token == "t"
     with pytest.raises(MalformedResponse, match=r"no User\.Id"):
         user_page({"UserDataList": [{"Status": {}}]})
+
+
+def test_the_gauges_follow_the_latest_snapshot_under_a_cap_on_series() -> None:
+    from prometheus_client import REGISTRY
+
+    from collector.apis.current.gauges import LiveGauges
+
+    def value(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    dropped = value("collector_live_series_dropped_total") or 0.0
+    g = LiveGauges(cap=3)
+    metrics = (("CONTACTS_IN_QUEUE", "COUNT"), ("AGENTS_AVAILABLE", "COUNT"))
+    dims = [(f"gq-{i}", "VOICE", None, None, None, None, None) for i in range(3)]
+    g.publish("gi-1", "q", metrics, [(d, [float(i), 1.0]) for i, d in enumerate(dims)], NOW)
+    labels = {"connect_instance": "gi-1", "profile": "q", "channel": "VOICE"}
+    assert value("collector_live_contacts_in_queue", queue="gq-0", **labels) == 0.0
+    assert value("collector_live_agents", queue="gq-0", state="available", **labels) == 1.0
+    assert value("collector_live_contacts_in_queue", queue="gq-1", **labels) == 1.0
+    assert value("collector_live_agents", queue="gq-1", **labels, state="available") is None  # over the cap
+    assert (value("collector_live_series_dropped_total") or 0.0) - dropped == 3
+    # the next snapshot without gq-0: its series go, and the room is given to the others
+    g.publish("gi-1", "q", metrics, [(d, [5.0, 2.0]) for d in dims[1:]], NOW)
+    assert value("collector_live_contacts_in_queue", queue="gq-0", **labels) is None
+    assert value("collector_live_contacts_in_queue", queue="gq-2", **labels) == 5.0
+    assert value("collector_live_snapshot_timestamp_seconds", connect_instance="gi-1", profile="q") == NOW.timestamp()

@@ -55,31 +55,32 @@ class LiveGauges:
     def publish(self, instance: str, profile: str, metrics: MetricSet,
                 rows: Sequence[tuple[Dims, list[float | None]]], at: datetime) -> None:
         self.taken(instance, profile, at)
-        seen: set[Series] = set()
-        old = self._by_source.get((instance, profile), set())
+        wanted: dict[Series, float | None] = {}
         for dims, values in rows:
             base = (instance, profile, dims[0] or "", dims[1] or "")
             for (name, _unit), v in zip(metrics, values, strict=True):
                 spec = _GAUGES.get(name)
-                if spec is None:
-                    continue
-                gauge, state = spec
-                labels: tuple[str, ...] = base if state is None else (*base, state)
-                series = (gauge, labels)
-                if series not in old and series not in seen and self._count >= self.cap:
+                if spec is not None:
+                    gauge, state = spec
+                    labels: tuple[str, ...] = base if state is None else (*base, state)
+                    wanted[(gauge, labels)] = v
+        old = self._by_source.get((instance, profile), set())
+        for gauge, labels in old - wanted.keys():  # gone from the snapshot: room for others first
+            gauge.remove(*labels)
+            self._count -= 1
+        seen: set[Series] = set()
+        for series, v in wanted.items():
+            if series not in old:
+                if self._count >= self.cap:
                     DROPPED.inc()
                     if not self._warned:
                         self._warned = True
                         log.warning("live_gauge_cap_reached", cap=self.cap,
                                     hint="raise [realtime] max_gauge_series, or group by fewer dimensions")
                     continue
-                if series not in old and series not in seen:
-                    self._count += 1
-                seen.add(series)
-                gauge.labels(*labels).set(float("nan") if v is None else v)
-        for gauge, labels in old - seen:
-            gauge.remove(*labels)
-            self._count -= 1
+                self._count += 1
+            seen.add(series)
+            series[0].labels(*series[1]).set(float("nan") if v is None else v)
         self._by_source[(instance, profile)] = seen
 
 
