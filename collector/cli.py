@@ -29,6 +29,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default (an option without one says so itself)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="collector",
@@ -79,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run the built-in Connect simulator",
                        description="Serve a simulated Amazon Connect fleet on 127.0.0.1 and print "
                        "the environment that points the collector at it (AWS_ENDPOINT_URL_CONNECT, "
-                       "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).")
-    s.add_argument("--port", type=int, default=8700, help="port (default 8700; 0 picks a free one)")
-    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+                       "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).",
+                       formatter_class=_DefaultsFormatter)
+    s.add_argument("--port", type=int, default=8700, help="port; 0 picks a free one")
+    s.add_argument("--host", default="127.0.0.1", help="bind address")
     s.add_argument("--accounts", type=int, default=1, help="simulated AWS accounts")
     s.add_argument("--regions", default="us-east-1", help="comma-separated Regions")
     s.add_argument("--instances", type=int, default=1, help="instances per account and Region")
@@ -90,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--burst", type=int, default=8, help="token-bucket burst per account+Region")
     s.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500")
     s.add_argument("--latency", type=float, default=0.0, help="seconds added to each response")
-    s.add_argument("--seed", type=int, default=7, help="fleet and data seed (default 7)")
+    s.add_argument("--seed", type=int, default=7, help="fleet and data seed")
     s.add_argument("--write-config", metavar="FILE",
-                   help="write a collector config listing the simulated instances")
+                   help="write a collector config listing the simulated instances (default: none written)")
 
     sb = sub.add_parser("sandbox", help="simulator + embedded Postgres + a collection of the last hours",
                         description="Start the built-in simulator, collect the last --hours into the "
@@ -432,6 +443,9 @@ async def _serve(args: argparse.Namespace) -> int:
     extra = f'[database]\ndata_dir = "{base.database.data_dir}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
     if base.database.dsn:
         extra = f'[database]\ndsn = "{base.database.dsn}"\n\n[scheduler]\ninitial_backfill = "6h"\n'
+    # real time too: queue gauges and agent states every 15 s (the wallboard shows them)
+    extra += ('\n[[profiles]]\nname = "queues_now"\napi = "current"\n'
+              '\n[[profiles]]\nname = "agents_now"\napi = "agents"\n')
     _apply_api_args(base, args)
     check_port(base.api.host, base.api.port)  # before the simulator or the database start
     sim = _sandbox_simulator()
@@ -454,6 +468,7 @@ connect-collector is running in sandbox mode
 Try:
   curl -s {api_url}/collections | python3 -m json.tool
   psql "{dsn}" -c "SELECT interval_start, queue_id, channel, contacts_handled, service_level FROM historical_metrics_wide ORDER BY interval_start DESC LIMIT 10"
+  psql "{dsn}" -c "SELECT instance_name, queue_name, channel, contacts_in_queue, oldest_contact_age, agents_available FROM current_queue_now ORDER BY 1, 2, 3"
 Stop with Ctrl-C.
 """, flush=True)
 

@@ -29,7 +29,7 @@ from collector.apis.v1 import catalog
 from collector.apis.v1.settings import CollectionSettings, ProfileSettings
 from collector.apis.v2.settings import V2ProfileSettings
 from collector.durations import parse_duration
-from collector.errors import ConfigError
+from collector.errors import ConfigError, unknown_profile
 from collector.validation import Section, keyword
 
 
@@ -314,7 +314,7 @@ class Settings(Section):
                 if not isinstance(p, ProfileSettings):
                     raise ConfigError(f"profile {name!r} is not a GetMetricData profile (api = \"{p.api}\")")
                 return p
-        raise ConfigError(f"profile {name!r} is not configured")
+        raise unknown_profile(name, ["default", *(p.name for p in self.profiles)])
 
     def v2_profiles(self) -> list[V2ProfileSettings]:
         return [p for p in self.profiles if isinstance(p, V2ProfileSettings)]

@@ -6,6 +6,8 @@ detail given at the raise site.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class CollectorError(Exception):
     """connect-collector failed."""
@@ -29,6 +31,18 @@ class BadInput(CollectorError):
 
 class ConfigError(BadInput):
     """Invalid configuration:"""
+
+
+def unknown_profile(name: str, configured: Iterable[str]) -> ConfigError:
+    """The error for a ``--profile`` / ``"profile"`` that no profile of the config is
+    called: it says which profiles are (and the closest name, where one is close)."""
+    import difflib
+
+    names = list(dict.fromkeys(configured))
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(repr(n) for n in names) or "none"
+    return ConfigError(f"profile {name!r} is not configured (configured profiles: {listed}){hint}", field="profile")
 
 
 class PlanError(BadInput):

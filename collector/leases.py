@@ -107,6 +107,25 @@ class LeaseManager:
                 self.owned = {}
             await sleep_or_stop(self.clock, self.ttl / 3, stop)
 
+    async def hold(self, done: anyio.Event) -> None:
+        """While a stopping replica's in-flight work finishes (the shutdown grace period,
+        which may outlast the TTL): keep its heartbeat and the leases it holds alive every
+        third of the TTL, claiming and handing back nothing, until ``done``. Otherwise a
+        peer would take a shard over mid-write and fence the slices being written."""
+        while not done.is_set():
+            await sleep_or_stop(self.clock, self.ttl / 3, done)
+            if done.is_set():
+                return
+            try:
+                await self.store.heartbeat(self.replica, self.api_url)
+                before, self.owned = self.owned, await self.store.renew_leases(self.replica, self.ttl)
+            except StorageError as e:  # the database may be briefly away; keep trying
+                log.error("lease_tick_failed", error=str(e))
+                continue
+            for lost in before.keys() - self.owned.keys():
+                log.warning("lease_lost", shard=f"{lost[0]}/{lost[1]}")
+            self.guard.revoke(before.keys() - self.owned.keys())
+
     async def release_all(self) -> None:
         await self.store.release_leases(self.replica, None)
         await self.store.remove_replica(self.replica)

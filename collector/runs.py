@@ -41,7 +41,7 @@ def check_collection(
     """Refuse a collection that cannot be served, before any call or connection."""
     api = apis.get(profile)
     if api is None:
-        raise errors.ConfigError(f"profile {profile!r} is not configured", field="profile")
+        raise errors.unknown_profile(profile, apis)
     for iid in instances:
         if (why := instance_id_problem(iid)) is not None:
             raise errors.BadInput(f"instance {iid!r}: {why}", field="instances")

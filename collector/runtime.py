@@ -26,7 +26,7 @@ class Runtime:
         """The profile called ``profile`` (a config error naming ``profile`` if there is none)."""
         found = self.apis.get(profile)
         if found is None:
-            raise errors.ConfigError(f"profile {profile!r} is not configured", field="profile")
+            raise errors.unknown_profile(profile, self.apis)
         return found
 
     @property

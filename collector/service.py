@@ -503,7 +503,10 @@ class Service:
         """Stop new work, give in-flight work the grace period, then cancel the rest."""
         self.stop.set()
         with anyio.move_on_after(self.settings.scheduler.grace_period):
-            await self._work_done.wait()
+            async with anyio.create_task_group() as holding:
+                if self.leases is not None:  # the grace period may outlast the TTL: keep the leases
+                    holding.start_soon(self.leases.hold, self._work_done)
+                await self._work_done.wait()
         if server is not None:
             server.should_exit = True
         tg.cancel_scope.cancel()

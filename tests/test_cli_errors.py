@@ -236,3 +236,38 @@ async def test_a_time_with_no_utc_equivalent_exits_2_naming_it(tmp_path: Path, s
     assert out.returncode == 2, out
     line = _one_line(out)
     assert "out of range" in line and ("--start" in line if start.startswith("0001") else "--end" in line), line
+
+
+async def test_an_unknown_profile_names_the_configured_ones(tmp_path: Path, database_url: str) -> None:
+    """`collect --profile NAME` with no such profile: exit 2, one line that lists the
+    profiles the config has (and the close one), before any connection or call."""
+    cfg = _config(tmp_path, database_url,
+                  '[[profiles]]\nname = "agents_15m"\napi = "v2"\ninterval = "15m"\ngroupings = ["AGENT"]\n'
+                  'metrics = ["CONTACTS_HANDLED"]\n[profiles.filters]\nagents = "all"\n\n')
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    out = await run_cli("collect", "--config", str(cfg), "--profile", "agents15m",
+                        "--start", (end - timedelta(hours=1)).isoformat(), "--end", end.isoformat(),
+                        "--no-progress", env=cli_env(SIM_KEYS))
+    assert out.returncode == 2, out.stderr
+    line = _one_line(out)
+    assert "'agents15m' is not configured" in line
+    assert "configured profiles: 'default', 'agents_15m'" in line and "did you mean 'agents_15m'?" in line
+    assert await _tables(database_url) == []
+
+
+async def test_simulate_help_shows_each_options_default() -> None:
+    from collector.cli import build_parser
+
+    parser = build_parser()
+    sim = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "simulate")[1]  # type: ignore[union-attr]
+    out = await run_cli("simulate", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    for action in sim._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        flag = action.option_strings[-1]
+        assert flag in text, flag
+        after = text.split(flag + " ", 2)[-1].split(" --", 1)[0]  # this option's help, up to the next one
+        want = "(default: none written)" if action.default is None else f"(default: {action.default})"
+        assert want in after, (flag, after)

@@ -193,3 +193,28 @@ async def test_times_out_of_range_odd_instance_ids_and_v2_ranges_get_422_naming_
 
     await _with_service(settings, body)
     assert await _run_count(database_url) == 0
+
+
+async def test_an_unknown_profile_gets_422_listing_the_configured_profiles(
+    start_sim: StartSim, database_url: str, tmp_path: Path, small_fleet: SimulatorConfig
+) -> None:
+    h = await start_sim(small_fleet)
+    port = _free_port()
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim,
+                       extra=(f"\n[scheduler]\nenabled = false\n\n[api]\nport = {port}\n\n[[profiles]]\n"
+                              'name = "agents"\napi = "v2"\ninterval = "1h"\ngroupings = ["QUEUE"]\n'
+                              'metrics = ["CONTACTS_HANDLED"]\n[profiles.filters]\nqueues = "all"\n'))
+    settings = load_settings(cfg)
+    end = utc_floor(datetime.now(UTC) - timedelta(hours=2), 3600)
+
+    async def body(http: aiohttp.ClientSession, _wait: Any) -> None:
+        payload = {"start": (end - timedelta(hours=1)).isoformat(), "end": end.isoformat(), "profile": "agent"}
+        async with http.post("/collections", json=payload) as r:
+            assert r.status == 422, await r.text()
+            detail = (await r.json())["detail"]
+        assert [d["loc"] for d in detail] == [["body", "profile"]], detail
+        assert "configured profiles: 'default', 'agents'" in detail[0]["msg"], detail
+        assert "did you mean 'agents'?" in detail[0]["msg"], detail
+
+    await _with_service(settings, body)
+    assert await _run_count(database_url) == 0

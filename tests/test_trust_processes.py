@@ -3,10 +3,14 @@ replicas whose configs differ, the queue cap in a cluster, retention between rep
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import anyio
+import asyncpg
 import orjson
 
 from collector.simulator import FleetSpec, SimulatorConfig
@@ -191,3 +195,236 @@ async def test_runs_whose_start_aged_out_resume_clipped_with_gaps(
     assert 3 <= gaps <= 4  # one per aged-out slice of the instance, recorded once for both runs
     assert "run_not_resumed" not in p.output()
     assert await p.stop() == 0
+
+
+V2_QUEUES = """
+[[profiles]]
+name = "queues"
+api = "v2"
+interval = "{interval}"
+initial_backfill = "3h"
+groupings = ["QUEUE"]
+metrics = ["CONTACTS_HANDLED"]
+[profiles.filters]
+queues = "all"
+"""
+
+
+async def _scheduler_run_done(url: str, after: int, profile: str) -> Any:
+    """The first scheduler run after run id ``after`` that collected ``profile`` and ended."""
+    return await wait_sql(
+        url, "SELECT id FROM collection_runs WHERE requested_by = 'scheduler' AND id > $1"
+             " AND $2 = ANY(string_to_array(profile, ',')) AND status NOT IN ('queued', 'running')"
+             " ORDER BY id LIMIT 1", bool, 60, after, profile)
+
+
+async def test_an_interval_edit_restarts_cleanly_through_real_serve_processes(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """Item 1 through `collector serve`: a V2 profile collected at 15m, edited to 1h and the
+    service restarted. The old rows stay queryable and are neither counted as the new
+    series' hours nor revisited; the new series starts cleanly (no `not on a HOUR
+    boundary`); the log says `profile_changed`. Between the two starts the old slices'
+    collection times are set to just after their ends (as if collected before a revisit
+    point), so that a revisit of them would be due had the old series kept matching."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    sched = '\n[scheduler]\nsettle = "1m"\nrevisits = ["1h"]\n'
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
+                       extra=sched + V2_QUEUES.format(interval="15m"))
+    p = serve_procs(cfg)
+    first = await _scheduler_run_done(database_url, 0, "queues")
+    assert await p.stop() == 0
+    run = (await query(database_url, f"SELECT status, slices_failed FROM collection_runs WHERE id = {first}"))[0]
+    assert run["status"] == "succeeded", dict(run)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE collected_slices SET last_collected_at = slice_start"
+                           " + make_interval(secs => slice_seconds + 60)")
+        old = await conn.fetch("SELECT slice_start, times_collected FROM collected_slices c"
+                               " JOIN profiles p ON p.id = c.profile_id WHERE p.name = 'queues' ORDER BY 1")
+        old_values = await conn.fetchval("SELECT count(*) FROM historical_metrics WHERE profile = 'queues'")
+        last_run = await conn.fetchval("SELECT max(id) FROM collection_runs")
+    finally:
+        await conn.close()
+    assert len(old) >= 8 and any(r["slice_start"].minute for r in old) and old_values > 0
+    assert any(r["slice_start"] + timedelta(minutes=75) <= datetime.now(UTC) for r in old)  # revisits would be due
+
+    cfg.write_text(cfg.read_text().replace('interval = "15m"', 'interval = "1h"'))
+    p2 = serve_procs(cfg)
+    run_id = await _scheduler_run_done(database_url, last_run, "queues")
+    assert await p2.stop() == 0
+    out = p2.output()
+    assert "profile_changed" in out and "HOUR boundary" not in out, out[-3000:]
+    runs = await query(database_url, f"SELECT id, status, slices_failed, errors FROM collection_runs WHERE id > {last_run}")
+    assert runs and all(r["status"] in ("succeeded", "interrupted") and r["slices_failed"] == 0 for r in runs), [
+        dict(r) for r in runs]
+    assert next(r for r in runs if r["id"] == run_id)["status"] == "succeeded"
+    rows = await query(database_url, "SELECT slice_start, slice_seconds, times_collected FROM collected_slices c"
+                                     " JOIN profiles p ON p.id = c.profile_id WHERE p.name = 'queues' ORDER BY 1")
+    quarter = [(r["slice_start"], r["times_collected"]) for r in rows if r["slice_seconds"] == 900]
+    hours = [r["slice_start"] for r in rows if r["slice_seconds"] == 3600]
+    assert quarter == [(r["slice_start"], r["times_collected"]) for r in old]  # kept, and not revisited
+    assert len(hours) >= 2 and all(t.minute == 0 for t in hours)  # the new series, from its backfill
+    assert hours[0] <= old[0]["slice_start"]  # hours with 15-minute slices in them were collected again
+    assert await sql_value(database_url, "SELECT count(*) FROM historical_metrics WHERE profile = 'queues'"
+                                         " AND interval_end - interval_start = interval '15 minutes'") == old_values
+
+
+async def _part(url: str, run_id: int) -> Any:
+    rows = await query(url, f"SELECT status, claimed_by FROM run_parts WHERE run_id = {run_id}")
+    return (rows[0]["status"], rows[0]["claimed_by"]) if rows else None
+
+
+async def _two_replicas(cfg_a: Path, cfg_b: Path, url: str, serve_procs: ServeProcs,
+                        split: bool) -> tuple[Any, Any]:
+    """r-a, then r-b once r-a holds every shard; with ``split``, until each holds one."""
+    a = serve_procs(cfg_a, env={"COLLECTOR_CLUSTER__REPLICA_ID": "r-a"})
+
+    async def a_holds() -> bool:
+        got = await _holders(url)
+        return bool(got) and set(got.values()) == {"r-a"}
+
+    await wait_for(a_holds, 30, lambda: a.output()[-3000:])
+    b = serve_procs(cfg_b, env={"COLLECTOR_CLUSTER__REPLICA_ID": "r-b"})
+    await b.wait_status("/readyz", 200, 30)
+    if split:
+        async def both() -> bool:
+            return set((await _holders(url)).values()) == {"r-a", "r-b"}
+
+        await wait_for(both, 30, lambda: b.output()[-3000:])
+    else:
+        await wait_sql(url, "SELECT count(*) FROM replicas WHERE id = 'r-b'", lambda n: n == 1, 30)
+    return a, b
+
+
+async def _post_run(p: Any, body: dict[str, Any]) -> int:
+    status, raw, _h = await p.response("POST", "/collections", json=body)
+    assert status == 202, raw
+    return int(orjson.loads(raw)["id"])
+
+
+async def test_after_one_replica_drops_a_day_the_others_write_into_it_succeeds(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """Item 3 through two `collector serve` replicas: r-a prunes (retention 1 day, every
+    second), r-b does not. A V2 run three days back writes that day from both; r-a drops
+    the day's partition; a second run into the day is written by r-b, whose partition
+    cache still has the day (`partition_gone`), and ends: no run wedged, nothing queued."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=2, queues_per_instance=2), throttle=False))
+    cluster = CLUSTER.replace("[scheduler]\n", "[scheduler]\nenabled = false\n")
+    cfg_b = write_config(tmp_path / "b.toml", database_url, h.sim, collection=COLLECTION,
+                         extra=cluster + V2_QUEUES.format(interval="1h"))
+    cfg_a = tmp_path / "a.toml"
+    cfg_a.write_text(cfg_b.read_text().replace("[cluster]\n", '[storage]\nretention_days = 1\nprune_every = "1s"\n\n'
+                                               "[cluster]\n", 1))
+    a, b = await _two_replicas(cfg_a, cfg_b, database_url, serve_procs, split=True)
+    day = (datetime.now(UTC) - timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)
+    body = {"start": day.isoformat(), "end": (day + timedelta(hours=2)).isoformat(), "profile": "queues"}
+    partition = f"metric_values_{day:%Y%m%d}"
+    terminal = "SELECT status FROM collection_runs WHERE id = $1 AND status NOT IN ('queued', 'running')"
+    b_account = next(acct for acct, owner in (await _holders(database_url)).items() if owner == "r-b")
+    b_instance = next(i.id for i in h.sim.fleet.instances.values() if i.account == b_account)
+    # first both replicas write the day; then (after r-a dropped it) r-b alone, so nothing
+    # else makes the day's partition again before r-b's write
+    for n, instances, slices, holders in ((1, None, 4, {"r-a", "r-b"}), (2, [b_instance], 2, {"r-b"})):
+        run_id = await _post_run(b, {**body, "instances": instances} if instances else body)
+        status = await wait_sql(database_url, terminal, bool, 30, run_id)
+        run = (await query(database_url, f"SELECT * FROM collection_runs WHERE id = {run_id}"))[0]
+        assert status == "succeeded" and run["slices_done"] == slices and run["slices_failed"] == 0, dict(run)
+        parts = await query(database_url, f"SELECT claimed_by, status FROM run_parts WHERE run_id = {run_id}")
+        assert {(r["claimed_by"], r["status"]) for r in parts} == {(r, "done") for r in holders}
+        if n == 1:  # r-a's retention drops the day r-b has just written into
+            await wait_sql(database_url, "SELECT count(*) FROM pg_tables WHERE tablename = $1", lambda c: c == 0, 30,
+                           partition)
+    assert "partition_gone" in b.output() and "partitions_dropped" in a.output()
+    assert await sql_value(database_url, "SELECT count(*) FROM collection_runs WHERE status IN ('queued', 'running')") == 0
+    assert await a.stop() == 0 and await b.stop() == 0
+
+
+async def test_a_stalled_holder_cannot_settle_a_part_another_replica_took_over(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """Item 4 through two `collector serve` replicas: r-a's fetch of its part is in flight
+    when it is SIGSTOPped; r-b takes the lease and the part over and collects it, and the
+    run succeeds. Then r-a resumes with its answer: its write is fenced and it puts the
+    part back only if it still held it, so the part and the run stay r-b's end."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
+                       extra=CLUSTER.replace("[scheduler]\n", "[scheduler]\nenabled = false\n"))
+    a, b = await _two_replicas(cfg, cfg, database_url, serve_procs, split=False)
+    h.sim.hold = asyncio.Event()
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    run_id = await _post_run(a, {"start": (end - timedelta(minutes=15)).isoformat(), "end": end.isoformat()})
+    await wait_for(lambda: _is(h.sim.held == 1), 30, lambda: a.output()[-3000:])
+    assert await _part(database_url, run_id) == ("running", "r-a")
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        async def b_took_it() -> bool:
+            return await _part(database_url, run_id) == ("running", "r-b") and h.sim.held == 2
+
+        await wait_for(b_took_it, 30, lambda: b.output()[-3000:])
+        h.sim.hold.set()  # r-b's fetch is answered (and r-a's, which it cannot read yet)
+        status = await wait_sql(database_url, "SELECT status FROM collection_runs WHERE id = $1"
+                                " AND status NOT IN ('queued', 'running')", bool, 30, run_id)
+        assert status == "succeeded"
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    await wait_for(lambda: _is("part_requeued" in a.output() or "part_not_held" in a.output()), 30,
+                   lambda: a.output()[-3000:])
+    run = (await query(database_url, f"SELECT * FROM collection_runs WHERE id = {run_id}"))[0]
+    assert (run["status"], run["slices_done"], run["slices_failed"]) == ("succeeded", 1, 0), dict(run)
+    assert await _part(database_url, run_id) == ("done", "r-b")
+    times = await query(database_url, "SELECT times_collected FROM collected_slices")
+    assert [r["times_collected"] for r in times] == [1]  # r-b's write only; r-a's was fenced
+    assert await a.stop() == 0 and await b.stop() == 0
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def test_a_stopping_replica_keeps_its_leases_while_its_in_flight_slices_finish(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """SIGTERM while a fetch is in flight, with a grace period far longer than the lease
+    TTL: the stopping replica keeps heartbeating and renewing its lease until the work is
+    done (before: the lease loop ended with the stop, the lease expired mid-grace, r-b took
+    the shard and fenced r-a's write, and collected the slice a second time). Then it
+    releases the lease, and r-b takes it."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
+                       extra=CLUSTER.replace("[scheduler]\n", "[scheduler]\nenabled = false\ngrace_period = 60\n"))
+    a, b = await _two_replicas(cfg, cfg, database_url, serve_procs, split=False)
+    h.sim.hold = asyncio.Event()
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    run_id = await _post_run(a, {"start": (end - timedelta(minutes=15)).isoformat(), "end": end.isoformat()})
+    await wait_for(lambda: _is(h.sim.held == 1), 30, lambda: a.output()[-3000:])
+    assert await _part(database_url, run_id) == ("running", "r-a")
+    a.proc.send_signal(signal.SIGTERM)
+    await wait_for(lambda: _is("shutdown_requested" in a.output()), 30, lambda: a.output()[-3000:])
+    lease = "SELECT owner, expires_at FROM shard_leases"
+    expiry = (await query(database_url, lease))[0]["expires_at"]  # when the lease ends unless renewed
+
+    async def renewed_past_it_or_lost() -> bool:
+        row = (await query(database_url, lease))[0]
+        return bool(row["owner"] != "r-a" or row["expires_at"] >= expiry + timedelta(seconds=TTL))
+
+    await wait_for(renewed_past_it_or_lost, 30, lambda: a.output()[-3000:])
+    row = (await query(database_url, lease))[0]
+    assert row["owner"] == "r-a", f"the lease moved to {row['owner']} during r-a's grace period"
+    assert a.alive()  # still in its grace period, the fetch still waiting
+    h.sim.hold.set()
+    rc = await anyio.to_thread.run_sync(lambda: a.proc.wait(60))
+    assert rc == 0, a.output()[-3000:]
+    run = (await query(database_url, f"SELECT * FROM collection_runs WHERE id = {run_id}"))[0]
+    assert (run["status"], run["slices_done"], run["slices_failed"]) == ("succeeded", 1, 0), dict(run)
+    assert await _part(database_url, run_id) == ("done", "r-a")
+    assert h.sim.stats.by_op_status[("GetMetricData", 200)] == 1  # collected once, by r-a
+    assert "lease_lost" not in a.output()
+
+    async def b_holds() -> bool:
+        return set((await _holders(database_url)).values()) == {"r-b"}
+
+    await wait_for(b_holds, 30, lambda: b.output()[-3000:])
+    await a.stop()
+    assert await b.stop() == 0

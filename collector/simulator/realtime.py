@@ -27,6 +27,16 @@ available otherwise; AGENTS_* count the agents in each.
 
 Everything is a pure function of (seed, instance, instant): ``expected_*`` answer what
 the endpoints serve, from the same code.
+
+Choices where the API leaves room: GetCurrentUserData lists every agent the filter
+selects, Offline ones too (StatusName ``Offline``); NextStatus is the break an agent on
+a contact goes to once its work ends; every routing profile has 10 slots a channel (the
+stream's agents overlap up to 8 contacts on one); AGENTS_ERROR and CONTACTS_SCHEDULED
+are 0 (no missed or scheduled contacts are modelled); agents count in every queue they
+serve and every channel (AGENTS_ON_CONTACT / AFTER_CONTACT_WORK only on the channels of
+their contacts); without SortCriteria groups come in filter order; OLDEST_CONTACT_AGE
+and ESTIMATED_WAIT_TIME are 0 with nobody waiting. ROUTING_STEP_EXPRESSION, SUBTYPE,
+VALIDATION_TEST_TYPE and MetricId are refused as not modelled.
 """
 
 from __future__ import annotations
@@ -165,6 +175,17 @@ class AgentNow:
     contacts: tuple[tuple[Contact, str], ...]  # (contact, its state) with the agent now
 
 
+def _activity(status: str, states: Sequence[str]) -> str:
+    """What an agent in ``status`` with contacts in ``states`` counts as."""
+    if status == "Offline":
+        return OFFLINE
+    if status != AVAILABLE:
+        return NPT
+    if any(s != "ENDED" for s in states):
+        return ON_CONTACT
+    return ACW if states else IDLE
+
+
 class Realtime:
     """The real-time view of the simulated fleet (shares the worlds of ``MetricDataV2``)."""
 
@@ -255,16 +276,7 @@ class Realtime:
     def agent_now(self, inst: Instance, agent: Agent, t: float, alive: Iterable[Contact]) -> AgentNow:
         status, since, until = self._status_at(inst, agent, t)
         with_agent = tuple((c, s) for c in alive if c.agent.id == agent.id and (s := c.state(t)) is not None)
-        if status == "Offline":
-            activity = OFFLINE
-        elif status != AVAILABLE:
-            activity = NPT
-        elif any(s != "ENDED" for _c, s in with_agent):
-            activity = ON_CONTACT
-        elif with_agent:
-            activity = ACW
-        else:
-            activity = IDLE
+        activity = _activity(status, [s for _c, s in with_agent])
         next_status = None
         if with_agent and status == AVAILABLE:
             nxt = self._status_at(inst, agent, until)
@@ -292,21 +304,27 @@ class Realtime:
         """(agent id, activity, from, to) over [start, end) (clipped to it), by agent then time:
         the finer timeline behind AGENTS_* (OFFLINE, NPT, ON_CONTACT, ACW, AVAILABLE)."""
         alive = self.contacts_between(inst, start, end)
+        every = self.status_intervals(inst, start, end)
         out: list[tuple[str, str, int, int]] = []
         for agent in self.v2.world(inst).agents:
-            mine = [c for c in alive if c.agent.id == agent.id and c.answered]
+            mine = sorted((c for c in alive if c.agent.id == agent.id and c.answered), key=lambda c: c.left_queue)
             edges = {start, end}
             for c in mine:
                 edges.update(x for x in (c.left_queue, c.hold_from, c.hold_to, c.ended, c.acw_end)
                              if start < x < end)
-            t: float = start
-            while t < end:
-                _n, a, b = self._status_at(inst, agent, t)
-                edges.update(x for x in (a, b) if start < x < end)
-                t = b
+            statuses = [(n, a, b) for ag, n, a, b in every if ag == agent.id]
+            edges.update(x for _n, a, b in statuses for x in (a, b) if start < x < end)
             cuts = sorted(edges)
+            k = j = 0
+            active: list[Contact] = []
             for a, b in itertools.pairwise(cuts):
-                act = self.agent_now(inst, agent, a, mine).activity
+                while statuses[k][2] <= a:
+                    k += 1
+                while j < len(mine) and mine[j].left_queue <= a:
+                    active.append(mine[j])
+                    j += 1
+                active = [c for c in active if c.acw_end > a]
+                act = _activity(statuses[k][0], [s for c in active if (s := c.state(a)) is not None])
                 if out and out[-1][0] == agent.id and out[-1][1] == act and out[-1][3] == a:
                     out[-1] = (agent.id, act, out[-1][2], b)
                 else:

@@ -137,6 +137,10 @@ class Simulator:
         self.key_resolver: Callable[[str], str | None] | None = None
         self.fail_next: list[tuple[int, str, str]] = []  # queued faults for tests
         self.delay_next: list[float] = []  # seconds to stall the next GetMetricData answers
+        # While ``hold`` is set to an unset event, GetMetricData answers wait for it
+        # (``held`` of them are waiting): a test decides when an in-flight fetch completes.
+        self.hold: asyncio.Event | None = None
+        self.held = 0
         self.reset_next = 0  # drop the connection halfway through the next N GetMetricData bodies
         self.corrupt_next: list[bytes] = []  # bodies to answer the next GetMetricData calls with
         self.repeat_group_next = 0  # the next N GetMetricData pages repeat their first dimension group
@@ -554,6 +558,12 @@ class Simulator:
         iid = request.match_info["instance_id"]
         if self.delay_next:
             await asyncio.sleep(self.delay_next.pop(0))
+        if self.hold is not None and not self.hold.is_set():
+            self.held += 1
+            try:
+                await self.hold.wait()
+            finally:
+                self.held -= 1
         if self.corrupt_next:
             self.stats.count("GetMetricData", 200)
             return web.Response(body=self.corrupt_next.pop(0), content_type="application/json")

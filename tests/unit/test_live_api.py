@@ -84,6 +84,7 @@ def test_more_than_100_queues_without_a_queue_grouping_cannot_be_combined() -> N
 def test_agents_all_takes_the_discovered_agents_100_a_request() -> None:
     api = AgentsApi(AgentsProfileSettings(name="a", filters={"agents": "all"}))
     assert api.needs == frozenset({"agents"})
+    assert AgentsApi(AgentsProfileSettings(name="b")).needs == {"routing_profiles", "agents"}  # names too
     (unit,) = api.plan(_t(agents=230), P0, P0 + timedelta(seconds=15), NOW, 0)
     assert [len(r.filters["Agents"]) for r in unit.requests] == [100, 100, 30]
     with pytest.raises(PlanError, match="agents discovery failed"):

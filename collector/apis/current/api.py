@@ -40,6 +40,8 @@ class _LiveApi:
         self.profile = settings.name
         self.calendar = UtcCalendar(settings.every_seconds)
         self.needs = frozenset(_KINDS[k] for k, v in settings.filters.items() if v == "all" and k in _KINDS)
+        if isinstance(settings, AgentsProfileSettings):  # agent_now and the intervals name them
+            self.needs |= {"agents"}
 
     @property
     def info(self) -> ProfileInfo:
