@@ -304,6 +304,8 @@ async def test_data_and_events_follow_the_snapshots_as_they_land(database_url: s
             assert [(q["queue_name"], q["contacts_in_queue"], q["oldest_contact_age"]) for q in first["queues"]] \
                 == [("Sales", 3, 42)]
             assert first["agents"][0]["status"] == "Available" and first["id"] == first["changed_at"]
+            sent = datetime.fromisoformat(first["server_time"])  # the instant it was sent, not read
+            assert abs((sent - datetime.now(UTC)).total_seconds()) < 5 and sent >= datetime.fromisoformat(first["now"])
 
             async with s.get(url + "/wallboard/events") as a, \
                     s.get(url + "/wallboard/events", params={"since": first["id"]}) as b:

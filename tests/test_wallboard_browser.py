@@ -93,9 +93,10 @@ async def check_wallboard(browser: Any, url: str, first: dict[str, Any], land_ne
     await page.evaluate("() => { window.__same_page = true; }")
     in_state = await _texts(page, "#agents td.in-state")
     assert in_state and all(t and t != "\u2013" for t in in_state), in_state
-    await anyio.sleep(1.3)
-    assert await _texts(page, "#agents td.in-state") != in_state  # ticking in the browser
+    await until(page, watch, "was => [...document.querySelectorAll('#agents td.in-state')]"
+                             ".every((td, i) => td.textContent.trim() !== was[i])", arg=in_state, ms=3_000)
     before = await page.evaluate("() => document.body.dataset.snapshotId")
+    assert await page.evaluate("() => document.body.dataset.renders") == "1"  # the stream resent nothing
 
     await land_next()
     await until(page, watch, "id => document.body.dataset.snapshotId !== id", arg=before, ms=20_000)
@@ -103,6 +104,8 @@ async def check_wallboard(browser: Any, url: str, first: dict[str, Any], land_ne
                 ms=5_000)
     await _expect_queues(page, second)
     assert await page.evaluate("() => window.__same_page === true")  # updated in place, not reloaded
+    await anyio.sleep(1.5)
+    assert await page.evaluate("() => document.body.dataset.renders") == "2"  # one event per snapshot
     await page.screenshot(path=os.environ.get("COLLECTOR_WALLBOARD_SCREENSHOT", "/tmp/wallboard.png"))
     await page.close()
     assert watch.errors == []

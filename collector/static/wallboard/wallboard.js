@@ -136,7 +136,8 @@
 
   function render(d) {
     data = d;
-    if (d.now) { offset = Date.parse(d.now) - Date.now(); }
+    var serverNow = d.server_time || d.now; // the instant the server sent it
+    if (serverNow) { offset = Date.parse(serverNow) - Date.now(); }
     var qs = $("queues");
     qs.replaceChildren.apply(qs, d.queues.map(queueCard));
     $("no-queues").hidden = d.queues.length > 0;
@@ -155,6 +156,7 @@
         + ": per queue, the one whose data reaches furthest into today."
       : "No historical data for today yet: service level and handled appear once a historical profile has collected today's first interval.";
     document.body.dataset.snapshotId = d.id || "";
+    document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
     tick();
   }
 
