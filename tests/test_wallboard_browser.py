@@ -108,7 +108,13 @@ async def check_wallboard(browser: Any, url: str, first: dict[str, Any], land_ne
     assert await page.evaluate("() => document.body.dataset.renders") == "2"  # one event per snapshot
     await page.screenshot(path=os.environ.get("COLLECTOR_WALLBOARD_SCREENSHOT", "/tmp/wallboard.png"))
     await page.close()
-    assert watch.errors == []
+    only = await browser.new_page()  # ?queue= shows only the queues whose name contains it
+    only_watch = PageWatch(only)
+    await only.goto(url + "/wallboard?queue=" + next(iter(second))[:3].lower())
+    await until(only, only_watch, "() => document.getElementById('status').textContent === 'live'")
+    await _expect_queues(only, dict([next(iter(second.items()))]))
+    await only.close()
+    assert watch.errors == [] and only_watch.errors == []
     assert watch.requests and all(r.startswith(url + "/") for r in watch.requests), watch.requests
     assert {r.removeprefix(url).split("?")[0] for r in watch.requests} == {
         "/wallboard", "/wallboard/assets/wallboard.css", "/wallboard/assets/wallboard.js", "/wallboard/data",
