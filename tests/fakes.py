@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from collector.apis.current.model import CurrentPage, CurrentRequest, UserDataRequest, UserPage
 from collector.apis.v1.model import Dims, MetricDataRequest
 from collector.apis.v2.model import PageV2, V2Request
 from collector.model import (
@@ -404,6 +405,20 @@ class ScriptedSource:
         if self.pages_v2 is None:
             return PageV2(request.metrics, [])
         return self.pages_v2(request)
+
+    async def get_current_metric_data(self, target: Target, request: CurrentRequest,
+                                      next_token: str | None) -> CurrentPage:
+        self.calls.append(("GetCurrentMetricData", target.instance_id, next_token))
+        if self.failures:
+            raise self.failures.pop(0)
+        return CurrentPage(request.metrics, [], None, None)
+
+    async def get_current_user_data(self, target: Target, request: UserDataRequest,
+                                    next_token: str | None) -> UserPage:
+        self.calls.append(("GetCurrentUserData", target.instance_id, next_token))
+        if self.failures:
+            raise self.failures.pop(0)
+        return UserPage([], None)
 
     async def search_users(self, target: Target, next_token: str | None) -> tuple[list[AgentInfo], str | None]:
         self.calls.append(("SearchUsers", target.instance_id, next_token))

@@ -58,7 +58,7 @@ class _LiveApi:
     def schedule(self, opts: ScheduleOptions) -> ScheduleOptions:
         every = self.calendar.seconds
         return dataclasses.replace(opts, settle=-every, revisits=(), initial_backfill=every, catchup_batch=1,
-                                   lookback_margin=1, loop="live", runs=False)
+                                   lookback_margin=1, retry_after=0, loop="live", runs=False)
 
     def check_range(self, start: datetime, end: datetime, now: datetime, margin: int) -> None:
         raise PlanError(f"profile {self.profile!r} is real time ({self.api}): it is polled by `collector serve` "
