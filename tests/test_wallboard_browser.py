@@ -217,7 +217,8 @@ async def _shows_the_stored_snapshot(page: Any, database_url: str) -> str:
                 c["queue_id"], c["channel"] or None, at)
             assert row is not None, c
             assert (c["name"], c["in_queue"], c["oldest"]) == (
-                row["queue_name"], f"{round(row['contacts_in_queue']):,}", _duration(row["oldest_contact_age"])), c
+                row["queue_name"], f"{round(row['contacts_in_queue']):,}",
+                _duration(row["oldest_contact_age"] if row["contacts_in_queue"] else None)), c
         shown = await conn.fetchval("SELECT count(*) FROM current_queue_now")
         assert len(cards) == shown
     finally:

@@ -73,7 +73,8 @@
     card.appendChild(el("div", "sub", sub));
     var big = el("div", "big");
     big.appendChild(figure("in-queue", num(q.contacts_in_queue), "in queue"));
-    var oldest = figure("oldest" + (alert ? " alert" : ""), duration(q.oldest_contact_age), "oldest contact");
+    var waiting = q.contacts_in_queue === 0 ? null : q.oldest_contact_age; // nobody waits: no age
+    var oldest = figure("oldest" + (alert ? " alert" : ""), duration(waiting), "oldest contact");
     oldest.title = "above " + OLDEST_ALERT + " s is shown red";
     big.appendChild(oldest);
     card.appendChild(big);
