@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal
 
@@ -253,6 +253,12 @@ class LiveFeed:
         self._looked = time.monotonic()
 
 
+def _sent_now(payload: bytes) -> bytes:
+    """The payload (a cached JSON object) with ``server_time``, the instant it is sent: the
+    page sets its clock by it (time in state ticks from the agents' ``status_since``)."""
+    return b'{"server_time":' + orjson.dumps(datetime.now(UTC)) + b"," + payload[1:]
+
+
 def _sse(event: str, data: bytes, event_id: str | None = None) -> bytes:
     head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
     return head.encode() + b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
@@ -284,7 +290,7 @@ def _serve_wallboard(app: FastAPI, wallboard: Callable[[], Awaitable[dict[str, A
         _id, payload, error = await feed.latest()
         if error is not None or payload is None:
             return JSONResponse(status_code=503, content={"detail": error or "no data"})
-        return Response(payload, media_type="application/json", headers={"cache-control": "no-store"})
+        return Response(_sent_now(payload), media_type="application/json", headers={"cache-control": "no-store"})
 
     @app.get("/wallboard/events", include_in_schema=False)
     async def wallboard_events(request: Request, since: str | None = None) -> StreamingResponse:
@@ -305,7 +311,7 @@ def _serve_wallboard(app: FastAPI, wallboard: Callable[[], Awaitable[dict[str, A
                         yield _sse("unavailable", orjson.dumps({"reason": error}))
                         quiet, sent_error = time.monotonic(), error
                 elif payload is not None and (event_id != sent_id or sent_error is not None):
-                    yield _sse("snapshot", payload, event_id)
+                    yield _sse("snapshot", _sent_now(payload), event_id)
                     quiet, sent_id, sent_error = time.monotonic(), event_id, None
                 if time.monotonic() - quiet >= SSE_KEEPALIVE:
                     yield b": keep-alive\n\n"

@@ -304,6 +304,8 @@ async def test_data_and_events_follow_the_snapshots_as_they_land(database_url: s
             assert [(q["queue_name"], q["contacts_in_queue"], q["oldest_contact_age"]) for q in first["queues"]] \
                 == [("Sales", 3, 42)]
             assert first["agents"][0]["status"] == "Available" and first["id"] == first["changed_at"]
+            sent = datetime.fromisoformat(first["server_time"])  # the instant it was sent, not read
+            assert abs((sent - datetime.now(UTC)).total_seconds()) < 5 and sent >= datetime.fromisoformat(first["now"])
 
             async with s.get(url + "/wallboard/events") as a, \
                     s.get(url + "/wallboard/events", params={"since": first["id"]}) as b:
@@ -386,3 +388,52 @@ def test_the_wheel_ships_every_wallboard_file(tmp_path: Path) -> None:
     assert wanted == {"collector/static/wallboard/index.html", "collector/static/wallboard/wallboard.js",
                       "collector/static/wallboard/wallboard.css"}
     assert wanted <= names, sorted(wanted - names)
+
+
+def test_each_queue_takes_today_from_the_profile_that_reaches_furthest_into_today() -> None:
+    """Per (instance, queue): the historical profile whose data reaches furthest (ties: the
+    name first); the live row's channel where that profile has it, else the whole queue."""
+    from datetime import date
+
+    from collector.adapters.postgres import wallboard_payload
+
+    t = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+    def today(profile: str, channel: str | None, through: datetime, handled: float, sl: str | None,
+              all_channels: int, queue: str = "q-1") -> dict[str, Any]:
+        return {"instance_id": "i-1", "profile": profile, "time_zone": "Europe/Paris", "local_date": date(2026, 3, 2),
+                "queue_id": queue, "channel": channel, "all_channels": all_channels, "contacts_queued": 10.0,
+                "contacts_handled": handled, "contacts_abandoned": 1.0, "through": through, "service_level": sl}
+
+    rows = [
+        today("hourly", None, t, 50, '{"60": 90.0, "20": 80.5, "<=20": 81.0}', 1),
+        today("hourly", "VOICE", t, 30, '{"20": 70.0}', 0),
+        today("hourly", "CHAT", t, 20, '{"20": null, "60": 95.0}', 0),
+        today("a_quarter", None, t, 51, None, 1),  # as far, and first by name
+        today("daily", None, t - timedelta(hours=1), 49, None, 1),  # not as far
+        today("daily", None, t, 7, '{"20": 50.0}', 1, queue="q-2"),
+    ]
+    # a_quarter wins q-1, but has no channel rows: its queue total for every live row
+    live: list[dict[str, Any]] = [{"instance_id": "i-1", "queue_id": "q-1", "channel": "VOICE"},
+            {"instance_id": "i-1", "queue_id": "q-2", "channel": None},
+            {"instance_id": "i-1", "queue_id": "q-3", "channel": "VOICE"}]
+    out = wallboard_payload(t, t, live, [], rows)
+    q1, q2, q3 = (q["today"] for q in out["queues"])
+    assert (q1["profile"], q1["scope"], q1["contacts_handled"], q1["service_level_pct"]) == ("a_quarter", "queue", 51,
+                                                                                            None)
+    assert (q2["profile"], q2["scope"], q2["service_level_threshold"], q2["service_level_pct"]) == \
+        ("daily", "queue", "20", 50.0)
+    assert q3 is None
+    assert out["today_sources"] == [{"profile": "a_quarter", "time_zone": "Europe/Paris", "date": "2026-03-02"},
+                                    {"profile": "daily", "time_zone": "Europe/Paris", "date": "2026-03-02"}]
+    # without a_quarter, hourly wins q-1 and has the live rows' channels
+    rows = [r for r in rows if r["profile"] != "a_quarter"]
+    live += [{"instance_id": "i-1", "queue_id": "q-1", "channel": "CHAT"},
+             {"instance_id": "i-1", "queue_id": "q-1", "channel": None},
+             {"instance_id": "i-1", "queue_id": "q-1", "channel": "TASK"}]
+    voice, _q2, _q3, chat, whole, task = (q["today"] for q in wallboard_payload(t, t, live, [], rows)["queues"])
+    assert (voice["scope"], voice["contacts_handled"], voice["service_level_pct"]) == ("channel", 30, 70.0)
+    assert (chat["scope"], chat["service_level_threshold"], chat["service_level_pct"]) == ("channel", "60", 95.0)
+    assert (whole["scope"], whole["contacts_handled"]) == ("queue", 50)
+    assert list(whole["service_level"]) == ["20", "<=20", "60"] and whole["service_level_pct"] == 80.5
+    assert (task["scope"], task["contacts_handled"]) == ("queue", 50)  # a channel the profile has no row of

@@ -93,9 +93,10 @@ async def check_wallboard(browser: Any, url: str, first: dict[str, Any], land_ne
     await page.evaluate("() => { window.__same_page = true; }")
     in_state = await _texts(page, "#agents td.in-state")
     assert in_state and all(t and t != "\u2013" for t in in_state), in_state
-    await anyio.sleep(1.3)
-    assert await _texts(page, "#agents td.in-state") != in_state  # ticking in the browser
+    await until(page, watch, "was => [...document.querySelectorAll('#agents td.in-state')]"
+                             ".every((td, i) => td.textContent.trim() !== was[i])", arg=in_state, ms=3_000)
     before = await page.evaluate("() => document.body.dataset.snapshotId")
+    assert await page.evaluate("() => document.body.dataset.renders") == "1"  # the stream resent nothing
 
     await land_next()
     await until(page, watch, "id => document.body.dataset.snapshotId !== id", arg=before, ms=20_000)
@@ -103,9 +104,17 @@ async def check_wallboard(browser: Any, url: str, first: dict[str, Any], land_ne
                 ms=5_000)
     await _expect_queues(page, second)
     assert await page.evaluate("() => window.__same_page === true")  # updated in place, not reloaded
+    await anyio.sleep(1.5)
+    assert await page.evaluate("() => document.body.dataset.renders") == "2"  # one event per snapshot
     await page.screenshot(path=os.environ.get("COLLECTOR_WALLBOARD_SCREENSHOT", "/tmp/wallboard.png"))
     await page.close()
-    assert watch.errors == []
+    only = await browser.new_page()  # ?queue= shows only the queues whose name contains it
+    only_watch = PageWatch(only)
+    await only.goto(url + "/wallboard?queue=" + next(iter(second))[:3].lower())
+    await until(only, only_watch, "() => document.getElementById('status').textContent === 'live'")
+    await _expect_queues(only, dict([next(iter(second.items()))]))
+    await only.close()
+    assert watch.errors == [] and only_watch.errors == []
     assert watch.requests and all(r.startswith(url + "/") for r in watch.requests), watch.requests
     assert {r.removeprefix(url).split("?")[0] for r in watch.requests} == {
         "/wallboard", "/wallboard/assets/wallboard.css", "/wallboard/assets/wallboard.js", "/wallboard/data",
@@ -208,7 +217,8 @@ async def _shows_the_stored_snapshot(page: Any, database_url: str) -> str:
                 c["queue_id"], c["channel"] or None, at)
             assert row is not None, c
             assert (c["name"], c["in_queue"], c["oldest"]) == (
-                row["queue_name"], f"{round(row['contacts_in_queue']):,}", _duration(row["oldest_contact_age"])), c
+                row["queue_name"], f"{round(row['contacts_in_queue']):,}",
+                _duration(row["oldest_contact_age"] if row["contacts_in_queue"] else None)), c
         shown = await conn.fetchval("SELECT count(*) FROM current_queue_now")
         assert len(cards) == shown
     finally:

@@ -1,13 +1,21 @@
 // connect-collector wallboard: /wallboard/data for the first view, then server-sent
 // events (/wallboard/events) as snapshots land. No library, nothing from another host.
 // URL parameters: ?oldest_alert=SECONDS (oldest contact age shown red above it, default 60),
-// ?sl_target=PERCENT (service level shown red below it, default 80).
+// ?sl_target=PERCENT (service level shown red below it, default 80), ?instance=ID-OR-NAME and
+// ?queue=TEXT (only that instance's rows, only the queues whose name contains TEXT).
 (function () {
   "use strict";
   var params = new URLSearchParams(window.location.search);
   var OLDEST_ALERT = Number(params.get("oldest_alert") || 60);
   var SL_TARGET = Number(params.get("sl_target") || 80);
   var STALE_AFTER = 60; // seconds: a snapshot older than this is flagged
+  var ONLY_INSTANCE = params.get("instance");
+  var ONLY_QUEUE = (params.get("queue") || "").toLowerCase();
+
+  function shown(row, isQueue) {
+    if (ONLY_INSTANCE && row.instance_id !== ONLY_INSTANCE && row.instance_name !== ONLY_INSTANCE) { return false; }
+    return !(isQueue && ONLY_QUEUE && (row.queue_name || row.queue_id || "").toLowerCase().indexOf(ONLY_QUEUE) < 0);
+  }
   var data = null;
   var offset = 0; // server clock - browser clock, ms
   var source = null;
@@ -65,7 +73,8 @@
     card.appendChild(el("div", "sub", sub));
     var big = el("div", "big");
     big.appendChild(figure("in-queue", num(q.contacts_in_queue), "in queue"));
-    var oldest = figure("oldest" + (alert ? " alert" : ""), duration(q.oldest_contact_age), "oldest contact");
+    var waiting = q.contacts_in_queue === 0 ? null : q.oldest_contact_age; // nobody waits: no age
+    var oldest = figure("oldest" + (alert ? " alert" : ""), duration(waiting), "oldest contact");
     oldest.title = "above " + OLDEST_ALERT + " s is shown red";
     big.appendChild(oldest);
     card.appendChild(big);
@@ -134,9 +143,15 @@
     return tr;
   }
 
-  function render(d) {
+  function render(all) {
+    var d = Object.assign({}, all, {
+      queues: all.queues.filter(function (q) { return shown(q, true); }),
+      agents: all.agents.filter(function (a) { return shown(a, false); })
+    });
+    if (ONLY_INSTANCE) { d.agents_total = d.agents.length; }
     data = d;
-    if (d.now) { offset = Date.parse(d.now) - Date.now(); }
+    var serverNow = d.server_time || d.now; // the instant the server sent it
+    if (serverNow) { offset = Date.parse(serverNow) - Date.now(); }
     var qs = $("queues");
     qs.replaceChildren.apply(qs, d.queues.map(queueCard));
     $("no-queues").hidden = d.queues.length > 0;
@@ -155,6 +170,7 @@
         + ": per queue, the one whose data reaches furthest into today."
       : "No historical data for today yet: service level and handled appear once a historical profile has collected today's first interval.";
     document.body.dataset.snapshotId = d.id || "";
+    document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
     tick();
   }
 
