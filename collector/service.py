@@ -462,7 +462,7 @@ class Service:
             token=self.settings.api.token, validate=self.validate, submit=self.submit,
             get_run=get_run, list_runs=list_runs, ready=self.ready,
             cluster=functools.partial(store.cluster_state, float(self.settings.cluster.lease_ttl)),
-            wallboard=getattr(store, "wallboard", None), live_changed_at=getattr(store, "live_changed_at", None),
+            wallboard=store.wallboard, live_changed_at=store.live_changed_at,
             stopping=self.stop,
         )
         api = self.settings.api

@@ -350,6 +350,12 @@ class InMemoryStore:
     async def ping(self) -> None:
         return None
 
+    async def live_changed_at(self) -> datetime | None:
+        return None
+
+    async def wallboard(self) -> dict[str, Any]:
+        return {"queues": [], "agents": []}
+
 
 Rows = list[tuple[Dims, list[float | None]]]
 
