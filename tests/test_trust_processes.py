@@ -268,7 +268,8 @@ async def test_an_interval_edit_restarts_cleanly_through_real_serve_processes(
     hours = [r["slice_start"] for r in rows if r["slice_seconds"] == 3600]
     assert quarter == [(r["slice_start"], r["times_collected"]) for r in old]  # kept, and not revisited
     assert len(hours) >= 2 and all(t.minute == 0 for t in hours)  # the new series, from its backfill
-    assert hours[0] <= old[0]["slice_start"]  # hours with 15-minute slices in them were collected again
+    # hours with a 15-minute slice starting at them were collected all the same
+    assert len(set(hours) & {r["slice_start"] for r in old}) >= 2
     assert await sql_value(database_url, "SELECT count(*) FROM historical_metrics WHERE profile = 'queues'"
                                          " AND interval_end - interval_start = interval '15 minutes'") == old_values
 
