@@ -432,3 +432,48 @@ async def test_a_stopping_replica_keeps_its_leases_while_its_in_flight_slices_fi
     await wait_for(b_holds, 30, lambda: b.output()[-3000:])
     await a.stop()
     assert await b.stop() == 0
+
+
+async def test_a_stopping_single_node_keeps_its_heartbeat_while_its_run_finishes(
+    start_sim: StartSim, database_url: str, tmp_path: Path, serve_procs: ServeProcs
+) -> None:
+    """The same on single nodes sharing a database (a rolling deploy's successor starts
+    while the old process is in its grace period): the stopping one keeps heartbeating
+    until its run is done, so the other does not take the run for a dead replica's and
+    collect it again (before: the heartbeat ended with the stop, and after `lease_ttl`
+    the other resumed the run)."""
+    h = await start_sim(SimulatorConfig(fleet=FleetSpec(accounts=1, queues_per_instance=2), throttle=False))
+    cfg = write_config(tmp_path / "c.toml", database_url, h.sim, collection=COLLECTION,
+                       extra=f"\n[scheduler]\nenabled = false\ngrace_period = 60\n\n[cluster]\nlease_ttl = {TTL}\n")
+    procs = {r: serve_procs(cfg, env={"COLLECTOR_CLUSTER__REPLICA_ID": r}) for r in ("r-a", "r-b")}
+    for p in procs.values():
+        await p.wait_status("/readyz", 200, 30)
+    h.sim.hold = asyncio.Event()
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    run_id = await _post_run(procs["r-a"], {"start": (end - timedelta(minutes=15)).isoformat(),
+                                            "end": end.isoformat()})
+    await wait_for(lambda: _is(h.sim.held == 1), 30)
+    owner = await sql_value(database_url, "SELECT owner FROM collection_runs WHERE id = $1", run_id)
+    stopping, other = procs[owner], procs[({"r-a", "r-b"} - {owner}).pop()]
+    stopping.proc.send_signal(signal.SIGTERM)
+    await wait_for(lambda: _is("shutdown_requested" in stopping.output()), 30)
+    beat = "SELECT heartbeat_at FROM replicas WHERE id = $1"
+    last = await sql_value(database_url, beat, owner)  # dead for the others a TTL after it, unless renewed
+    resumed = "SELECT count(*) FROM collection_runs WHERE resumed_from IS NOT NULL"
+
+    async def beat_past_it_or_resumed() -> bool:
+        now_beat = await sql_value(database_url, beat, owner)
+        return bool(await sql_value(database_url, resumed) or now_beat >= last + timedelta(seconds=TTL))
+
+    await wait_for(beat_past_it_or_resumed, 30, lambda: other.output()[-3000:])
+    assert await sql_value(database_url, resumed) == 0, other.output()[-3000:]
+    assert stopping.alive()
+    h.sim.hold.set()
+    rc = await anyio.to_thread.run_sync(lambda: stopping.proc.wait(60))
+    assert rc == 0, stopping.output()[-3000:]
+    run = (await query(database_url, f"SELECT * FROM collection_runs WHERE id = {run_id}"))[0]
+    assert (run["status"], run["slices_done"], run["slices_failed"]) == ("succeeded", 1, 0), dict(run)
+    assert await sql_value(database_url, "SELECT count(*) FROM collection_runs") == 1
+    assert h.sim.stats.by_op_status[("GetMetricData", 200)] == 1
+    await stopping.stop()
+    assert await other.stop() == 0
