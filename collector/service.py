@@ -387,6 +387,17 @@ class Service:
             except errors.StorageError as e:  # the database may be briefly away; keep trying
                 log.error("adopt_failed", error=str(e))
 
+    async def _beat_until(self, done: anyio.Event) -> None:
+        """A single node's heartbeat every third of the TTL until ``done`` (its shutdown)."""
+        while not done.is_set():
+            with anyio.move_on_after(self.ttl / 3):  # wall time, as the heartbeats' now()
+                await done.wait()
+                return
+            try:
+                await self.rt.store.heartbeat(self.replica, self.url)
+            except errors.StorageError as e:  # the database may be briefly away; keep trying
+                log.error("heartbeat_failed", error=str(e))
+
     async def retention_loop(self) -> None:
         days = self.settings.storage.retention_days
         live_days = self.settings.storage.realtime_retention_days
@@ -504,8 +515,12 @@ class Service:
         self.stop.set()
         with anyio.move_on_after(self.settings.scheduler.grace_period):
             async with anyio.create_task_group() as holding:
-                if self.leases is not None:  # the grace period may outlast the TTL: keep the leases
+                # the grace period may outlast the TTL: keep the leases (and the heartbeat, by
+                # which a peer or a successor would take the runs in flight here for dead's)
+                if self.leases is not None:
                     holding.start_soon(self.leases.hold, self._work_done)
+                else:
+                    holding.start_soon(self._beat_until, self._work_done)
                 await self._work_done.wait()
         if server is not None:
             server.should_exit = True
