@@ -463,6 +463,7 @@ async def _serve(args: argparse.Namespace) -> int:
 connect-collector is running in sandbox mode
   simulator : {url}  ({len(sim.fleet.instances)} simulated instances)
   API       : {api_url}   (OpenAPI at {api_url}/docs)
+  wallboard : {api_url}/wallboard   (queues and agents now, every 15 s)
   database  : {dsn}
 
 Try:
