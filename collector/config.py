@@ -312,7 +312,8 @@ class Settings(Section):
         for p in self.profiles:
             if p.name == name:
                 if not isinstance(p, ProfileSettings):
-                    raise ConfigError(f"profile {name!r} is not a GetMetricData profile (api = \"{p.api}\")")
+                    kind = {"v2": "GetMetricDataV2", "current": "GetCurrentMetricData", "agents": "GetCurrentUserData"}
+                    raise ConfigError(f"profile {name!r} is a {kind[p.api]} profile (api = \"{p.api}\")")
                 return p
         raise unknown_profile(name, ["default", *(p.name for p in self.profiles)])
 

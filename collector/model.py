@@ -143,7 +143,7 @@ class ScheduleOptions:
     lookback_margin: int = 600
     retry_after: int = 30
     max_sleep: int = 300
-    loop: str = "history"  # profiles of one loop share its rounds; each loop runs on its own
+    loop: str = "history"  # "history" or "live": profiles of one loop share its rounds; each loop runs on its own
     runs: bool = True  # its rounds are recorded in collection_runs
 
 

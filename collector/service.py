@@ -400,15 +400,19 @@ class Service:
 
     async def retention_loop(self) -> None:
         days = self.settings.storage.retention_days
-        live_days = self.settings.storage.realtime_retention_days
+        # the real-time history has its own retention, kept only where live profiles write it
+        live = any(api.schedule(self.schedule).loop == "live" for api in self.rt.apis.values())
+        live_days = self.settings.storage.realtime_retention_days if live else None
+        if days is None and live_days is None:
+            return
         while not self.stop.is_set():
             now = self.rt.clock.now()
             cutoff = None if days is None else now - timedelta(days=days)
-            live_cutoff = now - timedelta(days=live_days)
+            live_cutoff = None if live_days is None else now - timedelta(days=live_days)
             dropped = await self.outlast(functools.partial(self.rt.store.prune, cutoff, live_cutoff), "prune")
             if dropped:
                 log.info("partitions_dropped", partitions=dropped, cutoff=cutoff and cutoff.isoformat(),
-                         live_cutoff=live_cutoff.isoformat())
+                         live_cutoff=live_cutoff and live_cutoff.isoformat())
             await sleep_or_stop(self.rt.clock, parse_duration(self.settings.storage.prune_every), self.stop)
 
     # -- leases ---------------------------------------------------------------------------
