@@ -296,10 +296,13 @@ class Targets:
         """How many instances can be collected (None: not resolved yet)."""
         return None if self.cached is None else sum(1 for t in self.cached if t.unresolved is None)
 
-    async def __call__(self) -> Sequence[Target]:
+    async def __call__(self, refresh: bool = True) -> Sequence[Target]:
         """The fleet; each scheduler loop asks. While one resolves it again, the others go
-        on with the last resolution (a live loop never waits on a discovery)."""
-        if self._lock.locked() and self.cached is not None:
+        on with the last resolution. ``refresh=False`` (the live loop, when a historical loop
+        refreshes) never starts a rediscovery of its own once the fleet is known: a
+        rediscovery of a whole fleet (every instance's queues, agents and routing profiles)
+        takes seconds, longer than a live period can wait."""
+        if self.cached is not None and (self._lock.locked() or (not refresh and self.owned() == self.last_owned)):
             return self.cached
         async with self._lock:
             now = self.rt.clock.monotonic()

@@ -272,12 +272,17 @@ class Service:
         loops: dict[str, list[MetricApi]] = {}
         for api in self.rt.apis.values():
             loops.setdefault(api.schedule(opts).loop, []).append(api)
+        # Rediscovery every discovery_ttl is the historical loop's (it wakes at least that
+        # often); the live loop only resolves the fleet when nothing else does.
+        others_refresh = any(kind != "live" for kind in loops)
         try:
             async with anyio.create_task_group() as tg:
-                for apis in loops.values():
+                for kind, apis in loops.items():
                     lopts = apis[0].schedule(opts)
+                    refresh = kind != "live" or not others_refresh
                     tg.start_soon(functools.partial(
-                        run_scheduler, store=self.rt.store, targets=targets, apis=apis, opts=lopts,
+                        run_scheduler, store=self.rt.store, apis=apis, opts=lopts,
+                        targets=targets if refresh else functools.partial(targets, refresh=False),
                         clock=self.rt.clock, run_round=self.run_round if lopts.runs else self.snapshot_round,
                         stop=self.stop, until=self.until,
                     ))
