@@ -272,17 +272,14 @@ class Service:
         loops: dict[str, list[MetricApi]] = {}
         for api in self.rt.apis.values():
             loops.setdefault(api.schedule(opts).loop, []).append(api)
-        # Rediscovery every discovery_ttl is the historical loop's (it wakes at least that
-        # often); the live loop only resolves the fleet when nothing else does.
-        others_refresh = any(kind != "live" for kind in loops)
         try:
             async with anyio.create_task_group() as tg:
+                targets.spawn = tg.start_soon  # the live loop's rediscoveries run beside it
                 for kind, apis in loops.items():
                     lopts = apis[0].schedule(opts)
-                    refresh = kind != "live" or not others_refresh
                     tg.start_soon(functools.partial(
                         run_scheduler, store=self.rt.store, apis=apis, opts=lopts,
-                        targets=targets if refresh else functools.partial(targets, refresh=False),
+                        targets=targets if kind != "live" else functools.partial(targets, wait=False),
                         clock=self.rt.clock, run_round=self.run_round if lopts.runs else self.snapshot_round,
                         stop=self.stop, until=self.until,
                     ))

@@ -1,15 +1,16 @@
 """collector.fleet.Targets: the fleet resolved once and again every ``ttl``; a caller
-that asks not to refresh (the live loop, when the historical loop refreshes) gets the
-last resolution and never starts a rediscovery of its own."""
+that does not wait (the live loop) gets the last resolution at once, and the
+rediscovery runs beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from collector import fleet
+from collector import errors, fleet
 from collector.fleet import Resolution, Targets
 from tests.unit.helpers import target
 
@@ -22,7 +23,9 @@ class _Clock:
         return self.t
 
 
-async def test_a_caller_that_does_not_refresh_never_rediscovers(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_caller_that_does_not_wait_gets_the_last_fleet_and_the_rediscovery_runs_beside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: list[float] = []
     clock = _Clock()
 
@@ -32,15 +35,40 @@ async def test_a_caller_that_does_not_refresh_never_rediscovers(monkeypatch: pyt
 
     monkeypatch.setattr(fleet, "resolve", resolve)
     t = Targets(SimpleNamespace(clock=clock, apis={}), 60.0, lambda: None)  # type: ignore[arg-type]
+    spawned: list[Callable[[], Awaitable[object]]] = []
+    t.spawn = spawned.append
 
-    assert [x.instance_id for x in await t(refresh=False)] == [target().instance_id]  # unknown yet: resolved
-    assert calls == [0.0]
-    clock.t = 61.0  # past the TTL
-    await t(refresh=False)
-    await t(refresh=False)
-    assert calls == [0.0]  # the last resolution, no rediscovery
-    await t()  # the refreshing loop rediscovers
+    assert [x.instance_id for x in await t(wait=False)] == [target().instance_id]  # unknown yet: resolved
+    assert calls == [0.0] and not spawned
+    await t(wait=False)
+    assert calls == [0.0] and not spawned  # within the TTL
+    clock.t = 61.0  # past the TTL: the last fleet at once, the rediscovery handed to spawn
+    assert [x.instance_id for x in await t(wait=False)] == [target().instance_id]
+    assert calls == [0.0] and len(spawned) == 1
+    await spawned[0]()
     assert calls == [0.0, 61.0]
     clock.t = 62.0
+    await t(wait=False)
     await t()
-    assert calls == [0.0, 61.0]  # within the TTL
+    assert calls == [0.0, 61.0] and len(spawned) == 1  # refreshed: nothing due
+
+
+async def test_a_failed_background_rediscovery_keeps_the_last_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    fail = False
+
+    async def resolve(rt: Any, **_kw: Any) -> Resolution:
+        if fail:
+            raise errors.StorageError("database away")
+        return Resolution(targets=[target()], failed_instances=[], failed_scopes=[])
+
+    monkeypatch.setattr(fleet, "resolve", resolve)
+    t = Targets(SimpleNamespace(clock=clock, apis={}), 60.0, lambda: None)  # type: ignore[arg-type]
+    spawned: list[Callable[[], Awaitable[object]]] = []
+    t.spawn = spawned.append
+    await t(wait=False)
+    clock.t, fail = 61.0, True
+    await t(wait=False)
+    await spawned[0]()  # fails quietly
+    assert [x.instance_id for x in await t(wait=False)] == [target().instance_id]
+    assert len(spawned) == 2  # tried again on the next call
