@@ -163,7 +163,7 @@ async def _poll_live(dsn: str, stop: asyncio.Event, seen: dict[tuple[int, int, d
     """Each live snapshot's first sight in the database (its commit, to within the poll)."""
     conn = await asyncpg.connect(dsn)
     try:
-        live = []
+        live: list[int] = []
         while not stop.is_set():
             if not live:
                 live = [r["id"] for r in await conn.fetch(
