@@ -23,6 +23,8 @@ from bench.analyst import report as report_analyst
 from bench.common import QUEUES, SimProcess, _env, _fresh_db, _run, _server_url, _values, line
 from bench.fleet import collect_fleet
 from bench.fleet import report as report_fleet
+from bench.service_fleet import measure as measure_service_fleet
+from bench.service_fleet import report as report_service_fleet
 from bench.startup import measure as measure_startup
 from bench.startup import report as report_startup
 from bench.v2 import collect_v2
@@ -205,6 +207,8 @@ def main() -> int:
     fleet_small = collect_fleet(workdir, server, 2)
     fleet = collect_fleet(workdir, server, int(os.environ.get("BENCH_FLEET_ACCOUNTS", "100")))
     print("  collector, fleet of role accounts (bench/fleet.py): done", flush=True)
+    service_fleet = measure_service_fleet(workdir, server)
+    print("  collector serve over the fleet, history and real time (bench/service_fleet.py): done", flush=True)
     startup = measure_startup(workdir, server)
     print("  start-up on a warm database (bench/startup.py): done\n", flush=True)
 
@@ -229,6 +233,7 @@ def main() -> int:
     report_v2(v2, line)
     report_analyst(a)
     report_fleet(fleet_small, fleet, line)
+    report_service_fleet(service_fleet, line)
     report_startup(startup, line)
     print(f"\n(naive peer stored {peer['values']:,} values; the collector {big['values']:,} for the same range)")
     return 0

@@ -290,16 +290,26 @@ class Targets:
         self.last_owned: dict[Shard, int] | None = None
         self.problems: list[tuple[str, str]] = []  # (instance or account, reason) of the last resolution
         self._lock = anyio.Lock()
+        # starts a background rediscovery for a caller that does not wait (the service's task group)
+        self.spawn: Callable[..., object] | None = None
 
     @property
     def collectable(self) -> int | None:
         """How many instances can be collected (None: not resolved yet)."""
         return None if self.cached is None else sum(1 for t in self.cached if t.unresolved is None)
 
-    async def __call__(self) -> Sequence[Target]:
+    async def __call__(self, wait: bool = True) -> Sequence[Target]:
         """The fleet; each scheduler loop asks. While one resolves it again, the others go
-        on with the last resolution (a live loop never waits on a discovery)."""
-        if self._lock.locked() and self.cached is not None:
+        on with the last resolution. ``wait=False`` (the live loop) never waits on a
+        rediscovery once the fleet is known: when the TTL has passed, the rediscovery (every
+        instance's queues, agents and routing profiles: seconds at hundreds of instances,
+        longer than a live period can wait) starts in the background (``spawn``) and the
+        caller goes on with the last resolution."""
+        if self.cached is not None and self._lock.locked():
+            return self.cached
+        if not wait and self.cached is not None and self.spawn is not None and self.owned() == self.last_owned:
+            if self.rt.clock.monotonic() - self.at >= self.ttl:
+                self.spawn(self._refresh)
             return self.cached
         async with self._lock:
             now = self.rt.clock.monotonic()
@@ -312,6 +322,15 @@ class Targets:
                     log.error("instance_unavailable", instance=where, reason=reason)
                 self.cached, self.at = self._merged(res), now
             return self.cached
+
+    async def _refresh(self) -> None:
+        """A rediscovery in the background; if it fails, the next call tries again."""
+        if self._lock.locked():
+            return
+        try:
+            await self()
+        except Exception as e:  # the database or an account away: the last resolution stays
+            log.warning("targets_refresh_failed", reason=str(e))
 
     def _merged(self, res: Resolution) -> list[Target]:
         """This resolution, with what failed now taken from the last one: an instance keeps

@@ -274,10 +274,12 @@ class Service:
             loops.setdefault(api.schedule(opts).loop, []).append(api)
         try:
             async with anyio.create_task_group() as tg:
-                for apis in loops.values():
+                targets.spawn = tg.start_soon  # the live loop's rediscoveries run beside it
+                for kind, apis in loops.items():
                     lopts = apis[0].schedule(opts)
                     tg.start_soon(functools.partial(
-                        run_scheduler, store=self.rt.store, targets=targets, apis=apis, opts=lopts,
+                        run_scheduler, store=self.rt.store, apis=apis, opts=lopts,
+                        targets=targets if kind != "live" else functools.partial(targets, wait=False),
                         clock=self.rt.clock, run_round=self.run_round if lopts.runs else self.snapshot_round,
                         stop=self.stop, until=self.until,
                     ))

@@ -95,6 +95,9 @@ class Stats:
     calls_by_account: Counter[str] = field(default_factory=Counter)
     # (account, region) -> times of GetMetricDataV2 calls that were served (not throttled)
     served_at_v2: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    # "op:account:status" -> wall-clock times of the real-time calls (GetCurrentMetricData,
+    # GetCurrentUserData), served (200) or throttled (429): calls per period per account
+    realtime_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def count(self, op: str, status: int, code: str = "") -> None:
         self.by_status[status] += 1
@@ -111,6 +114,7 @@ class Stats:
             "calls_by_account": dict(self.calls_by_account),
             "windows": {f"{a}/{r}": [min(t), max(t), len(t)] for (a, r), t in self.served_at.items() if t},
             "windows_v2": {f"{a}/{r}": [min(t), max(t), len(t)] for (a, r), t in self.served_at_v2.items() if t},
+            "realtime_at": {k: [round(x, 3) for x in t] for k, t in self.realtime_at.items()},
         }
 
 
@@ -687,7 +691,12 @@ class Simulator:
             inst = self.fleet.instances.get(iid)
             self._check_caller(akid, inst)
             account = inst.account if inst else self.account_for_key(akid)
-            self._gate(op, account, region)
+            try:
+                self._gate(op, account, region)
+            except ApiFault as f:
+                self.stats.realtime_at[f"{op}:{account}:{f.status}"].append(self.now())
+                raise
+            self.stats.realtime_at[f"{op}:{account}:200"].append(self.now())
             inst = self._instance(iid, region)
             if op == "ListUsers":
                 items = simv2.users(inst, self.v2.world(inst))
@@ -713,7 +722,12 @@ class Simulator:
             inst = self.fleet.instances.get(iid)
             self._check_caller(akid, inst)
             account = inst.account if inst else self.account_for_key(akid)
-            self._gate(op, account, region)
+            try:
+                self._gate(op, account, region)
+            except ApiFault as f:
+                self.stats.realtime_at[f"{op}:{account}:{f.status}"].append(self.now())
+                raise
+            self.stats.realtime_at[f"{op}:{account}:200"].append(self.now())
             inst = self._instance(iid, region)
             try:
                 body = orjson.loads(raw or b"{}")
