@@ -70,6 +70,9 @@ class _Fetchers:
                     if not q:
                         return
                     unit = q.popleft()
+                    if unit.deadline is not None and self.ctx.clock.now() >= unit.deadline:
+                        self.failed(unit, "its period passed before it could be fetched")
+                        continue
                     ok = False
                     try:
                         await self.one(unit)

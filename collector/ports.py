@@ -139,6 +139,12 @@ class FetchUnit(Protocol):
     @property
     def requests(self) -> Sequence[Any]: ...
 
+    @property
+    def deadline(self) -> datetime | None:
+        """When the unit can no longer be fetched (a live snapshot: the end of its period); a
+        unit whose deadline passed before it started fails without a call. None: never."""
+        ...
+
     def check(self, request: Any, now: datetime) -> None:
         """Raise :class:`collector.errors.PlanError` naming the first API limit it breaks."""
         ...

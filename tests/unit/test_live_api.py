@@ -177,3 +177,22 @@ def test_the_gauges_follow_the_latest_snapshot_under_a_cap_on_series() -> None:
     assert value("collector_live_contacts_in_queue", queue="gq-0", **labels) is None
     assert value("collector_live_contacts_in_queue", queue="gq-2", **labels) == 5.0
     assert value("collector_live_snapshot_timestamp_seconds", connect_instance="gi-1", profile="q") == NOW.timestamp()
+
+
+async def test_a_snapshot_whose_period_passed_before_it_started_is_not_fetched() -> None:
+    """A live round is bounded by its period: units still waiting when their period ends
+    (a busy account, a slow API) fail without a call; their periods become gaps."""
+    from collector.clock import ManualClock
+    from collector.pipeline import run_collection
+    from collector.ratelimit import Limiters
+    from tests.fakes import ScriptedSource
+
+    api = CurrentApi(CurrentProfileSettings(name="q"))
+    late, due = (api.plan(_t(), P0 - timedelta(seconds=15), P0, NOW, 0)[0],
+                 api.plan(_t(), P0, P0 + timedelta(seconds=15), NOW, 0)[0])
+    source, store, clock = ScriptedSource(), InMemoryStore(), ManualClock(NOW)
+    summary = await run_collection([late, due], source=source, sink=store, limiters=Limiters(clock=clock),
+                                   clock=clock)
+    assert [c[0] for c in source.calls] == ["GetCurrentMetricData"]  # only the period under way
+    assert (summary.slices_done, summary.slices_failed) == (1, 1)
+    assert "period passed" in summary.failures[0][1]

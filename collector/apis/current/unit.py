@@ -35,6 +35,10 @@ class QueueSnapshot:
     requests: tuple[CurrentRequest, ...]
 
     @property
+    def deadline(self) -> datetime | None:
+        return self.key.end  # a snapshot taken later would belong to another period
+
+    @property
     def operation(self) -> str:
         return catalog.CURRENT_OPERATION
 
@@ -74,6 +78,10 @@ class AgentSnapshot:
     key: SliceKey
     target: Target
     requests: tuple[UserDataRequest, ...]
+
+    @property
+    def deadline(self) -> datetime | None:
+        return self.key.end  # a snapshot taken later would belong to another period
 
     @property
     def operation(self) -> str:

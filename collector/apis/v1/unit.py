@@ -51,6 +51,10 @@ class SliceWork:
     requests: tuple[MetricDataRequest, ...]
 
     @property
+    def deadline(self) -> datetime | None:
+        return None  # history: served until it ages out (the planner checks that)
+
+    @property
     def operation(self) -> str:
         return OPERATION
 

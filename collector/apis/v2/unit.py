@@ -40,6 +40,10 @@ class V2Window:
         return self.slices[-1].end
 
     @property
+    def deadline(self) -> datetime | None:
+        return None  # history: served until it ages out (the planner checks that)
+
+    @property
     def operation(self) -> str:
         return OPERATION
 
