@@ -498,21 +498,30 @@ class PgStore:
     async def _store_values(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], fresh: bool) -> None:
         """Slices never collected before (a backfill, the first collection of a new slice)
         have no rows to replace: COPY them straight into place. Otherwise stage, delete
-        what the new collection no longer has, and upsert."""
+        what the new collection no longer has, and upsert. The KPI roll-up
+        (``kpi_queue_rollup``) follows in the same transaction: new slices' contribution
+        added; for re-collected ones, the (slice, group) pairs whose rows change have their
+        old contribution subtracted before the rows are replaced and the new one added after."""
         records = [r for p in prepared for r in p.records]
+        keys = _slice_columns(p.ref for p in prepared)
         if fresh and records:
             try:
                 async with conn.transaction():  # a savepoint: fall back to the upsert
                     await conn.copy_records_to_table("metric_values", records=records, columns=_COLUMNS)
-                return
             except asyncpg.UniqueViolationError:
                 pass
+            else:
+                await conn.execute(q("kpi_rollup_add"), *keys)
+                return
         if prepared:
             await conn.execute(q("create_staging"))
             if records:
                 await conn.copy_records_to_table("staging_values", records=records, columns=_COLUMNS)
-            await conn.execute(q("delete_stale"), *_slice_columns(p.ref for p in prepared))
+            # the KPI roll-up: the changed groups' stored contribution out, the new one in (031)
+            await conn.execute(q("kpi_rollup_before"), *keys)
+            await conn.execute(q("delete_stale"), *keys)
             await conn.execute(q("upsert_values"))
+            await conn.execute(q("kpi_rollup_after"))
 
     async def _record(
         self, conn: asyncpg.Connection, batch: Sequence[CompletedSlice], prepared: Sequence[Prepared],

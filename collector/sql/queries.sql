@@ -99,6 +99,18 @@ ON CONFLICT (instance_ref, slice_start, slice_seconds, profile_id, dims_id, metr
 DO UPDATE SET vals = EXCLUDED.vals, collected_at = EXCLUDED.collected_at
 WHERE v.vals IS DISTINCT FROM EXCLUDED.vals;
 
+-- name: kpi_rollup_add
+-- The KPI roll-up (031): new slices' contribution added.
+SELECT collector_kpi_queue_rollup_add($1::int[], $2::timestamptz[], $3::int[], $4::smallint[]);
+
+-- name: kpi_rollup_before
+-- Re-collected slices (new rows in staging_values): the changed groups' stored contribution out.
+SELECT collector_kpi_queue_rollup_before($1::int[], $2::timestamptz[], $3::int[], $4::smallint[]);
+
+-- name: kpi_rollup_after
+-- ... and their new contribution in, once the rows are replaced.
+SELECT collector_kpi_queue_rollup_after();
+
 -- name: record_slices
 -- $8: the collection times on the database's clock (what newest-collection-wins compares).
 INSERT INTO collected_slices AS c (instance_ref, slice_start, slice_seconds, profile_id, rows, run_id,
