@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Collection, Hashable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from collections.abc import Collection
 from typing import Any
 
 import asyncpg
@@ -60,9 +60,10 @@ def _values(ms: Any, rng: random.Random, gaps: bool) -> list[float | None]:
 def _slice(instance: str, k: int, sets: list[Any], rng: random.Random, at: datetime, *,
            skip: Collection[tuple[str, str]] = (), gaps: bool = False) -> CompletedSlice:
     start = BASE + timedelta(minutes=15 * k)
-    pages = []
+    pages: list[tuple[Hashable, Sequence[tuple[Hashable, list[float | None]]]]] = []
     for ms in sets:
-        rows = [((q, ch, None, None, None, None, None), _values(ms, rng, gaps))
+        rows: list[tuple[Hashable, list[float | None]]] = [
+            ((q, ch, None, None, None, None, None), _values(ms, rng, gaps))
                 for q in QUEUES for ch in CHANNELS if (q, ch) not in skip]
         pages.append((ms, rows))
     return CompletedSlice(SliceKey("default", instance, start, start + timedelta(minutes=15)), pages, at,
