@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 import structlog
 
+from collector.adapters.kpi_rollup import Layout, aggregate, contribution
 from collector.errors import MigrationError, StorageError
 from collector.model import (
     AgentInfo,
@@ -170,6 +171,9 @@ class PgStore:
         self._metric_sets: dict[StorageCodec, dict[Any, int]] = {}
         self._dims: dict[StorageCodec, dict[Any, int]] = {}
         self._partitions: set[date] = set()
+        # the KPI roll-up's view of them (031): metric set -> layout, dimension group -> a queue group?
+        self._kpi_layouts: dict[int, Layout | None] = {}
+        self._queue_dims: dict[int, bool] = {}
         self._live_partitions: set[tuple[str, date]] = set()  # (current_values | agent_snapshots, day)
         # this process's clock -> the database's (newest-collection-wins), measured now and then
         self._offset: timedelta | None = None
@@ -511,7 +515,7 @@ class PgStore:
             except asyncpg.UniqueViolationError:
                 pass
             else:
-                await conn.execute(q("kpi_rollup_add"), *keys)
+                await self._rollup_add(conn, prepared, records)
                 return
         if prepared:
             await conn.execute(q("create_staging"))
@@ -522,6 +526,23 @@ class PgStore:
             await conn.execute(q("delete_stale"), *keys)
             await conn.execute(q("upsert_values"))
             await conn.execute(q("kpi_rollup_after"))
+
+    async def _rollup_add(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], records: list[Any]) -> None:
+        """New slices' contribution to the KPI roll-up (031), from the records just stored."""
+        mids = {r[3] for r in records} - self._kpi_layouts.keys()
+        if mids:
+            found = {r["metric_set_id"]: Layout.of(r) for r in await conn.fetch(q("kpi_layouts"), list(mids))}
+            self._kpi_layouts.update({m: found.get(m) for m in mids})
+        dims = {r[2] for r in records} - self._queue_dims.keys()
+        if dims:
+            self._queue_dims.update({r["id"]: r["queue"] for r in await conn.fetch(q("queue_dims"), list(dims))})
+        days = {(r["st"], r["pid"]): r["local_date"]
+                for r in await conn.fetch(q("kpi_rollup_days"), [p.ref[1] for p in prepared],
+                                          [p.ref[3] for p in prepared])}
+        layouts = {m: lay for m, lay in self._kpi_layouts.items() if lay is not None}
+        rows, sls = aggregate(*contribution(records, layouts, self._queue_dims, days))
+        if rows[0]:
+            await conn.execute(q("kpi_rollup_upsert"), *rows, *sls)
 
     async def _record(
         self, conn: asyncpg.Connection, batch: Sequence[CompletedSlice], prepared: Sequence[Prepared],
