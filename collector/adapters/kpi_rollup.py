@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Context, Decimal, localcontext
-from operator import itemgetter
+from itertools import repeat
+from operator import itemgetter, mul, truediv
 from typing import Any
 
 
@@ -170,6 +171,7 @@ def _sum(xs: list[Any]) -> str:
         return str(sum((Decimal(f"{x:.15g}") for x in xs), Decimal(0)))  # float8_numeric: %.15g
 
 
+_G15 = "{:.15g}".format
 _EXACT = Context(prec=100_000, Emax=999_999, Emin=-999_999)
 
 
@@ -218,3 +220,119 @@ def aggregate(pairs: list[list[Any]], sls: list[list[Any]]) -> tuple[list[list[A
         for c, v in zip(sout, (*sk, len(ix), _sum(list(get(num))), _sum(list(get(den)))), strict=True):
             c.append(v)
     return out, sout
+
+
+def _colsum(vecs: Sequence[Sequence[Any]]) -> tuple[list[int], list[str]]:
+    """Per position of equal-length vectors (one a slice): how many are non-NULL, and
+    their exact sum(x::numeric) as text."""
+    n = len(vecs)
+    try:
+        if all(v.count(None) == 0 for v in vecs):
+            bound = min(1e15, 9e15 / n)
+            if all(all(map(float.is_integer, v)) and -bound < min(v) and max(v) < bound for v in vecs):
+                # integers, below 2**53 summed: each cast is the integer, the float sums exact
+                return [n] * len(vecs[0]), list(map(str, map(int, map(sum, zip(*vecs, strict=True)))))
+            with localcontext(_EXACT):  # float8_numeric: %.15g; the sums exact
+                decs = [list(map(Decimal, map(_G15, v))) for v in vecs]
+                return [n] * len(vecs[0]), list(map(str, map(sum, zip(*decs, strict=True))))
+    except TypeError:  # not floats
+        pass
+    counts, sums = [], []
+    for xs in zip(*vecs, strict=True):
+        counts.append(n - xs.count(None))
+        sums.append(_sum(list(xs)))
+    return counts, sums
+
+
+def rollup_rows(slices: Iterable[tuple[int, int, datetime, int, Sequence[Sequence[Any]]]],
+                layouts: Mapping[int, Layout], queue_dims: Mapping[int, bool],
+                local_day: Mapping[tuple[datetime, int], date]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """``aggregate(*contribution(...))`` of the slices' records ((instance_ref, profile_id,
+    slice_start, slice_seconds, records) each), column-wise where slices of one instance,
+    profile and day store the same queue groups in the same order under one metric set
+    (what a collection writes), and row by row otherwise."""
+    buckets: dict[tuple[Any, ...], list[tuple[datetime, int, list[tuple[Any, ...]]]]] = {}
+    rest: list[Sequence[Any]] = []
+    for iref, pid, start, secs, recs in slices:
+        rs = [r for r in recs if queue_dims.get(r[2])]
+        if not rs:
+            continue
+        mids = {r[3] for r in rs}
+        lens = {len(r[7]) for r in rs}
+        lay = layouts.get(next(iter(mids))) if len(mids) == 1 and len(lens) == 1 else None
+        dims = tuple(r[2] for r in rs)
+        if lay is None or lay.ans_only or len(lay.keys) != len(lay.sl) or len(set(dims)) != len(dims):
+            rest.extend(rs)
+            continue
+        get = lay.reader(next(iter(lens)))
+        cols = list(zip(*map(get, [r[7] + _PAD for r in rs]), strict=True))
+        day = (local_day[(start, pid)], start.astimezone(UTC).date())
+        buckets.setdefault((iref, pid, *day, dims, lay), []).append((start, secs, cols))
+    if rest:
+        rows, sls = aggregate(*contribution(rest, layouts, queue_dims, local_day))
+    else:
+        rows, sls = [[] for _ in range(20)], [[] for _ in range(9)]
+    for (iref, pid, ld, ud, dims, lay), got in buckets.items():
+        d = len(dims)
+        n = len(got)
+        cq = [c[0] for _s, _n, c in got]
+        ch = [c[1] for _s, _n, c in got]
+        ca = [c[2] for _s, _n, c in got]
+        ahth, asah, h_aht, h_asa, q_ab = [], [], [], [], []
+        for _s, _n, c in got:
+            q, h, a, aht, asa = c[:5]
+            ahth.append(_times(aht, h))
+            asah.append(_times(asa, h))
+            h_aht.append(_where(aht, h))
+            h_asa.append(_where(asa, h))
+            q_ab.append(_where(a, q))
+        ps = min(s for s, _n, _c in got)
+        pe = max(s + timedelta(seconds=k) for s, k, _c in got)
+        nq, sq = _colsum(cq)
+        nh, sh = _colsum(ch)
+        na, sa = _colsum(ca)
+        occ = list(got[0][2][5]) if n == 1 else [None] * d
+        for c, v in zip(rows, ([iref] * d, [pid] * d, [ld] * d, dims, [ud] * d, [n] * d, [ps] * d, [pe] * d,
+                               nq, sq, nh, sh, na, sa, _colsum(ahth)[1], _colsum(h_aht)[1], _colsum(asah)[1],
+                               _colsum(h_asa)[1], _colsum(q_ab)[1], occ), strict=True):
+            c.extend(v)
+        for k, sp, ap in zip(lay.keys, lay.sl_pos, lay.ans_pos, strict=True):
+            nums: list[Sequence[Any]] = []
+            dens: list[Sequence[Any]] = []
+            for _s, _n, c in got:
+                q, sl = c[0], c[sp[0]]
+                ans = c[ap[0]] if len(ap) == 1 else [_mx_at(t, ap) for t in zip(*c, strict=True)] if ap else [None] * d
+                if ans.count(None) == 0:  # V2: the answered counts
+                    nums.append(ans)
+                    dens.append(q)
+                elif ans.count(None) == d and sl.count(None) == 0 and q.count(None) == 0:  # v1: the service levels
+                    nums.append(list(map(truediv, map(mul, sl, q), repeat(100.0, d))))
+                    dens.append(q)
+                else:
+                    nums.append([x if x is not None else (None if s is None or y is None else s * y / 100.0)
+                                 for x, s, y in zip(ans, sl, q, strict=True)])
+                    dens.append([y if (x is not None or s is not None) else None
+                                 for x, s, y in zip(ans, sl, q, strict=True)])
+            for c, v in zip(sls, ([iref] * d, [pid] * d, [ld] * d, dims, [ud] * d, [k] * d, [n] * d,
+                                  _colsum(nums)[1], _colsum(dens)[1]), strict=True):
+                c.extend(v)
+    return rows, sls
+
+
+def _times(x: Sequence[Any], y: Sequence[Any]) -> Sequence[Any]:
+    """x * y per position, NULL where either is (float8 products, as the SQL's)."""
+    if x.count(None) == 0 and y.count(None) == 0:
+        return list(map(mul, x, y))
+    return [None if a is None or b is None else a * b for a, b in zip(x, y, strict=True)]
+
+
+def _where(x: Sequence[Any], y: Sequence[Any]) -> Sequence[Any]:
+    """y where x is not NULL."""
+    if x.count(None) == 0:
+        return y
+    return [None if a is None else b for a, b in zip(x, y, strict=True)]
+
+
+def unique_groups(rows: list[list[Any]], sls: list[list[Any]]) -> bool:
+    """No roll-up row twice (one upsert cannot touch a row twice)."""
+    return len(set(zip(*rows[:5], strict=True))) == len(rows[0]) and len(set(zip(*sls[:6], strict=True))) == len(sls[0])

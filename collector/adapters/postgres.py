@@ -22,7 +22,13 @@ import asyncpg
 import orjson
 import structlog
 
-from collector.adapters.kpi_rollup import Layout, aggregate, contribution
+from collector.adapters.kpi_rollup import (
+    Layout,
+    aggregate,
+    contribution,
+    rollup_rows,
+    unique_groups,
+)
 from collector.errors import MigrationError, StorageError
 from collector.model import (
     AgentInfo,
@@ -540,7 +546,10 @@ class PgStore:
                 for r in await conn.fetch(q("kpi_rollup_days"), [p.ref[1] for p in prepared],
                                           [p.ref[3] for p in prepared])}
         layouts = {m: lay for m, lay in self._kpi_layouts.items() if lay is not None}
-        rows, sls = aggregate(*contribution(records, layouts, self._queue_dims, days))
+        rows, sls = rollup_rows(((p.ref[0], p.ref[3], p.ref[1], p.ref[2], p.records) for p in prepared),
+                                layouts, self._queue_dims, days)
+        if not unique_groups(rows, sls):  # a group in two differently laid out slices: row by row
+            rows, sls = aggregate(*contribution(records, layouts, self._queue_dims, days))
         if rows[0]:
             await conn.execute(q("kpi_rollup_upsert"), *rows, *sls)
 
