@@ -226,22 +226,51 @@ def _colsum(vecs: Sequence[Sequence[Any]]) -> tuple[list[int], list[str]]:
     """Per position of equal-length vectors (one a slice): how many are non-NULL, and
     their exact sum(x::numeric) as text."""
     n = len(vecs)
-    try:
-        if all(v.count(None) == 0 for v in vecs):
-            bound = min(1e15, 9e15 / n)
-            if all(all(map(float.is_integer, v)) and -bound < min(v) and max(v) < bound for v in vecs):
-                # integers, below 2**53 summed: each cast is the integer, the float sums exact
-                return [n] * len(vecs[0]), list(map(str, map(int, map(sum, zip(*vecs, strict=True)))))
-            with localcontext(_EXACT):  # float8_numeric: %.15g; the sums exact
-                decs = [list(map(Decimal, map(_G15, v))) for v in vecs]
-                return [n] * len(vecs[0]), list(map(str, map(sum, zip(*decs, strict=True))))
-    except TypeError:  # not floats
+    try:  # a NULL (None) among the values raises TypeError on each fast path: position by position then
+        bound = min(1e15, 9e15 / n)
+        if all(all(map(float.is_integer, v)) and -bound < min(v) and max(v) < bound for v in vecs):
+            # integers, below 2**53 summed: each cast is the integer, the float sums exact
+            return [n] * len(vecs[0]), list(map(str, map(int, map(sum, zip(*vecs, strict=True)))))
+        scaled = _scaled(vecs)
+        if scaled is not None:
+            return [n] * len(vecs[0]), scaled
+        with localcontext(_EXACT):  # float8_numeric: %.15g; the sums exact
+            decs = [list(map(Decimal, map(_G15, v))) for v in vecs]
+            return [n] * len(vecs[0]), list(map(str, map(sum, zip(*decs, strict=True))))
+    except TypeError:  # a NULL, or not floats
         pass
     counts, sums = [], []
     for xs in zip(*vecs, strict=True):
         counts.append(n - xs.count(None))
         sums.append(_sum(list(xs)))
     return counts, sums
+
+
+def _scaled(vecs: Sequence[Sequence[float]]) -> list[str] | None:
+    """The exact sums where every value is the float8 nearest a decimal of at most two
+    places and 13 digits (as a service level times contacts over 100 is): such a value
+    casts (%.15g) to that decimal, its scale the places it needs; a sum's scale is its
+    terms' largest. None where the values are not all such."""
+    ns = []
+    for v in vecs:
+        try:
+            n = list(map(round, map(mul, v, repeat(100.0))))
+        except (ValueError, OverflowError):  # NaN, infinity
+            return None
+        if max(n) >= 10**13 or min(n) <= -(10**13) or list(map(truediv, n, repeat(100.0))) != list(v):
+            return None
+        ns.append(n)
+    scales = map(max, zip(*([2 if t % 10 else 1 if t % 100 else 0 for t in n] for n in ns), strict=True))
+    return [_hundredths(t, k) for t, k in zip(map(sum, zip(*ns, strict=True)), scales, strict=True)]
+
+
+def _hundredths(t: int, scale: int) -> str:
+    """t / 100 as numeric text with ``scale`` places (t a multiple of 10 ** (2 - scale))."""
+    sign, a = ("-", -t) if t < 0 else ("", t)
+    whole, frac = divmod(a, 100)
+    if scale == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:02d}" if scale == 2 else f"{sign}{whole}.{frac // 10}"
 
 
 def rollup_rows(slices: Iterable[tuple[int, int, datetime, int, Sequence[Sequence[Any]]]],
@@ -321,8 +350,10 @@ def rollup_rows(slices: Iterable[tuple[int, int, datetime, int, Sequence[Sequenc
 
 def _times(x: Sequence[Any], y: Sequence[Any]) -> Sequence[Any]:
     """x * y per position, NULL where either is (float8 products, as the SQL's)."""
-    if x.count(None) == 0 and y.count(None) == 0:
+    try:
         return list(map(mul, x, y))
+    except TypeError:  # a NULL
+        pass
     return [None if a is None or b is None else a * b for a, b in zip(x, y, strict=True)]
 
 
