@@ -7,6 +7,7 @@ to every public method), so nothing above the adapter catches ``Exception``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -515,13 +516,19 @@ class PgStore:
         records = [r for p in prepared for r in p.records]
         keys = _slice_columns(p.ref for p in prepared)
         if fresh and records:
+            # the roll-up's sums are worked out in a thread while the database takes the COPY
+            rollup = asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(_rollup_rows, prepared, records, *await self._rollup_inputs(conn, prepared,
+                                                                                                    records)))
             try:
                 async with conn.transaction():  # a savepoint: fall back to the upsert
                     await conn.copy_records_to_table("metric_values", records=records, columns=_COLUMNS)
             except asyncpg.UniqueViolationError:
-                pass
+                await rollup
             else:
-                await self._rollup_add(conn, prepared, records)
+                rows, sls = await rollup
+                if rows[0]:
+                    await conn.execute(q("kpi_rollup_upsert"), *rows, *sls)
                 return
         if prepared:
             await conn.execute(q("create_staging"))
@@ -533,8 +540,11 @@ class PgStore:
             await conn.execute(q("upsert_values"))
             await conn.execute(q("kpi_rollup_after"))
 
-    async def _rollup_add(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], records: list[Any]) -> None:
-        """New slices' contribution to the KPI roll-up (031), from the records just stored."""
+    async def _rollup_inputs(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], records: list[Any]
+                             ) -> tuple[dict[int, Layout], dict[int, bool], dict[tuple[datetime, int], date]]:
+        """What new slices' contribution to the KPI roll-up (031) is computed from: the
+        metric sets' layouts, which groups are queue groups, the slices' local days (read
+        under a share lock on their profiles: a time-zone edit waits for this transaction)."""
         mids = {r[3] for r in records} - self._kpi_layouts.keys()
         if mids:
             found = {r["metric_set_id"]: Layout.of(r) for r in await conn.fetch(q("kpi_layouts"), list(mids))}
@@ -546,12 +556,7 @@ class PgStore:
                 for r in await conn.fetch(q("kpi_rollup_days"), [p.ref[1] for p in prepared],
                                           [p.ref[3] for p in prepared])}
         layouts = {m: lay for m, lay in self._kpi_layouts.items() if lay is not None}
-        rows, sls = rollup_rows(((p.ref[0], p.ref[3], p.ref[1], p.ref[2], p.records) for p in prepared),
-                                layouts, self._queue_dims, days)
-        if not unique_groups(rows, sls):  # a group in two differently laid out slices: row by row
-            rows, sls = aggregate(*contribution(records, layouts, self._queue_dims, days))
-        if rows[0]:
-            await conn.execute(q("kpi_rollup_upsert"), *rows, *sls)
+        return layouts, dict(self._queue_dims), days
 
     async def _record(
         self, conn: asyncpg.Connection, batch: Sequence[CompletedSlice], prepared: Sequence[Prepared],
@@ -828,6 +833,17 @@ def _slice_lock(iref: int, start: datetime, secs: int, pid: int) -> int:
     backfill batch of thousands of small slices inside Postgres' lock table."""
     raw = f"{iref}/{pid}/{secs}/{start.astimezone(UTC).date().isoformat()}".encode()
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
+
+
+def _rollup_rows(prepared: Sequence[Prepared], records: list[Any], layouts: Mapping[int, Layout],
+                 queue_dims: Mapping[int, bool], days: Mapping[tuple[datetime, int], date]
+                 ) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The KPI roll-up rows new slices add (kpi_rollup_upsert's arrays)."""
+    rows, sls = rollup_rows(((p.ref[0], p.ref[3], p.ref[1], p.ref[2], p.records) for p in prepared),
+                            layouts, queue_dims, days)
+    if not unique_groups(rows, sls):  # a group in two differently laid out slices: row by row
+        rows, sls = aggregate(*contribution(records, layouts, queue_dims, days))
+    return rows, sls
 
 
 def _slice_columns(keys: Any) -> tuple[list[int], list[datetime], list[int], list[int]]:
