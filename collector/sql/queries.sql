@@ -99,10 +99,6 @@ ON CONFLICT (instance_ref, slice_start, slice_seconds, profile_id, dims_id, metr
 DO UPDATE SET vals = EXCLUDED.vals, collected_at = EXCLUDED.collected_at
 WHERE v.vals IS DISTINCT FROM EXCLUDED.vals;
 
--- name: kpi_rollup_add
--- The KPI roll-up (031): new slices' contribution added.
-SELECT collector_kpi_queue_rollup_add($1::int[], $2::timestamptz[], $3::int[], $4::smallint[]);
-
 -- name: kpi_rollup_upsert
 -- New slices' contribution to the KPI roll-up (031), added up by the writer from the
 -- records it stored (collector/adapters/kpi_rollup.py; the sums as exact decimal text):
