@@ -22,6 +22,7 @@ from collector.simulator import FleetSpec, SimulatorConfig
 from collector.wiring import runtime
 from tests.conftest import StartSim, write_config
 from tests.helpers import utc_floor
+from tests.test_kpi_rollup import check_rollup
 
 ROOT = Path(__file__).resolve().parent.parent
 TZ = "America/New_York"
@@ -156,6 +157,8 @@ async def test_each_question_is_one_select_over_the_views_and_roll_ups_match_the
         assert v1 and all(set(json.loads(r["service_level"] or "{}")) <= {"20", "60"} for r in v1)
 
         await _wide_is_the_long_view_pivoted(conn)
+        # the maintained roll-up (031) on v1 and V2 data (answered-in counts included)
+        await check_rollup(conn, "v1 and V2 collections")
 
         problems = answers["missing_slices"]
         kinds = {(r["kind"], r["profile"]) for r in problems}

@@ -7,6 +7,7 @@ to every public method), so nothing above the adapter catches ``Exception``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -22,6 +23,13 @@ import asyncpg
 import orjson
 import structlog
 
+from collector.adapters.kpi_rollup import (
+    Layout,
+    aggregate,
+    contribution,
+    rollup_rows,
+    unique_groups,
+)
 from collector.errors import MigrationError, StorageError
 from collector.model import (
     AgentInfo,
@@ -170,6 +178,9 @@ class PgStore:
         self._metric_sets: dict[StorageCodec, dict[Any, int]] = {}
         self._dims: dict[StorageCodec, dict[Any, int]] = {}
         self._partitions: set[date] = set()
+        # the KPI roll-up's view of them (031): metric set -> layout, dimension group -> a queue group?
+        self._kpi_layouts: dict[int, Layout | None] = {}
+        self._queue_dims: dict[int, bool] = {}
         self._live_partitions: set[tuple[str, date]] = set()  # (current_values | agent_snapshots, day)
         # this process's clock -> the database's (newest-collection-wins), measured now and then
         self._offset: timedelta | None = None
@@ -498,21 +509,54 @@ class PgStore:
     async def _store_values(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], fresh: bool) -> None:
         """Slices never collected before (a backfill, the first collection of a new slice)
         have no rows to replace: COPY them straight into place. Otherwise stage, delete
-        what the new collection no longer has, and upsert."""
+        what the new collection no longer has, and upsert. The KPI roll-up
+        (``kpi_queue_rollup``) follows in the same transaction: new slices' contribution
+        added; for re-collected ones, the (slice, group) pairs whose rows change have their
+        old contribution subtracted before the rows are replaced and the new one added after."""
         records = [r for p in prepared for r in p.records]
+        keys = _slice_columns(p.ref for p in prepared)
         if fresh and records:
+            # the roll-up's sums are worked out in a thread while the database takes the COPY
+            rollup = asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(_rollup_rows, prepared, records, *await self._rollup_inputs(conn, prepared,
+                                                                                                    records)))
             try:
                 async with conn.transaction():  # a savepoint: fall back to the upsert
                     await conn.copy_records_to_table("metric_values", records=records, columns=_COLUMNS)
-                return
             except asyncpg.UniqueViolationError:
-                pass
+                await rollup
+            else:
+                rows, sls = await rollup
+                if rows[0]:
+                    await conn.execute(q("kpi_rollup_upsert"), *rows, *sls)
+                return
         if prepared:
             await conn.execute(q("create_staging"))
             if records:
                 await conn.copy_records_to_table("staging_values", records=records, columns=_COLUMNS)
-            await conn.execute(q("delete_stale"), *_slice_columns(p.ref for p in prepared))
+            # the KPI roll-up: the changed groups' stored contribution out, the new one in (031)
+            await conn.execute(q("kpi_rollup_before"), *keys)
+            await conn.execute(q("delete_stale"), *keys)
             await conn.execute(q("upsert_values"))
+            await conn.execute(q("kpi_rollup_after"))
+
+    async def _rollup_inputs(self, conn: asyncpg.Connection, prepared: Sequence[Prepared], records: list[Any]
+                             ) -> tuple[dict[int, Layout], dict[int, bool], dict[tuple[datetime, int], date]]:
+        """What new slices' contribution to the KPI roll-up (031) is computed from: the
+        metric sets' layouts, which groups are queue groups, the slices' local days (read
+        under a share lock on their profiles: a time-zone edit waits for this transaction)."""
+        mids = {r[3] for r in records} - self._kpi_layouts.keys()
+        if mids:
+            found = {r["metric_set_id"]: Layout.of(r) for r in await conn.fetch(q("kpi_layouts"), list(mids))}
+            self._kpi_layouts.update({m: found.get(m) for m in mids})
+        dims = {r[2] for r in records} - self._queue_dims.keys()
+        if dims:
+            self._queue_dims.update({r["id"]: r["queue"] for r in await conn.fetch(q("queue_dims"), list(dims))})
+        days = {(r["st"], r["pid"]): r["local_date"]
+                for r in await conn.fetch(q("kpi_rollup_days"), [p.ref[1] for p in prepared],
+                                          [p.ref[3] for p in prepared])}
+        layouts = {m: lay for m, lay in self._kpi_layouts.items() if lay is not None}
+        return layouts, dict(self._queue_dims), days
 
     async def _record(
         self, conn: asyncpg.Connection, batch: Sequence[CompletedSlice], prepared: Sequence[Prepared],
@@ -789,6 +833,17 @@ def _slice_lock(iref: int, start: datetime, secs: int, pid: int) -> int:
     backfill batch of thousands of small slices inside Postgres' lock table."""
     raw = f"{iref}/{pid}/{secs}/{start.astimezone(UTC).date().isoformat()}".encode()
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
+
+
+def _rollup_rows(prepared: Sequence[Prepared], records: list[Any], layouts: Mapping[int, Layout],
+                 queue_dims: Mapping[int, bool], days: Mapping[tuple[datetime, int], date]
+                 ) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The KPI roll-up rows new slices add (kpi_rollup_upsert's arrays)."""
+    rows, sls = rollup_rows(((p.ref[0], p.ref[3], p.ref[1], p.ref[2], p.records) for p in prepared),
+                            layouts, queue_dims, days)
+    if not unique_groups(rows, sls):  # a group in two differently laid out slices: row by row
+        rows, sls = aggregate(*contribution(records, layouts, queue_dims, days))
+    return rows, sls
 
 
 def _slice_columns(keys: Any) -> tuple[list[int], list[datetime], list[int], list[int]]:

@@ -99,6 +99,68 @@ ON CONFLICT (instance_ref, slice_start, slice_seconds, profile_id, dims_id, metr
 DO UPDATE SET vals = EXCLUDED.vals, collected_at = EXCLUDED.collected_at
 WHERE v.vals IS DISTINCT FROM EXCLUDED.vals;
 
+-- name: kpi_rollup_upsert
+-- New slices' contribution to the KPI roll-up (031), added up by the writer from the
+-- records it stored (collector/adapters/kpi_rollup.py; the sums as exact decimal text):
+-- $1-$20 kpi_queue_rollup rows, $21-$29 kpi_queue_rollup_sl rows. The same upsert as
+-- collector_kpi_queue_rollup_apply.
+WITH m AS (
+    INSERT INTO kpi_queue_rollup AS r
+    SELECT * FROM unnest($1::int[], $2::smallint[], $3::date[], $4::int[], $5::date[], $6::int[],
+                         $7::timestamptz[], $8::timestamptz[], $9::int[], $10::text[]::numeric[], $11::int[],
+                         $12::text[]::numeric[], $13::int[], $14::text[]::numeric[], $15::text[]::numeric[],
+                         $16::text[]::numeric[], $17::text[]::numeric[], $18::text[]::numeric[],
+                         $19::text[]::numeric[], $20::float8[])
+    ON CONFLICT (instance_ref, profile_id, local_date, dims_id, utc_day) DO UPDATE
+    SET intervals = r.intervals + EXCLUDED.intervals,
+        period_start = least(r.period_start, EXCLUDED.period_start),
+        period_end = greatest(r.period_end, EXCLUDED.period_end),
+        n_queued = r.n_queued + EXCLUDED.n_queued,
+        contacts_queued = r.contacts_queued + EXCLUDED.contacts_queued,
+        n_handled = r.n_handled + EXCLUDED.n_handled,
+        contacts_handled = r.contacts_handled + EXCLUDED.contacts_handled,
+        n_abandoned = r.n_abandoned + EXCLUDED.n_abandoned,
+        contacts_abandoned = r.contacts_abandoned + EXCLUDED.contacts_abandoned,
+        aht_num = r.aht_num + EXCLUDED.aht_num,
+        aht_den = r.aht_den + EXCLUDED.aht_den,
+        asa_num = r.asa_num + EXCLUDED.asa_num,
+        asa_den = r.asa_den + EXCLUDED.asa_den,
+        ab_den = r.ab_den + EXCLUDED.ab_den,
+        occupancy = CASE WHEN r.intervals + EXCLUDED.intervals = 1
+                         THEN CASE WHEN EXCLUDED.intervals > 0 THEN EXCLUDED.occupancy ELSE r.occupancy END END
+), l AS (
+    INSERT INTO kpi_queue_rollup_sl AS r
+    SELECT * FROM unnest($21::int[], $22::smallint[], $23::date[], $24::int[], $25::date[], $26::text[],
+                         $27::int[], $28::text[]::numeric[], $29::text[]::numeric[])
+    ON CONFLICT (instance_ref, profile_id, local_date, dims_id, utc_day, threshold) DO UPDATE
+    SET slices = r.slices + EXCLUDED.slices,
+        answered = r.answered + EXCLUDED.answered,
+        queued = r.queued + EXCLUDED.queued
+)
+SELECT 1;
+
+-- name: kpi_rollup_days
+-- The slices' local days (their profiles' time zones, read under a share lock: a time
+-- zone change computes the roll-up again and waits for this transaction).
+WITH p AS (SELECT id, time_zone FROM profiles WHERE id = ANY($2::smallint[]) ORDER BY id FOR SHARE)
+SELECT x.st, x.pid, (x.st AT TIME ZONE COALESCE(p.time_zone, 'UTC'))::date AS local_date
+FROM (SELECT DISTINCT st, pid FROM unnest($1::timestamptz[], $2::smallint[]) AS u(st, pid)) x
+JOIN p ON p.id = x.pid;
+
+-- name: kpi_layouts
+SELECT * FROM kpi_layout WHERE metric_set_id = ANY($1::int[]);
+
+-- name: queue_dims
+SELECT id, queue_id IS NOT NULL AND agent_id IS NULL AS queue FROM dimension_sets WHERE id = ANY($1::int[]);
+
+-- name: kpi_rollup_before
+-- Re-collected slices (new rows in staging_values): the changed groups' stored contribution out.
+SELECT collector_kpi_queue_rollup_before($1::int[], $2::timestamptz[], $3::int[], $4::smallint[]);
+
+-- name: kpi_rollup_after
+-- ... and their new contribution in, once the rows are replaced.
+SELECT collector_kpi_queue_rollup_after();
+
 -- name: record_slices
 -- $8: the collection times on the database's clock (what newest-collection-wins compares).
 INSERT INTO collected_slices AS c (instance_ref, slice_start, slice_seconds, profile_id, rows, run_id,
