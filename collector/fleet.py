@@ -329,7 +329,7 @@ class Targets:
             return
         try:
             await self()
-        except Exception as e:  # the database or an account away: the last resolution stays
+        except errors.CollectorError as e:  # the database or an account away: the last resolution stays
             log.warning("targets_refresh_failed", reason=str(e))
 
     def _merged(self, res: Resolution) -> list[Target]:
