@@ -65,7 +65,9 @@ def newest_end(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime
 
 
 def _span_words(seconds: int) -> str:
-    return f"{seconds // 86400}-day" if seconds > 86400 else f"{seconds // 3600}-hour"
+    if seconds > 86400:
+        return f"{seconds // 86400}-day"
+    return f"{seconds // 3600}-hour" if seconds >= 3600 else f"{seconds}-second"
 
 
 def _collected(state: SeriesState, s: datetime, e: datetime) -> bool:

@@ -83,6 +83,8 @@ async def test_agent_states_become_exact_intervals(store: tuple[PgStore, asyncpg
     s, conn = store
     avail, acw = T0 - timedelta(minutes=3), T0 + timedelta(seconds=20)
     await s.write([_agents(T0, [_agent("a-1", "Available", avail), _agent("a-2", "Lunch", avail)])], None)
+    assert [tuple(r) for r in await conn.fetch("SELECT agent_id, status, status_since FROM agent_now ORDER BY 1")] \
+        == [("a-1", "Available", avail), ("a-2", "Lunch", avail)]
     await s.write([_agents(T0 + timedelta(seconds=30), [_agent("a-1", "ACW", acw), _agent("a-2", "Lunch", avail)])],
                   None)
     await s.write([_agents(T0 + timedelta(seconds=45), [_agent("a-1", "ACW", acw)])], None)  # a-2 logged out
@@ -93,8 +95,16 @@ async def test_agent_states_become_exact_intervals(store: tuple[PgStore, asyncpg
         ("a-1", "ACW", acw, None),
         ("a-2", "Lunch", avail, T0 + timedelta(seconds=46)),  # gone at the first snapshot without it
     ]
-    now = await conn.fetch("SELECT agent_id, status, status_since, contacts, snapshot_at FROM agent_now")
-    assert [tuple(r) for r in now] == [("a-1", "ACW", acw, 0, T0 + timedelta(seconds=46))]
+    # an agent last seen long before the next snapshot (the collector was away) ended when last seen
+    await s.write([_agents(T0 + timedelta(minutes=10), [])], None)
+    assert await conn.fetchval("SELECT ended_at FROM agent_state_intervals WHERE status = 'ACW'") == \
+        T0 + timedelta(seconds=46)
+    assert await conn.fetchval("SELECT count(*) FROM agent_now") == 0  # nobody in the newest snapshot
+    # a retried write of an older snapshot changes neither now nor the intervals
+    await s.write([_agents(T0 + timedelta(seconds=45), [_agent("a-1", "ACW", acw)])], None)
+    assert await conn.fetchval("SELECT count(*) FROM agent_now") == 0
+    assert await conn.fetchval("SELECT ended_at FROM agent_state_intervals WHERE status = 'ACW'") == \
+        T0 + timedelta(seconds=46)
     assert await conn.fetchval("SELECT count(*) FROM agent_snapshots") == 5
 
 

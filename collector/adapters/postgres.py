@@ -460,7 +460,7 @@ class PgStore:
                                    [a.agent_id for a in seen], [a.status_since for a in seen])
                 await conn.execute(q("upsert_states"), [iref] * n, [pid] * n, [a.agent_id for a in seen],
                                    [a.status_since for a in seen], [a.status for a in seen], [snap] * n)
-            await conn.execute(q("close_absent_states"), [iref], [pid], [snap])
+            await conn.execute(q("close_absent_states"), [iref], [pid], [snap], 2 * p.ref[2])
 
     async def _clock_offset(self, conn: asyncpg.Connection) -> timedelta:
         """The database's clock minus this process's (the clock that stamps collections),

@@ -562,8 +562,8 @@ SELECT 1;
 -- (instance, profile): they go to the history only.
 SELECT x.i AS instance_ref, x.p AS profile_id, x.s AS slice_start
 FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, s)
-WHERE EXISTS (SELECT 1 FROM current_latest l WHERE l.instance_ref = x.i AND l.profile_id = x.p AND l.slice_start > x.s)
-   OR EXISTS (SELECT 1 FROM agent_latest l WHERE l.instance_ref = x.i AND l.profile_id = x.p AND l.slice_start > x.s);
+WHERE EXISTS (SELECT 1 FROM collected_slices c
+              WHERE c.instance_ref = x.i AND c.profile_id = x.p AND c.slice_start > x.s);
 
 -- name: clear_current_latest
 DELETE FROM current_latest l USING unnest($1::int[], $2::smallint[]) AS x(i, p)
@@ -588,8 +588,11 @@ SET status = EXCLUDED.status, ended_at = NULL, last_seen_at = greatest(s.last_se
 WHERE EXCLUDED.last_seen_at >= s.last_seen_at;
 
 -- name: close_absent_states
--- Agents no longer in the snapshot (logged out, or out of the filter's scope): their state ends.
-UPDATE agent_state_intervals s SET ended_at = x.snap
+-- Agents no longer in the snapshot (logged out, or out of the filter's scope): their state
+-- ends with this snapshot, or, when the agent was last seen more than $4 seconds before it
+-- (the collector was away), when it was last seen.
+UPDATE agent_state_intervals s
+SET ended_at = CASE WHEN x.snap - s.last_seen_at > make_interval(secs => $4) THEN s.last_seen_at ELSE x.snap END
 FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, snap)
 WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.ended_at IS NULL AND s.last_seen_at < x.snap;
 

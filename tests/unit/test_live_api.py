@@ -46,6 +46,9 @@ def test_bad_settings_name_the_key_at_fault() -> None:
     assert "not both" in _error(CurrentProfileSettings, filters={"queues": "all", "routing_profiles": "all"})
     assert "AGENTS_ONLINE" in _error(CurrentProfileSettings, groupings=["QUEUE", "AGENT_STATUS"])
     assert "CHANNEL needs filters.channels" in _error(CurrentProfileSettings, filters={"queues": "all"})
+    assert "at most 10" in _error(CurrentProfileSettings, filters={"queues": "all", "subtypes": list("abcdefghijk")})
+    assert "exactly one queue" in _error(CurrentProfileSettings, groupings=["ROUTING_STEP_EXPRESSION"],
+                                         filters={"queues": "all", "routing_step_expressions": ["x"]})
     assert "exactly one of" in _error(AgentsProfileSettings, filters={"queues": "all", "agents": ["a"]})
     assert "unknown filter 'agent'" in _error(AgentsProfileSettings, filters={"agent": ["a"]})
     assert "unknown contact state" in _error(AgentsProfileSettings, contact_states=["CONECTED"])

@@ -57,6 +57,8 @@ class LiveGauges:
         self.taken(instance, profile, at)
         wanted: dict[Series, float | None] = {}
         for dims, values in rows:
+            if any(d is not None for d in dims[2:]):
+                continue  # grouped finer than queue and channel: the labels could not tell the rows apart
             base = (instance, profile, dims[0] or "", dims[1] or "")
             for (name, _unit), v in zip(metrics, values, strict=True):
                 spec = _GAUGES.get(name)

@@ -141,6 +141,12 @@ class CurrentProfileSettings(Section):
         for key in ("agent_statuses", "subtypes", "validation_test_types"):
             if key in f and "queues" not in f:
                 raise ValueError(f"filters.{key} needs queues as the primary filter")
+        for key, values in f.items():
+            hi = catalog.FILTER_LIMITS[CURRENT_FILTERS[key]][1]
+            if isinstance(values, list) and len(values) > hi and key not in ("queues", "routing_profiles"):
+                raise ValueError(f"filters.{key}: {len(values)} values; GetCurrentMetricData takes at most {hi}")
+        if "routing_step_expressions" in f and (not isinstance(f.get("queues"), list) or len(f["queues"]) != 1):
+            raise ValueError("filters.routing_step_expressions needs exactly one queue in filters.queues")
         return self
 
     @model_validator(mode="after")
@@ -165,6 +171,9 @@ class CurrentProfileSettings(Section):
         if "ESTIMATED_WAIT_TIME" in self.metrics and sorted(g) != [catalog.CHANNEL, catalog.QUEUE] \
                 and g != [catalog.ROUTING_STEP_EXPRESSION]:
             raise ValueError("metrics: ESTIMATED_WAIT_TIME needs groupings [QUEUE, CHANNEL] or [ROUTING_STEP_EXPRESSION]")
+        if "ESTIMATED_WAIT_TIME" in self.metrics and g == [catalog.ROUTING_STEP_EXPRESSION] \
+                and len(f.get("channels", [])) != 1:
+            raise ValueError("metrics: ESTIMATED_WAIT_TIME by ROUTING_STEP_EXPRESSION needs exactly one channel")
         return self
 
     @property

@@ -21,9 +21,16 @@ from collector.apis.current.model import (
     UserPage,
 )
 from collector.apis.current.planner import check_current, check_user_data
-from collector.errors import MalformedResponse
+from collector.errors import MalformedResponse, PlanErrorLive
 from collector.model import Fence, SliceKey, Target
 from collector.ports import CompletedSlice, ConnectSource
+
+
+def _in_period(key: SliceKey, t: datetime) -> None:
+    """A snapshot belongs to its period: a page (or a retry) after its end, or one taken
+    after it, fails the snapshot (its period is a gap) rather than land in the wrong period."""
+    if t >= key.end:
+        raise PlanErrorLive(f"its period ended at {key.end.isoformat()} before the snapshot was taken whole")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,7 @@ class QueueSnapshot:
         return (self.key,)
 
     def check(self, request: CurrentRequest, now: datetime) -> None:
+        _in_period(self.key, now)
         check_current(request)
 
     async def page(self, source: ConnectSource, request: CurrentRequest, token: str | None
@@ -65,6 +73,7 @@ class QueueSnapshot:
                 rows[dims] = values
         times = [p.snapshot_at for p in pages if p.snapshot_at is not None]
         taken = min(times) if times else collected_at
+        _in_period(self.key, max(times, default=collected_at))
         merged = list(rows.items())
         publish = partial(GAUGES.publish, self.key.instance_id, self.key.profile, metrics, merged, taken)
         return [CompletedSlice(self.key, [(metrics, merged)] if merged else [], collected_at, fence,
@@ -92,6 +101,7 @@ class AgentSnapshot:
         return (self.key,)
 
     def check(self, request: UserDataRequest, now: datetime) -> None:
+        _in_period(self.key, now)
         check_user_data(request)
 
     async def page(self, source: ConnectSource, request: UserDataRequest, token: str | None
@@ -101,6 +111,7 @@ class AgentSnapshot:
 
     def assemble(self, pages: Sequence[UserPage], collected_at: datetime, fence: Fence | None
                  ) -> list[CompletedSlice]:
+        _in_period(self.key, collected_at)
         agents: dict[str, AgentState] = {}
         for p in pages:
             for a in p.agents:
