@@ -166,8 +166,7 @@ async def execute(
             opts=rt.pipeline, run_id=run_id, progress=progress, stop=stop, guard=guard,
         )
         summary.slices_total += len(lost)
-        summary.slices_failed += len(lost)
-        summary.failures[:0] = list(lost)
+        _add_lost(summary, lost)
         status = run_status(summary)
     finally:
         await _settle(rt, run_id, status, summary, finish)
@@ -180,6 +179,12 @@ async def execute(
     return summary
 
 
+def _add_lost(summary: RunSummary, lost: Sequence[tuple[str, str]]) -> None:
+    """The slices that could not be planned count as failed, with their reasons first."""
+    summary.slices_failed += len(lost)
+    summary.failures[:0] = list(lost)
+
+
 async def snapshots(
     rt: Runtime, units: Sequence[FetchUnit], lost: Sequence[tuple[str, str]] = (), *,
     stop: anyio.Event | None = None, guard: ShardGuard | None = None,
@@ -189,8 +194,7 @@ async def snapshots(
     what failed is logged."""
     summary = await run_collection(units, source=rt.source, sink=rt.store, limiters=rt.limiters, clock=rt.clock,
                                    opts=rt.pipeline, run_id=None, stop=stop, guard=guard)
-    summary.slices_failed += len(lost)
-    summary.failures[:0] = list(lost)
+    _add_lost(summary, lost)
     if summary.failures:
         log.warning("snapshots_failed", slices=summary.slices_failed, first=summary.failures[0][0],
                     reason=summary.failures[0][1])

@@ -54,14 +54,15 @@ def series_of(t: Target, api: MetricApi) -> Series:
     return Series(t.instance_id, api.profile, api.calendar.seconds, api.calendar.lengths)
 
 
-def oldest_start(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime:
-    """The earliest slice the lookback still serves, ``lookback_margin`` inside it."""
-    return lookback_edge(api, now, api.schedule(opts).lookback_margin)
+def oldest_start(api: MetricApi, now: datetime, o: ScheduleOptions) -> datetime:
+    """The earliest slice the lookback still serves, ``lookback_margin`` inside it (``o``:
+    the schedule as ``api`` runs it, :meth:`MetricApi.schedule`)."""
+    return lookback_edge(api, now, o.lookback_margin)
 
 
-def newest_end(api: MetricApi, now: datetime, opts: ScheduleOptions) -> datetime:
+def newest_end(api: MetricApi, now: datetime, o: ScheduleOptions) -> datetime:
     """The end of the newest slice that has settled."""
-    return api.calendar.floor(now - timedelta(seconds=api.schedule(opts).settle))
+    return api.calendar.floor(now - timedelta(seconds=o.settle))
 
 
 def _span_words(seconds: int) -> str:
@@ -97,8 +98,8 @@ class _Round:
 
     async def series(self, t: Target, api: MetricApi, ser: Series, state: SeriesState) -> None:
         cal, o = api.calendar, api.schedule(self.opts)
-        newest = newest_end(api, self.now, self.opts)
-        oldest = oldest_start(api, self.now, self.opts)
+        newest = newest_end(api, self.now, o)
+        oldest = oldest_start(api, self.now, o)
         self.out.wake(cal.next(newest) + timedelta(seconds=o.settle))
         f = await self.frontier(api, ser, state, newest, oldest, o)
         pending = [(s, e) for s, e in tile(cal, f, newest) if not _collected(state, s, e)]
@@ -185,7 +186,7 @@ async def read_state(
     """Every (instance, profile) of the round and what the store knows of it: one call."""
     pairs = [(t, api) for api in apis for t in targets]
     series = [series_of(t, api) for t, api in pairs]
-    since = [oldest_start(api, now, opts) for _t, api in pairs]
+    since = [oldest_start(api, now, api.schedule(opts)) for _t, api in pairs]
     within = max((d for api in apis for d in api.schedule(opts).revisits), default=0)
     states = await store.series_state(series, since, within)
     return [(t, api, ser, st) for (t, api), ser, st in zip(pairs, series, states, strict=True)]
@@ -220,7 +221,7 @@ async def advance_frontiers(
     for _t, api, ser, state in await read_state(store, targets, apis, opts, now):
         if state.frontier is None:
             continue
-        cal, newest = api.calendar, newest_end(api, now, opts)
+        cal, newest = api.calendar, newest_end(api, now, api.schedule(opts))
         f = _past_collected(cal, state, ceil(cal, state.frontier), newest)
         if f > state.frontier:
             moved.append((ser, f))

@@ -5,7 +5,7 @@ documented shape a :class:`MalformedResponse`; a result's values in metric order
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -67,3 +67,17 @@ def paged_request(kwargs: dict[str, Any], groupings: Sequence[str], next_token: 
     if next_token:
         kwargs["NextToken"] = next_token
     return kwargs
+
+
+def ref_id(v: Any, field: str) -> str | None:
+    """The ID of a reference object (``{"Id", "Arn"}``; the ARN's last part where no Id)."""
+    if v is None:
+        return None
+    if isinstance(v, Mapping):
+        ident = v.get("Id")
+        if ident is None and (arn := v.get("Arn")):
+            ident = str(arn).rsplit("/", 1)[-1]
+        if ident is not None and not isinstance(ident, str):
+            raise MalformedResponse(f"{field}.Id is not a string")
+        return ident
+    raise MalformedResponse(f"{field} is not an object")

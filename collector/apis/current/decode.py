@@ -12,6 +12,7 @@ import orjson
 
 from collector.apis.current.model import AgentState, CurrentPage, Dims, MetricSet, UserPage
 from collector.apis.v1.decode import dims_of
+from collector.apis.wire import ref_id
 from collector.errors import MalformedResponse
 
 _LEVELS = ("LevelFive", "LevelFour", "LevelThree", "LevelTwo", "LevelOne")
@@ -33,17 +34,6 @@ def _list(v: Any, field: str) -> list[Any]:
     if not isinstance(v, list):
         raise MalformedResponse(f"{field} is not a list")
     return v
-
-
-def _ref(v: Any, field: str) -> str | None:
-    if v is None:
-        return None
-    if not isinstance(v, Mapping):
-        raise MalformedResponse(f"{field} is not an object")
-    ident = v.get("Id") or (str(v["Arn"]).rsplit("/", 1)[-1] if v.get("Arn") else None)
-    if ident is not None and not isinstance(ident, str):
-        raise MalformedResponse(f"{field}.Id is not a string")
-    return ident
 
 
 def current_page(out: Mapping[str, Any], metrics: MetricSet, grouped: bool) -> CurrentPage:
@@ -88,7 +78,7 @@ def _iso(t: datetime | None) -> str | None:
 def agent_state(u: Mapping[str, Any]) -> AgentState:
     if not isinstance(u, Mapping):
         raise MalformedResponse("a UserDataList entry is not an object")
-    agent = _ref(u.get("User"), "User")
+    agent = ref_id(u.get("User"), "User")
     if not agent:
         raise MalformedResponse("a UserDataList entry has no User.Id")
     status = u.get("Status") or {}
@@ -97,7 +87,7 @@ def agent_state(u: Mapping[str, Any]) -> AgentState:
     path = u.get("HierarchyPath") or {}
     if not isinstance(path, Mapping):
         raise MalformedResponse("HierarchyPath is not an object")
-    group = next((g for lvl in _LEVELS if (g := _ref(path.get(lvl), f"HierarchyPath.{lvl}"))), None)
+    group = next((g for lvl in _LEVELS if (g := ref_id(path.get(lvl), f"HierarchyPath.{lvl}"))), None)
     contacts = []
     for c in _list(u.get("Contacts"), "Contacts"):
         if not isinstance(c, Mapping):
@@ -106,7 +96,7 @@ def agent_state(u: Mapping[str, Any]) -> AgentState:
             "id": c.get("ContactId"), "channel": c.get("Channel"), "state": c.get("AgentContactState"),
             "since": _iso(_time(c.get("StateStartTimestamp"), "StateStartTimestamp")),
             "connected": _iso(_time(c.get("ConnectedToAgentTimestamp"), "ConnectedToAgentTimestamp")),
-            "queue_id": _ref(c.get("Queue"), "Contacts.Queue"), "initiation": c.get("InitiationMethod"),
+            "queue_id": ref_id(c.get("Queue"), "Contacts.Queue"), "initiation": c.get("InitiationMethod"),
         })
     slots = {
         "available": _counts(u.get("AvailableSlotsByChannel"), "AvailableSlotsByChannel"),
@@ -116,7 +106,7 @@ def agent_state(u: Mapping[str, Any]) -> AgentState:
     return AgentState(
         agent, status.get("StatusName"), status.get("StatusArn"),
         _time(status.get("StatusStartTimestamp"), "Status.StatusStartTimestamp"),
-        _ref(u.get("RoutingProfile"), "RoutingProfile"), group, u.get("NextStatus"),
+        ref_id(u.get("RoutingProfile"), "RoutingProfile"), group, u.get("NextStatus"),
         orjson.dumps(contacts).decode(), orjson.dumps(slots).decode(),
     )
 

@@ -14,25 +14,12 @@ from typing import Any
 import msgspec
 
 from collector.apis.v1.model import Dims, MetricSet
-from collector.apis.wire import collection_values, decode_body, decode_metric
+from collector.apis.wire import collection_values, decode_body, decode_metric, ref_id
 from collector.errors import MalformedResponse
 
 
 def metric_index(metrics: MetricSet) -> dict[tuple[str, float | None], int]:
     return {(m.name, None if m.threshold is None else float(m.threshold)): i for i, m in enumerate(metrics)}
-
-
-def _ref_id(v: Any, field: str) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, Mapping):
-        ident = v.get("Id")
-        if ident is None and (arn := v.get("Arn")):
-            ident = str(arn).rsplit("/", 1)[-1]
-        if ident is not None and not isinstance(ident, str):
-            raise MalformedResponse(f"Dimensions.{field}.Id is not a string")
-        return ident
-    raise MalformedResponse(f"Dimensions.{field} is not an object")
 
 
 def _str(v: Any, field: str) -> str | None:
@@ -47,10 +34,10 @@ def dims_of(d: Mapping[str, Any] | None) -> Dims:
     if not isinstance(d, Mapping):
         raise MalformedResponse("Dimensions is not an object")
     return (
-        _ref_id(d.get("Queue"), "Queue"),
+        ref_id(d.get("Queue"), "Dimensions.Queue"),
         _str(d.get("Channel"), "Channel"),
-        _ref_id(d.get("RoutingProfile"), "RoutingProfile"),
-        _ref_id(d.get("AgentStatus"), "AgentStatus"),
+        ref_id(d.get("RoutingProfile"), "Dimensions.RoutingProfile"),
+        ref_id(d.get("AgentStatus"), "Dimensions.AgentStatus"),
         _str(d.get("RoutingStepExpression"), "RoutingStepExpression"),
         _str(d.get("Subtype"), "Subtype"),
         _str(d.get("ValidationTestType"), "ValidationTestType"),
