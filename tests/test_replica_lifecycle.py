@@ -414,7 +414,7 @@ async def test_a_replica_joining_mid_round_gets_shards_without_any_fenced_slice(
             # runs makes it 33, so the check is "every instance has every slice", not "== 128"
             rows = await query(database_url, "SELECT count(*) AS n, count(DISTINCT slice_start) AS d"
                                              " FROM collected_slices")
-            return rows[0]["d"] >= 32 and rows[0]["n"] == 4 * rows[0]["d"]
+            return bool(rows[0]["d"] >= 32 and rows[0]["n"] == 4 * rows[0]["d"])
 
         await wait_until(all_collected, 90)
         fenced = [await _fenced(p0), await _fenced(p1)]
