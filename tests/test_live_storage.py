@@ -124,3 +124,46 @@ async def test_the_real_time_history_has_its_own_retention(store: tuple[PgStore,
     # the interval that ended 8 days ago is gone; the one that ended since and the open one stay
     rows = await conn.fetch("SELECT status, ended_at FROM agent_state_intervals ORDER BY started_at")
     assert [tuple(r) for r in rows] == [("Lunch", new), ("ACW", None)]
+
+
+def _in_acw(aid: str, since: datetime, *acw: tuple[str, datetime]) -> AgentState:
+    """An agent whose status is Available since ``since`` with contacts in ACW (ENDED)."""
+    return AgentState(aid, "Available", None, since, "rp-1", "g-1", None, "[]", "{}",
+                      tuple((cid, t, "VOICE", "q-1") for cid, t in acw))
+
+
+async def test_after_contact_work_becomes_intervals_of_its_own(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    s, conn = store
+    avail = T0 - timedelta(minutes=5)
+    e1, e2 = T0 - timedelta(seconds=4), T0 + timedelta(seconds=22)
+    snaps = [
+        [_in_acw("a-1", avail, ("c-1", e1))],  # ACW of c-1 since it ended
+        [_in_acw("a-1", avail, ("c-1", e1))],
+        [_in_acw("a-1", avail, ("c-2", e2))],  # c-1's work done by now, c-2's begun
+        [_in_acw("a-1", avail)],
+    ]
+    for k, agents in enumerate(snaps):
+        await s.write([_agents(T0 + timedelta(seconds=15 * k), agents)], None)
+    rows = await conn.fetch("SELECT agent_id, contact_id, channel, queue_name, started_at, ended_at, last_seen_at, "
+                            "seconds FROM agent_acw_intervals_view ORDER BY started_at")
+    seen = [T0 + timedelta(seconds=15 * k + 1) for k in range(4)]  # each snapshot's time
+    assert [tuple(r) for r in rows] == [
+        ("a-1", "c-1", "VOICE", "Sales", e1, seen[2], seen[1], (seen[2] - e1).total_seconds()),
+        ("a-1", "c-2", "VOICE", "Sales", e2, seen[3], seen[2], (seen[3] - e2).total_seconds()),
+    ]
+    # the status interval is untouched by ACW; both kinds in one view
+    kinds = await conn.fetch("SELECT kind, status, contact_id, started_at, ended_at FROM agent_intervals_view "
+                             "ORDER BY kind, started_at")
+    assert [tuple(r) for r in kinds] == [("acw", "ACW", "c-1", e1, seen[2]), ("acw", "ACW", "c-2", e2, seen[3]),
+                                         ("status", "Available", None, avail, None)]
+    # ACW ongoing when the collector went away ends when last seen; a retried older snapshot changes nothing
+    e3 = T0 + timedelta(seconds=50)
+    await s.write([_agents(T0 + timedelta(seconds=60), [_in_acw("a-1", avail, ("c-3", e3))])], None)
+    await s.write([_agents(T0 + timedelta(minutes=10), [_in_acw("a-1", avail)])], None)
+    await s.write([_agents(T0 + timedelta(seconds=60), [_in_acw("a-1", avail, ("c-3", e3))])], None)
+    assert await conn.fetchval("SELECT ended_at FROM agent_acw_intervals WHERE contact_id = 'c-3'") == \
+        T0 + timedelta(seconds=61)
+    # retention: ACW that ended before the live cutoff goes
+    await s.prune(None, T0 + timedelta(seconds=40))
+    assert [r["contact_id"] for r in await conn.fetch("SELECT contact_id FROM agent_acw_intervals ORDER BY 1")] == \
+        ["c-2", "c-3"]

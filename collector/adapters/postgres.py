@@ -413,7 +413,7 @@ class PgStore:
     async def _store_live(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> None:
         """Snapshots: their history rows (again from scratch where a retried write stored
         them already), the latest snapshot of each (instance, profile) in place of the one
-        before (unless a newer one is stored), and agent state intervals."""
+        before (unless a newer one is stored), agent state intervals and after-contact work intervals."""
         if not prepared:
             return
         cols = ([p.ref[0] for p in prepared], [p.ref[3] for p in prepared], [p.ref[1] for p in prepared])
@@ -461,6 +461,12 @@ class PgStore:
                 await conn.execute(q("upsert_states"), [iref] * n, [pid] * n, [a.agent_id for a in seen],
                                    [a.status_since for a in seen], [a.status for a in seen], [snap] * n)
             await conn.execute(q("close_absent_states"), [iref], [pid], [snap], 2 * p.ref[2])
+            acw = [(a.agent_id, *w) for a in p.records for w in a.acw]
+            if acw:
+                n = len(acw)
+                await conn.execute(q("upsert_acw"), [iref] * n, [pid] * n, *map(list, zip(*acw, strict=True)),
+                                   [snap] * n)
+            await conn.execute(q("close_absent_acw"), [iref], [pid], [snap], 2 * p.ref[2])
 
     async def _clock_offset(self, conn: asyncpg.Connection) -> timedelta:
         """The database's clock minus this process's (the clock that stamps collections),

@@ -546,7 +546,8 @@ WITH live AS (SELECT id FROM profiles WHERE api IN ('current', 'agents')),
            AND slice_start + make_interval(secs => slice_seconds) <= $1),
      g AS (DELETE FROM collection_gaps WHERE profile_id IN (SELECT id FROM live)
            AND slice_start + make_interval(secs => slice_seconds) <= $1),
-     a AS (DELETE FROM agent_state_intervals WHERE ended_at <= $1)
+     a AS (DELETE FROM agent_state_intervals WHERE ended_at <= $1),
+     w AS (DELETE FROM agent_acw_intervals WHERE ended_at <= $1)
 SELECT 1;
 
 -- name: delete_live_slices
@@ -592,6 +593,25 @@ WHERE EXCLUDED.last_seen_at >= s.last_seen_at;
 -- ends with this snapshot, or, when the agent was last seen more than $4 seconds before it
 -- (the collector was away), when it was last seen.
 UPDATE agent_state_intervals s
+SET ended_at = CASE WHEN x.snap - s.last_seen_at > make_interval(secs => $4) THEN s.last_seen_at ELSE x.snap END
+FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, snap)
+WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.ended_at IS NULL AND s.last_seen_at < x.snap;
+
+-- name: upsert_acw
+-- Contacts in after-contact work (ENDED) in a snapshot: their ACW interval, from the state's start.
+INSERT INTO agent_acw_intervals AS s (instance_ref, profile_id, agent_id, contact_id, started_at, channel, queue_id,
+                                      last_seen_at)
+SELECT * FROM unnest($1::int[], $2::smallint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[],
+                     $8::timestamptz[])
+ON CONFLICT (instance_ref, profile_id, agent_id, contact_id, started_at) DO UPDATE
+SET ended_at = NULL, last_seen_at = EXCLUDED.last_seen_at
+WHERE EXCLUDED.last_seen_at >= s.last_seen_at;
+
+-- name: close_absent_acw
+-- ACW no longer in the snapshot (the work is done, or the agent left the scope): it ends
+-- by this snapshot, or, when last seen more than $4 seconds before it (the collector was
+-- away), when it was last seen.
+UPDATE agent_acw_intervals s
 SET ended_at = CASE WHEN x.snap - s.last_seen_at > make_interval(secs => $4) THEN s.last_seen_at ELSE x.snap END
 FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, snap)
 WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.ended_at IS NULL AND s.last_seen_at < x.snap;
