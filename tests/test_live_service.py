@@ -162,13 +162,16 @@ async def test_serve_polls_queues_and_agents_every_period_exactly(
 
 
 async def _periods(url: str) -> list[tuple[str, str, set[datetime], set[datetime]]]:
-    """Per live (instance, profile): the periods with a snapshot, and those recorded as gaps."""
+    """Per live (instance, profile): the periods with a snapshot, and those recorded as gaps
+    (a gap row spans a range of periods)."""
     rows = await _fetch(url, """
         SELECT i.instance_id, p.name, array_agg(c.slice_start) AS taken,
-               (SELECT array_agg(g.slice_start) FROM collection_gaps g
+               (SELECT array_agg(x) FROM collection_gaps g,
+                       generate_series(g.slice_start, g.slice_start + make_interval(secs => g.slice_seconds - $1),
+                                       make_interval(secs => $1)) AS x
                 WHERE g.instance_ref = c.instance_ref AND g.profile_id = c.profile_id) AS gaps
         FROM collected_slices c JOIN profiles p ON p.id = c.profile_id JOIN instances i ON i.ref = c.instance_ref
-        WHERE p.api IN ('current', 'agents') GROUP BY i.instance_id, p.name, c.instance_ref, c.profile_id""")
+        WHERE p.api IN ('current', 'agents') GROUP BY i.instance_id, p.name, c.instance_ref, c.profile_id""", EVERY)
     return [(r["instance_id"], r["name"], set(r["taken"]), set(r["gaps"] or ())) for r in rows]
 
 

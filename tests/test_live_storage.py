@@ -14,7 +14,7 @@ import pytest
 from collector.adapters.postgres import PgStore, connect_pool, migrate
 from collector.apis.current.codec import AGENTS, CURRENT
 from collector.apis.current.model import AgentState
-from collector.model import ProfileInfo, QueueInfo, SliceKey
+from collector.model import ProfileInfo, QueueInfo, Series, SliceKey
 from collector.ports import CompletedSlice
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -167,3 +167,33 @@ async def test_after_contact_work_becomes_intervals_of_its_own(store: tuple[PgSt
     await s.prune(None, T0 + timedelta(seconds=40))
     assert [r["contact_id"] for r in await conn.fetch("SELECT contact_id FROM agent_acw_intervals ORDER BY 1")] == \
         ["c-2", "c-3"]
+
+
+async def test_a_long_outage_of_a_live_profile_is_one_gap_row(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    s, conn = store
+    await s.register_profile("hist", ProfileInfo("v1", "15m", 900, None, "UTC"))
+    live, hist = Series("i-1", "now", 15, (15, 15)), Series("i-1", "hist", 900, (900, 900))
+    week = [T0 + timedelta(seconds=15 * k) for k in range(7 * 24 * 240)]  # a week of 15 s periods
+    why = "aged out of the 15-second lookback before collection"
+    await s.record_gaps(live, week, why, T0)
+    end = T0 + timedelta(days=7)
+    rows = await conn.fetch("SELECT profile, interval_start, interval_end, reason FROM collection_gaps_view")
+    assert [tuple(r) for r in rows] == [("now", T0, end, why)]
+    assert [tuple(r) for r in await conn.fetch(
+        "SELECT kind, interval_start, interval_end FROM collection_problems WHERE profile = 'now'")] == \
+        [("gap", T0, end)]
+    # recorded again in part (a round that did not save its frontier) and extended: still one row
+    more = [end - timedelta(minutes=1) + timedelta(seconds=15 * k) for k in range(8)]
+    await s.record_gaps(live, more, why, T0)
+    later = [end + timedelta(hours=1)]  # a separate outage stays a row of its own
+    await s.record_gaps(live, later, why, T0)
+    rows = await conn.fetch("SELECT interval_start, interval_end FROM collection_gaps_view ORDER BY 1")
+    assert [tuple(r) for r in rows] == [(T0, end + timedelta(minutes=1)), (later[0], later[0] + timedelta(seconds=15))]
+    # a historical profile's gaps stay one row per slice
+    await s.record_gaps(hist, [T0, T0 + timedelta(minutes=15)], "aged out", T0)
+    assert await conn.fetchval("SELECT count(*) FROM collection_gaps_view WHERE profile = 'hist'") == 2
+    # retention keeps a range until its end is past the cutoff
+    await s.prune(None, end)
+    assert await conn.fetchval("SELECT count(*) FROM collection_gaps_view WHERE profile = 'now'") == 2
+    await s.prune(None, end + timedelta(minutes=1))
+    assert await conn.fetchval("SELECT count(*) FROM collection_gaps_view WHERE profile = 'now'") == 1

@@ -241,6 +241,23 @@ INSERT INTO collection_gaps (instance_ref, profile_id, slice_start, slice_second
 SELECT $1, $2, s, $3, $4, $5 FROM unnest($6::timestamptz[]) AS s
 ON CONFLICT DO NOTHING;
 
+-- name: take_touching_live_gaps
+-- A live profile's gaps of this reason that overlap or touch [$4, $5): taken out, to be
+-- merged with the new ones into one row per contiguous range (none for other profiles).
+DELETE FROM collection_gaps g
+WHERE g.instance_ref = $1 AND g.profile_id = $2 AND g.reason = $3
+  AND EXISTS (SELECT 1 FROM profiles p WHERE p.id = $2 AND p.api IN ('current', 'agents'))
+  AND g.slice_start <= $5 AND g.slice_start + make_interval(secs => g.slice_seconds) >= $4
+RETURNING g.slice_start, g.slice_seconds;
+
+-- name: profile_is_live
+SELECT api IN ('current', 'agents') FROM profiles WHERE id = $1;
+
+-- name: record_gap_ranges
+INSERT INTO collection_gaps (instance_ref, profile_id, slice_start, slice_seconds, reason, recorded_at)
+SELECT $1, $2, s, n, $3, $4 FROM unnest($5::timestamptz[], $6::int[]) AS x(s, n)
+ON CONFLICT DO NOTHING;
+
 -- name: get_run
 SELECT * FROM collection_runs WHERE id = $1;
 
