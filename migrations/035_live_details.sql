@@ -48,3 +48,9 @@ UNION ALL
 SELECT 'acw', instance_id, instance_name, profile, agent_id, agent_name, 'ACW',
        contact_id, started_at, ended_at, seconds, ongoing, last_seen_at
 FROM agent_acw_intervals_view;
+
+-- The live prune (prune_live_bookkeeping) deletes the real-time profiles' collected slices
+-- and gaps older than the cutoff: by profile and start, which the primary keys (instance
+-- first) cannot serve, so it read every collected slice of every profile each time.
+CREATE INDEX collected_slices_profile_start ON collected_slices (profile_id, slice_start);
+CREATE INDEX collection_gaps_profile_start ON collection_gaps (profile_id, slice_start);

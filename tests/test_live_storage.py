@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import orjson
 import pytest
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
@@ -16,6 +17,7 @@ from collector.apis.current.codec import AGENTS, CURRENT
 from collector.apis.current.model import AgentState
 from collector.model import ProfileInfo, QueueInfo, Series, SliceKey
 from collector.ports import CompletedSlice
+from collector.sqlfiles import q
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 METRICS = (("CONTACTS_IN_QUEUE", "COUNT"), ("OLDEST_CONTACT_AGE", "SECONDS"), ("AGENTS_AVAILABLE", "COUNT"))
@@ -197,3 +199,36 @@ async def test_a_long_outage_of_a_live_profile_is_one_gap_row(store: tuple[PgSto
     assert await conn.fetchval("SELECT count(*) FROM collection_gaps_view WHERE profile = 'now'") == 2
     await s.prune(None, end + timedelta(minutes=1))
     assert await conn.fetchval("SELECT count(*) FROM collection_gaps_view WHERE profile = 'now'") == 1
+
+
+async def test_the_live_prune_reads_its_rows_by_profile_and_start(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    """Each delete of prune_live_bookkeeping can be served by an index (what the planner
+    picks without sequential scans is an index on its predicate, not a filter over all rows)."""
+    _s, conn = store
+    await conn.execute("SET enable_seqscan = off")
+    async with conn.transaction():
+        plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + q("prune_live_bookkeeping"), T0)
+    text = plan if isinstance(plan, str) else orjson.dumps(plan).decode()
+    deletes = {str(n["Relation Name"]): n["Plans"] for n in _nodes(orjson.loads(text))
+               if n.get("Node Type") == "ModifyTable"}
+    assert set(deletes) == {"collected_slices", "collection_gaps", "agent_state_intervals", "agent_acw_intervals"}
+    bound = {"collected_slices": "slice_start", "collection_gaps": "slice_start",
+             "agent_state_intervals": "ended_at", "agent_acw_intervals": "ended_at"}
+    for table, plans in deletes.items():
+        conds = [str(n["Index Cond"]) for n in _nodes(plans) if "Index Cond" in n]
+        assert any(bound[table] in c for c in conds), (table, conds)  # the index range is the cutoff
+    assert {n.get("Index Name") for n in _nodes(orjson.loads(text))} >= {
+        "collected_slices_profile_start", "collection_gaps_profile_start"}
+
+
+def _nodes(plan: object) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    stack = [plan]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            out.append(x)
+            stack.extend(v for v in x.values() if isinstance(v, list | dict))
+    return out

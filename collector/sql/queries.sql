@@ -557,12 +557,14 @@ SELECT collector_ensure_live_partition($1, $2::date);
 SELECT collector_drop_live_partitions_before($1) AS dropped;
 
 -- name: prune_live_bookkeeping
--- The real-time profiles' collected slices, gaps and finished agent states older than the cutoff.
+-- The real-time profiles' collected slices, gaps and finished agent states older than the
+-- cutoff. The bound on slice_start lets the (profile_id, slice_start) indexes (035) read only
+-- the rows that go, not every profile's collected slices.
 WITH live AS (SELECT id FROM profiles WHERE api IN ('current', 'agents')),
      s AS (DELETE FROM collected_slices WHERE profile_id IN (SELECT id FROM live)
-           AND slice_start + make_interval(secs => slice_seconds) <= $1),
+           AND slice_start < $1 AND slice_start + make_interval(secs => slice_seconds) <= $1),
      g AS (DELETE FROM collection_gaps WHERE profile_id IN (SELECT id FROM live)
-           AND slice_start + make_interval(secs => slice_seconds) <= $1),
+           AND slice_start < $1 AND slice_start + make_interval(secs => slice_seconds) <= $1),
      a AS (DELETE FROM agent_state_intervals WHERE ended_at <= $1),
      w AS (DELETE FROM agent_acw_intervals WHERE ended_at <= $1)
 SELECT 1;
