@@ -101,7 +101,8 @@ class _Fleet(ScriptedSource):
         return [QueueInfo("q-1", "arn:q-1", "Sales")], None
 
 
-async def test_rediscovery_is_spread_over_the_ttl_and_every_account_refreshed_once_per_ttl() -> None:
+@pytest.mark.parametrize("wait", [True, False], ids=["history loop", "live loop"])
+async def test_rediscovery_is_spread_over_the_ttl_and_every_account_refreshed_once_per_ttl(wait: bool) -> None:
     ttl, step, n = 900.0, 5.0, 100
     accounts = [f"{100000000000 + k}" for k in range(n)]
     settings = Settings(instances=[InstanceSettings(id="i-conf", region="us-east-1")],
@@ -111,7 +112,9 @@ async def test_rediscovery_is_spread_over_the_ttl_and_every_account_refreshed_on
     rt = Runtime(settings=settings, store=InMemoryStore(), source=source, limiters=Limiters(clock=clock), clock=clock,
                  pipeline=PipelineOptions(), apis={})
     targets = Targets(rt, ttl, lambda: None)
-    first = {t.instance_id for t in await targets()}
+    spawned: list[Callable[[], Awaitable[object]]] = []
+    targets.spawn = spawned.append  # the live loop's rediscoveries, run here right after each call
+    first = {t.instance_id for t in await targets(wait=wait)}
     assert len(first) == 2 * n + 1 and len(source.listed) == n  # resolved whole at first
     source.listed.clear()
     source.queued.clear()
@@ -121,7 +124,11 @@ async def test_rediscovery_is_spread_over_the_ttl_and_every_account_refreshed_on
         clock.advance(step)
         if clock.monotonic() == 300:  # an instance of one account goes, another comes
             source.by_account[moved] = [f"i-{moved}-a", f"i-{moved}-c"]
-        fleets.append((clock.monotonic(), {t.instance_id for t in await targets()}))
+        fleet_now = {t.instance_id for t in await targets(wait=wait)}
+        while spawned:
+            await spawned.pop()()
+            fleet_now = {t.instance_id for t in targets.cached or ()}
+        fleets.append((clock.monotonic(), fleet_now))
     assert clock.slept == []  # nothing waited: the times are the calls' own
     for lo in (0.0, ttl):  # each TTL: every account listed once, every instance's queues once
         per = Counter(a for a, at in source.listed if lo < at <= lo + ttl)
