@@ -39,6 +39,7 @@ every = "{EVERY}s"
 '''
 _V1 = 'granularity = "15m"\ngroupings = ["QUEUE", "CHANNEL"]\nmetrics = ["CONTACTS_HANDLED"]\nservice_levels = []'
 _COLUMNS = [m.lower() for m in catalog.DEFAULT_METRICS]
+_README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 
 async def _fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -100,6 +101,7 @@ async def test_serve_polls_queues_and_agents_every_period_exactly(
     assert now_rows and all(r["queue_id"] in h.sim.fleet.instances[r["instance_id"]].queues for r in now_rows)
 
     # agents: every agent the simulator lists, in the state it says, and exact state intervals
+    acw_seen = 0
     for inst in h.sim.fleet.instances.values():
         snap = await sql_value(database_url, "SELECT max(snapshot_at) FROM agent_now WHERE instance_id = $1", inst.id)
         served = h.sim.expected_user_data(inst.id, snap.timestamp(), {"RoutingProfiles": inst.routing_profiles})
@@ -117,6 +119,35 @@ async def test_serve_polls_queues_and_agents_every_period_exactly(
             assert key in sim_intervals, key
             if r["ended_at"] is not None and r["status"] is not None:
                 assert int(r["ended_at"].timestamp()) == sim_intervals[key], key
+        # after-contact work: every contact the simulator had in ACW at a stored snapshot is an
+        # interval from its exact start, ended by the first snapshot after the work was done
+        snaps = sorted(r["snapshot_at"].timestamp() for r in await _fetch(
+            database_url, "SELECT DISTINCT a.snapshot_at FROM agent_snapshots a JOIN instances i"
+                          " ON i.ref = a.instance_ref WHERE i.instance_id = $1", inst.id))
+        sim_acw = {(a, c, f): (ch, q, e) for a, c, ch, q, f, e in h.sim.agent_acw_intervals(
+            inst.id, snaps[0], snaps[-1] + 1e-6)}
+        want = {k for k, (_ch, _q, e) in sim_acw.items() if any(k[2] <= t < e for t in snaps)}
+        stored_acw = await _fetch(database_url, "SELECT agent_id, contact_id, channel, queue_id, started_at,"
+                                                " ended_at, last_seen_at FROM agent_acw_intervals_view"
+                                                " WHERE instance_id = $1", inst.id)
+        acw = {(r["agent_id"], r["contact_id"], int(r["started_at"].timestamp())): r for r in stored_acw}
+        assert set(acw) == want
+        acw_seen += len(acw)
+        for k, r in acw.items():
+            ch, q, e = sim_acw[k]
+            assert (r["channel"], r["queue_id"]) == (ch, q)
+            assert r["last_seen_at"].timestamp() < e, k
+            if r["ended_at"] is not None and r["ended_at"] != r["last_seen_at"]:
+                assert e <= r["ended_at"].timestamp(), k
+    assert acw_seen
+    # the README's "ACW per agent today" answers from these intervals
+    (query,) = [b for b in re.findall(r"^```sql\n(.*?)^```", _README, flags=re.M | re.S) if "ACW per agent today" in b]
+    answer = {r["agent_name"]: (r["contacts"], r["acw_seconds"]) for r in await _fetch(database_url, query)}
+    per_agent = await _fetch(database_url, "SELECT agent_name, count(*) AS n FROM agent_acw_intervals_view"
+                                           " WHERE COALESCE(ended_at, now()) > date_trunc('day', now())"
+                                           " GROUP BY agent_name")
+    assert {a: n for a, (n, _s) in answer.items()} == {r["agent_name"]: r["n"] for r in per_agent}
+    assert all(secs > 0 for _n, secs in answer.values())
 
     # the gauges of the newest snapshot on /metrics
     got = await p.get("/metrics")
@@ -131,13 +162,16 @@ async def test_serve_polls_queues_and_agents_every_period_exactly(
 
 
 async def _periods(url: str) -> list[tuple[str, str, set[datetime], set[datetime]]]:
-    """Per live (instance, profile): the periods with a snapshot, and those recorded as gaps."""
+    """Per live (instance, profile): the periods with a snapshot, and those recorded as gaps
+    (a gap row spans a range of periods)."""
     rows = await _fetch(url, """
         SELECT i.instance_id, p.name, array_agg(c.slice_start) AS taken,
-               (SELECT array_agg(g.slice_start) FROM collection_gaps g
+               (SELECT array_agg(x) FROM collection_gaps g,
+                       generate_series(g.slice_start, g.slice_start + make_interval(secs => g.slice_seconds - $1),
+                                       make_interval(secs => $1)) AS x
                 WHERE g.instance_ref = c.instance_ref AND g.profile_id = c.profile_id) AS gaps
         FROM collected_slices c JOIN profiles p ON p.id = c.profile_id JOIN instances i ON i.ref = c.instance_ref
-        WHERE p.api IN ('current', 'agents') GROUP BY i.instance_id, p.name, c.instance_ref, c.profile_id""")
+        WHERE p.api IN ('current', 'agents') GROUP BY i.instance_id, p.name, c.instance_ref, c.profile_id""", EVERY)
     return [(r["instance_id"], r["name"], set(r["taken"]), set(r["gaps"] or ())) for r in rows]
 
 

@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import orjson
 import pytest
 
 from collector.adapters.postgres import PgStore, connect_pool, migrate
 from collector.apis.current.codec import AGENTS, CURRENT
 from collector.apis.current.model import AgentState
-from collector.model import ProfileInfo, QueueInfo, SliceKey
+from collector.model import ProfileInfo, QueueInfo, Series, SliceKey
 from collector.ports import CompletedSlice
+from collector.sqlfiles import q
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 METRICS = (("CONTACTS_IN_QUEUE", "COUNT"), ("OLDEST_CONTACT_AGE", "SECONDS"), ("AGENTS_AVAILABLE", "COUNT"))
@@ -124,3 +126,109 @@ async def test_the_real_time_history_has_its_own_retention(store: tuple[PgStore,
     # the interval that ended 8 days ago is gone; the one that ended since and the open one stay
     rows = await conn.fetch("SELECT status, ended_at FROM agent_state_intervals ORDER BY started_at")
     assert [tuple(r) for r in rows] == [("Lunch", new), ("ACW", None)]
+
+
+def _in_acw(aid: str, since: datetime, *acw: tuple[str, datetime]) -> AgentState:
+    """An agent whose status is Available since ``since`` with contacts in ACW (ENDED)."""
+    return AgentState(aid, "Available", None, since, "rp-1", "g-1", None, "[]", "{}",
+                      tuple((cid, t, "VOICE", "q-1") for cid, t in acw))
+
+
+async def test_after_contact_work_becomes_intervals_of_its_own(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    s, conn = store
+    avail = T0 - timedelta(minutes=5)
+    e1, e2 = T0 - timedelta(seconds=4), T0 + timedelta(seconds=22)
+    snaps = [
+        [_in_acw("a-1", avail, ("c-1", e1))],  # ACW of c-1 since it ended
+        [_in_acw("a-1", avail, ("c-1", e1))],
+        [_in_acw("a-1", avail, ("c-2", e2))],  # c-1's work done by now, c-2's begun
+        [_in_acw("a-1", avail)],
+    ]
+    for k, agents in enumerate(snaps):
+        await s.write([_agents(T0 + timedelta(seconds=15 * k), agents)], None)
+    rows = await conn.fetch("SELECT agent_id, contact_id, channel, queue_name, started_at, ended_at, last_seen_at, "
+                            "seconds FROM agent_acw_intervals_view ORDER BY started_at")
+    seen = [T0 + timedelta(seconds=15 * k + 1) for k in range(4)]  # each snapshot's time
+    assert [tuple(r) for r in rows] == [
+        ("a-1", "c-1", "VOICE", "Sales", e1, seen[2], seen[1], (seen[2] - e1).total_seconds()),
+        ("a-1", "c-2", "VOICE", "Sales", e2, seen[3], seen[2], (seen[3] - e2).total_seconds()),
+    ]
+    # the status interval is untouched by ACW; both kinds in one view
+    kinds = await conn.fetch("SELECT kind, status, contact_id, started_at, ended_at FROM agent_intervals_view "
+                             "ORDER BY kind, started_at")
+    assert [tuple(r) for r in kinds] == [("acw", "ACW", "c-1", e1, seen[2]), ("acw", "ACW", "c-2", e2, seen[3]),
+                                         ("status", "Available", None, avail, None)]
+    # ACW ongoing when the collector went away ends when last seen; a retried older snapshot changes nothing
+    e3 = T0 + timedelta(seconds=50)
+    await s.write([_agents(T0 + timedelta(seconds=60), [_in_acw("a-1", avail, ("c-3", e3))])], None)
+    await s.write([_agents(T0 + timedelta(minutes=10), [_in_acw("a-1", avail)])], None)
+    await s.write([_agents(T0 + timedelta(seconds=60), [_in_acw("a-1", avail, ("c-3", e3))])], None)
+    assert await conn.fetchval("SELECT ended_at FROM agent_acw_intervals WHERE contact_id = 'c-3'") == \
+        T0 + timedelta(seconds=61)
+    # retention: ACW that ended before the live cutoff goes
+    await s.prune(None, T0 + timedelta(seconds=40))
+    assert [r["contact_id"] for r in await conn.fetch("SELECT contact_id FROM agent_acw_intervals ORDER BY 1")] == \
+        ["c-2", "c-3"]
+
+
+async def test_a_long_outage_of_a_live_profile_is_one_gap_row(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    s, conn = store
+    await s.register_profile("hist", ProfileInfo("v1", "15m", 900, None, "UTC"))
+    live, hist = Series("i-1", "now", 15, (15, 15)), Series("i-1", "hist", 900, (900, 900))
+    week = [T0 + timedelta(seconds=15 * k) for k in range(7 * 24 * 240)]  # a week of 15 s periods
+    why = "aged out of the 15-second lookback before collection"
+    await s.record_gaps(live, week, why, T0)
+    end = T0 + timedelta(days=7)
+    rows = await conn.fetch("SELECT profile, interval_start, interval_end, reason FROM collection_gaps_view")
+    assert [tuple(r) for r in rows] == [("now", T0, end, why)]
+    assert [tuple(r) for r in await conn.fetch(
+        "SELECT kind, interval_start, interval_end FROM collection_problems WHERE profile = 'now'")] == \
+        [("gap", T0, end)]
+    # recorded again in part (a round that did not save its frontier) and extended: still one row
+    more = [end - timedelta(minutes=1) + timedelta(seconds=15 * k) for k in range(8)]
+    await s.record_gaps(live, more, why, T0)
+    later = [end + timedelta(hours=1)]  # a separate outage stays a row of its own
+    await s.record_gaps(live, later, why, T0)
+    rows = await conn.fetch("SELECT interval_start, interval_end FROM collection_gaps_view ORDER BY 1")
+    assert [tuple(r) for r in rows] == [(T0, end + timedelta(minutes=1)), (later[0], later[0] + timedelta(seconds=15))]
+    # a historical profile's gaps stay one row per slice
+    await s.record_gaps(hist, [T0, T0 + timedelta(minutes=15)], "aged out", T0)
+    assert await conn.fetchval("SELECT count(*) FROM collection_gaps_view WHERE profile = 'hist'") == 2
+    # retention keeps a range until its end is past the cutoff
+    await s.prune(None, end)
+    assert await conn.fetchval("SELECT count(*) FROM collection_gaps_view WHERE profile = 'now'") == 2
+    await s.prune(None, end + timedelta(minutes=1))
+    assert await conn.fetchval("SELECT count(*) FROM collection_gaps_view WHERE profile = 'now'") == 1
+
+
+async def test_the_live_prune_reads_its_rows_by_profile_and_start(store: tuple[PgStore, asyncpg.Connection]) -> None:
+    """Each delete of prune_live_bookkeeping can be served by an index (what the planner
+    picks without sequential scans is an index on its predicate, not a filter over all rows)."""
+    _s, conn = store
+    await conn.execute("SET enable_seqscan = off")
+    async with conn.transaction():
+        plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + q("prune_live_bookkeeping"), T0)
+    text = plan if isinstance(plan, str) else orjson.dumps(plan).decode()
+    deletes = {str(n["Relation Name"]): n["Plans"] for n in _nodes(orjson.loads(text))
+               if n.get("Node Type") == "ModifyTable"}
+    assert set(deletes) == {"collected_slices", "collection_gaps", "agent_state_intervals", "agent_acw_intervals"}
+    bound = {"collected_slices": "slice_start", "collection_gaps": "slice_start",
+             "agent_state_intervals": "ended_at", "agent_acw_intervals": "ended_at"}
+    for table, plans in deletes.items():
+        conds = [str(n["Index Cond"]) for n in _nodes(plans) if "Index Cond" in n]
+        assert any(bound[table] in c for c in conds), (table, conds)  # the index range is the cutoff
+    assert {n.get("Index Name") for n in _nodes(orjson.loads(text))} >= {
+        "collected_slices_profile_start", "collection_gaps_profile_start"}
+
+
+def _nodes(plan: object) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    stack = [plan]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            out.append(x)
+            stack.extend(v for v in x.values() if isinstance(v, list | dict))
+    return out

@@ -476,3 +476,31 @@ async def test_routing_profile_groups_sorting_and_contact_filter(start_sim: Star
     everyone = [u for us in users.values() for u in us]
     with_ended = {u["User"]["Id"] for u in everyone if any(c["AgentContactState"] == "ENDED" for c in u["Contacts"])}
     assert with_ended and {u["User"]["Id"] for u in ended["UserDataList"]} == with_ended
+
+
+async def test_after_contact_work_intervals_are_what_user_data_lists_as_ended(start_sim: StartSim) -> None:
+    clock = Clock(T0)
+    h = await _start(start_sim, clock, agents_per_instance=30)
+    sim, inst = h.sim, _inst(h.sim)
+    day = sim.agent_acw_intervals(inst.id, T0 - 3600, T0)
+    assert day and all(f < t for *_x, f, t in day)
+    acts = sim.agent_activity_intervals(inst.id, int(T0) - 3600, int(T0))
+    # an agent counted in ACW is in some contact's after-contact work
+    for a, n, f, _t in acts:
+        if n == "ACW":
+            assert any(x[0] == a and x[4] <= f < x[5] for x in day), (a, f)
+    checked = 0
+    async with _client(h) as client:
+        for t in (T0 - 3000.5, T0 - 1800.5, T0 - 600.5):
+            clock.t = t
+            pages = await _all_pages(client.get_current_user_data, InstanceId=inst.id,
+                                     Filters={"RoutingProfiles": inst.routing_profiles})
+            ended = {(u["User"]["Id"], c["ContactId"], c["Channel"], c["Queue"]["Id"],
+                      int(c["StateStartTimestamp"].timestamp()))
+                     for p in pages for u in p["UserDataList"] for c in u["Contacts"]
+                     if c["AgentContactState"] == "ENDED"}
+            want = {(a, cid, ch, q, f) for a, cid, ch, q, f, e in sim.agent_acw_intervals(inst.id, t, t + 1e-6)
+                    if f <= t < e}
+            assert ended == want, t
+            checked += len(ended)
+    assert checked

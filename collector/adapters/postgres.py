@@ -182,6 +182,7 @@ class PgStore:
         self._kpi_layouts: dict[int, Layout | None] = {}
         self._queue_dims: dict[int, bool] = {}
         self._live_partitions: set[tuple[str, date]] = set()  # (current_values | agent_snapshots, day)
+        self._live: dict[int, bool] = {}  # profile id -> a real-time profile (its gaps are ranges)
         # this process's clock -> the database's (newest-collection-wins), measured now and then
         self._offset: timedelta | None = None
         self._offset_at = 0.0
@@ -413,7 +414,7 @@ class PgStore:
     async def _store_live(self, conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> None:
         """Snapshots: their history rows (again from scratch where a retried write stored
         them already), the latest snapshot of each (instance, profile) in place of the one
-        before (unless a newer one is stored), and agent state intervals."""
+        before (unless a newer one is stored), agent state intervals and after-contact work intervals."""
         if not prepared:
             return
         cols = ([p.ref[0] for p in prepared], [p.ref[3] for p in prepared], [p.ref[1] for p in prepared])
@@ -461,6 +462,12 @@ class PgStore:
                 await conn.execute(q("upsert_states"), [iref] * n, [pid] * n, [a.agent_id for a in seen],
                                    [a.status_since for a in seen], [a.status for a in seen], [snap] * n)
             await conn.execute(q("close_absent_states"), [iref], [pid], [snap], 2 * p.ref[2])
+            acw = [(a.agent_id, *w) for a in p.records for w in a.acw]
+            if acw:
+                n = len(acw)
+                await conn.execute(q("upsert_acw"), [iref] * n, [pid] * n, *map(list, zip(*acw, strict=True)),
+                                   [snap] * n)
+            await conn.execute(q("close_absent_acw"), [iref], [pid], [snap], 2 * p.ref[2])
 
     async def _clock_offset(self, conn: asyncpg.Connection) -> timedelta:
         """The database's clock minus this process's (the clock that stamps collections),
@@ -606,8 +613,26 @@ class PgStore:
                                 [f for _x, f in frontiers])
 
     async def record_gaps(self, series: Series, starts: Sequence[datetime], reason: str, now: datetime) -> None:
+        """One row per lost slice; a live profile's lost periods as one row per contiguous
+        range (merged with the rows of the same reason it overlaps or touches), so a week's
+        stop is one row, not 40,000."""
         iref, pid = await self.instance_ref(series.instance_id), await self.profile_id(series.profile)
-        await self.pool.execute(q("record_gaps"), iref, pid, series.seconds, reason, now, list(starts))
+        if not starts:
+            return
+        live = self._live.get(pid)
+        if live is None:
+            live = self._live[pid] = bool(await self.pool.fetchval(q("profile_is_live"), pid))
+        if not live:
+            await self.pool.execute(q("record_gaps"), iref, pid, series.seconds, reason, now, list(starts))
+            return
+        step = timedelta(seconds=series.seconds)
+        spans = [(s, s + step) for s in sorted(set(starts))]
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetch(q("take_touching_live_gaps"), iref, pid, reason, spans[0][0], spans[-1][1])
+            spans += [(r["slice_start"], r["slice_start"] + timedelta(seconds=r["slice_seconds"])) for r in old]
+            merged = _merge_spans(spans)
+            await conn.execute(q("record_gap_ranges"), iref, pid, reason, now, [a for a, _b in merged],
+                               [int((b - a).total_seconds()) for a, b in merged])
 
     async def set_resumed_from(self, run_id: int, old_run_id: int) -> None:
         await self.pool.execute(q("set_resumed_from"), run_id, old_run_id)
@@ -825,6 +850,17 @@ def _newest_wins(prepared: list[Prepared], stored: Mapping[SliceRef, datetime], 
     if newer:
         log.info("slices_superseded", slices=len(newer))
     return [p for p in prepared if p.ref not in newer]
+
+
+def _merge_spans(spans: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping or touching spans as one each."""
+    out: list[tuple[datetime, datetime]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _slice_lock(iref: int, start: datetime, secs: int, pid: int) -> int:

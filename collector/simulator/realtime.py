@@ -300,6 +300,16 @@ class Realtime:
                 t = b
         return out
 
+    def acw_intervals(self, inst: Instance, start: float, end: float) -> list[tuple[str, str, str, str, int, int]]:
+        """(agent id, contact id, channel, queue, from, to) of every contact's after-contact
+        work that overlaps [start, end), whole, by agent then time: GetCurrentUserData lists
+        the contact as ENDED from ``from`` (its StateStartTimestamp) until ``to``."""
+        out = [(c.agent.id, c.id, c.channel, c.queue, c.ended, c.acw_end)
+               for c in self.contacts_between(inst, start, end)
+               if c.answered and c.ended < end and c.acw_end > start and c.acw_end > c.ended]
+        order = {a.id: k for k, a in enumerate(self.v2.world(inst).agents)}
+        return sorted(out, key=lambda x: (order[x[0]], x[4], x[1]))
+
     def activity_intervals(self, inst: Instance, start: int, end: int) -> list[tuple[str, str, int, int]]:
         """(agent id, activity, from, to) over [start, end) (clipped to it), by agent then time:
         the finer timeline behind AGENTS_* (OFFLINE, NPT, ON_CONTACT, ACW, AVAILABLE)."""

@@ -819,6 +819,14 @@ class Simulator:
         whole (not clipped): what StatusName and StatusStartTimestamp say at each instant."""
         return self.realtime.status_intervals(self.fleet.instances[instance_id], start, end)
 
+    def agent_acw_intervals(
+        self, instance_id: str, start: float, end: float
+    ) -> list[tuple[str, str, str, str, int, int]]:
+        """(agent id, contact id, channel, queue, from, to) of every contact's after-contact
+        work overlapping [start, end), whole: GetCurrentUserData lists the contact as ENDED
+        (StateStartTimestamp ``from``) until ``to``."""
+        return self.realtime.acw_intervals(self.fleet.instances[instance_id], start, end)
+
     def agent_activity_intervals(
         self, instance_id: str, start: int, end: int
     ) -> list[tuple[str, str, int, int]]:

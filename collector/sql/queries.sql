@@ -241,6 +241,23 @@ INSERT INTO collection_gaps (instance_ref, profile_id, slice_start, slice_second
 SELECT $1, $2, s, $3, $4, $5 FROM unnest($6::timestamptz[]) AS s
 ON CONFLICT DO NOTHING;
 
+-- name: take_touching_live_gaps
+-- A live profile's gaps of this reason that overlap or touch [$4, $5): taken out, to be
+-- merged with the new ones into one row per contiguous range (none for other profiles).
+DELETE FROM collection_gaps g
+WHERE g.instance_ref = $1 AND g.profile_id = $2 AND g.reason = $3
+  AND EXISTS (SELECT 1 FROM profiles p WHERE p.id = $2 AND p.api IN ('current', 'agents'))
+  AND g.slice_start <= $5 AND g.slice_start + make_interval(secs => g.slice_seconds) >= $4
+RETURNING g.slice_start, g.slice_seconds;
+
+-- name: profile_is_live
+SELECT api IN ('current', 'agents') FROM profiles WHERE id = $1;
+
+-- name: record_gap_ranges
+INSERT INTO collection_gaps (instance_ref, profile_id, slice_start, slice_seconds, reason, recorded_at)
+SELECT $1, $2, s, n, $3, $4 FROM unnest($5::timestamptz[], $6::int[]) AS x(s, n)
+ON CONFLICT DO NOTHING;
+
 -- name: get_run
 SELECT * FROM collection_runs WHERE id = $1;
 
@@ -540,13 +557,16 @@ SELECT collector_ensure_live_partition($1, $2::date);
 SELECT collector_drop_live_partitions_before($1) AS dropped;
 
 -- name: prune_live_bookkeeping
--- The real-time profiles' collected slices, gaps and finished agent states older than the cutoff.
+-- The real-time profiles' collected slices, gaps and finished agent states older than the
+-- cutoff. The bound on slice_start lets the (profile_id, slice_start) indexes (035) read only
+-- the rows that go, not every profile's collected slices.
 WITH live AS (SELECT id FROM profiles WHERE api IN ('current', 'agents')),
      s AS (DELETE FROM collected_slices WHERE profile_id IN (SELECT id FROM live)
-           AND slice_start + make_interval(secs => slice_seconds) <= $1),
+           AND slice_start < $1 AND slice_start + make_interval(secs => slice_seconds) <= $1),
      g AS (DELETE FROM collection_gaps WHERE profile_id IN (SELECT id FROM live)
-           AND slice_start + make_interval(secs => slice_seconds) <= $1),
-     a AS (DELETE FROM agent_state_intervals WHERE ended_at <= $1)
+           AND slice_start < $1 AND slice_start + make_interval(secs => slice_seconds) <= $1),
+     a AS (DELETE FROM agent_state_intervals WHERE ended_at <= $1),
+     w AS (DELETE FROM agent_acw_intervals WHERE ended_at <= $1)
 SELECT 1;
 
 -- name: delete_live_slices
@@ -592,6 +612,25 @@ WHERE EXCLUDED.last_seen_at >= s.last_seen_at;
 -- ends with this snapshot, or, when the agent was last seen more than $4 seconds before it
 -- (the collector was away), when it was last seen.
 UPDATE agent_state_intervals s
+SET ended_at = CASE WHEN x.snap - s.last_seen_at > make_interval(secs => $4) THEN s.last_seen_at ELSE x.snap END
+FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, snap)
+WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.ended_at IS NULL AND s.last_seen_at < x.snap;
+
+-- name: upsert_acw
+-- Contacts in after-contact work (ENDED) in a snapshot: their ACW interval, from the state's start.
+INSERT INTO agent_acw_intervals AS s (instance_ref, profile_id, agent_id, contact_id, started_at, channel, queue_id,
+                                      last_seen_at)
+SELECT * FROM unnest($1::int[], $2::smallint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[],
+                     $8::timestamptz[])
+ON CONFLICT (instance_ref, profile_id, agent_id, contact_id, started_at) DO UPDATE
+SET ended_at = NULL, last_seen_at = EXCLUDED.last_seen_at
+WHERE EXCLUDED.last_seen_at >= s.last_seen_at;
+
+-- name: close_absent_acw
+-- ACW no longer in the snapshot (the work is done, or the agent left the scope): it ends
+-- by this snapshot, or, when last seen more than $4 seconds before it (the collector was
+-- away), when it was last seen.
+UPDATE agent_acw_intervals s
 SET ended_at = CASE WHEN x.snap - s.last_seen_at > make_interval(secs => $4) THEN s.last_seen_at ELSE x.snap END
 FROM unnest($1::int[], $2::smallint[], $3::timestamptz[]) AS x(i, p, snap)
 WHERE s.instance_ref = x.i AND s.profile_id = x.p AND s.ended_at IS NULL AND s.last_seen_at < x.snap;

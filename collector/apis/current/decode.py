@@ -89,14 +89,20 @@ def agent_state(u: Mapping[str, Any]) -> AgentState:
         raise MalformedResponse("HierarchyPath is not an object")
     group = next((g for lvl in _LEVELS if (g := ref_id(path.get(lvl), f"HierarchyPath.{lvl}"))), None)
     contacts = []
+    acw: list[tuple[str, datetime, str | None, str | None]] = []
     for c in _list(u.get("Contacts"), "Contacts"):
         if not isinstance(c, Mapping):
             raise MalformedResponse("a Contacts entry is not an object")
+        since = _time(c.get("StateStartTimestamp"), "StateStartTimestamp")
+        queue = ref_id(c.get("Queue"), "Contacts.Queue")
+        cid = c.get("ContactId")
+        if c.get("AgentContactState") == "ENDED" and since is not None and isinstance(cid, str) and cid:
+            acw.append((cid, since, c.get("Channel"), queue))  # after-contact work since the contact ended
         contacts.append({
-            "id": c.get("ContactId"), "channel": c.get("Channel"), "state": c.get("AgentContactState"),
-            "since": _iso(_time(c.get("StateStartTimestamp"), "StateStartTimestamp")),
+            "id": cid, "channel": c.get("Channel"), "state": c.get("AgentContactState"),
+            "since": _iso(since),
             "connected": _iso(_time(c.get("ConnectedToAgentTimestamp"), "ConnectedToAgentTimestamp")),
-            "queue_id": ref_id(c.get("Queue"), "Contacts.Queue"), "initiation": c.get("InitiationMethod"),
+            "queue_id": queue, "initiation": c.get("InitiationMethod"),
         })
     slots = {
         "available": _counts(u.get("AvailableSlotsByChannel"), "AvailableSlotsByChannel"),
@@ -107,7 +113,7 @@ def agent_state(u: Mapping[str, Any]) -> AgentState:
         agent, status.get("StatusName"), status.get("StatusArn"),
         _time(status.get("StatusStartTimestamp"), "Status.StatusStartTimestamp"),
         ref_id(u.get("RoutingProfile"), "RoutingProfile"), group, u.get("NextStatus"),
-        orjson.dumps(contacts).decode(), orjson.dumps(slots).decode(),
+        orjson.dumps(contacts).decode(), orjson.dumps(slots).decode(), tuple(acw),
     )
 
 

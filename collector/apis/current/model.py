@@ -72,6 +72,8 @@ class AgentState:
     next_status: str | None
     contacts: str  # JSON: [{"id", "channel", "state", "since", "queue_id", "initiation"}]
     slots: str  # JSON: {"available": {...}, "active": {...}, "max": {...}} by channel
+    # its contacts in after-contact work (AgentContactState ENDED): (contact id, since, channel, queue)
+    acw: tuple[tuple[str, datetime, str | None, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
